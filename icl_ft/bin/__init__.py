@@ -1,0 +1,1 @@
+"""Thin command-line binaries (absl.app + ml-collections config files)."""

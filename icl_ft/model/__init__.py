@@ -1,0 +1,1 @@
+"""Gemma-style decoder in Flax NNX, its configs, checkpoints and tokenizer."""

@@ -1,0 +1,1 @@
+"""grain input pipelines: formats, tokenization, packing, sharding onto the mesh."""
