@@ -1,0 +1,42 @@
+"""Config for `icl-ft-data`: generate one dataset and write it as JSONL + card.json.
+
+Usage:
+  icl-ft-data --config=configs/data.py:celebrities --config.output_dir=data [--config.scale=small]
+      [--config.seed=1] [--config.overwrite=true] [--config.params.num_p2d_people=30]
+
+`params` holds one entry per field of the dataset's `Params`, unset (None) by
+default; a set entry overrides that field of the chosen scale.
+"""
+
+import dataclasses
+import importlib
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def _param_fields(name: str) -> ml_collections.ConfigDict:
+  """One typed, unset placeholder per `Params` field of dataset `name` (empty if unknown)."""
+  params = ml_collections.ConfigDict()
+  try:
+    registry = importlib.import_module("icl_ft.datasets.registry")
+    defaults = registry.module(name).Params()
+  except (ValueError, ImportError):
+    return params  # the binary reports the unknown / broken dataset by name
+  for field in dataclasses.fields(defaults):
+    default = getattr(defaults, field.name)
+    if default is not None:  # a None default has no type to parse a command-line value into
+      params[field.name] = config_dict.placeholder(type(default))
+  return params
+
+
+def get_config(name: str = "") -> ml_collections.ConfigDict:
+  """Config for dataset `name` (one of icl_ft.datasets.registry.NAMES)."""
+  config = ml_collections.ConfigDict()
+  config.name = name
+  config.seed = 0
+  config.scale = "paper"
+  config.output_dir = "data"
+  config.overwrite = False
+  config.params = _param_fields(name)
+  return config
