@@ -205,11 +205,17 @@ def test_console_script(tmp_path):
   out = tmp_path / "data"
   ok = subprocess.run(_console_script() + ["--config=configs/data.py:celebrities", f"--config.output_dir={out}",
                                            "--config.scale=small", "--config.params.num_both_people=2"],
-                      cwd=ROOT, capture_output=True, text=True, timeout=120)
+                      cwd=ROOT, capture_output=True, text=True, timeout=120,
+                      env={**os.environ, "PYTHONHASHSEED": "12345"})
   assert ok.returncode == 0, ok.stderr
-  assert sorted(p.name for p in (out / "celebrities").iterdir()) == [
-      "card.json", "test_forward.jsonl", "test_reversal.jsonl", "train.jsonl"]
+  files = sorted(p.name for p in (out / "celebrities").iterdir())
+  assert files == ["card.json", "test_forward.jsonl", "test_reversal.jsonl", "train.jsonl"]
   assert records.read_dataset(out / "celebrities").card["counts"]["train_documents"] == (10 + 2 * 2) * 5
+  # byte-identical to an in-process run (another process, another hash seed)
+  assert data_bin.execute(_config("celebrities", tmp_path / "again", scale="small",
+                                  params={"num_both_people": 2})) == 0
+  for f in files:
+    assert (out / "celebrities" / f).read_bytes() == (tmp_path / "again" / "celebrities" / f).read_bytes()
   bad = subprocess.run(_console_script() + ["--config=configs/data.py:celebrities", f"--config.output_dir={out}2",
                                             "--config.params.num_facts=100000"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -91,3 +91,13 @@ def test_builders_need_neither_tensorflow_nor_jax(tmp_path):
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_every_dataset_builds_at_small_scale(tmp_path, name):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if importlib.util.find_spec(f"icl_ft.datasets.{name}") is None:
+    pytest.skip(f"{name}.py not written yet")
+  expected = registry.generate(name, "small")
+  back = tfds_builders.read(tfds_builders.build(name, "small", data_dir=tmp_path))
+  assert back.train == expected.train and back.tests == expected.tests
