@@ -338,3 +338,38 @@ def test_to_global_and_data_parallel_divisibility(tok, mixed):
     _iterator(mixed, tok, global_batch_size=4, mesh=mesh)
   with pytest.raises(ValueError, match="global batch of 4 rows is not divisible by the data-parallel size 8"):
     loader.to_global(next(_iterator(mixed, tok, global_batch_size=4)), mesh)
+
+
+# ---- the model sees packed examples as if alone ------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["tiny_gemma2", "tiny_gemma3"])
+def test_packed_logits_equal_unpacked(tok, mixed, preset):
+  transformer = pytest.importorskip("icl_ft.model.transformer")
+  import dataclasses
+
+  import jax.numpy as jnp
+  from flax import nnx
+  from icl_ft.model import config as model_config
+
+  cfg = model_config.get_preset(preset)
+  overrides = {"vocab_size": max(cfg.vocab_size, tok.vocab_size)}
+  for field in ("dtype", "param_dtype"):
+    if hasattr(cfg, field):
+      overrides[field] = "float32"
+  cfg = dataclasses.replace(cfg, **overrides)
+  model = transformer.Transformer(cfg, rngs=nnx.Rngs(params=0))
+  batch = next(_iterator(mixed, tok, "split_cumulative", seq_len=96, global_batch_size=2))
+  logits, _ = model(*(jnp.asarray(batch[k]) for k in ("tokens", "positions", "segment_ids")))
+  segments = _segments(batch)
+  assert len(segments) > 2
+  for _, row, start, end in segments:
+    n = end - start
+    alone = np.zeros((1, 96), np.int32)
+    alone[0, :n] = batch["tokens"][row, start:end]
+    positions = np.zeros_like(alone)
+    positions[0, :n] = np.arange(n)
+    segment_ids = (np.arange(96) < n).astype(np.int32)[None]
+    ref, _ = model(jnp.asarray(alone), jnp.asarray(positions), jnp.asarray(segment_ids))
+    np.testing.assert_allclose(np.asarray(logits[row, start:end]), np.asarray(ref[0, :n]),
+                               atol=1e-4, rtol=1e-4)

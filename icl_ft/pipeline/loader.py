@@ -86,7 +86,7 @@ class TrainBatch(TypedDict):
 def next_tokens(tokens):
   """The training targets: `tokens` shifted left by one along the last axis (0 at the end).
 
-  Works on numpy and jax arrays alike (uses the array's own `.at`/indexing).
+  Numpy in, numpy out; anything else goes through jax.numpy.
   """
   if isinstance(tokens, np.ndarray):
     out = np.zeros_like(tokens)
@@ -197,9 +197,14 @@ def _process_index_and_count() -> tuple[int, int]:
 
 
 def data_parallel_size(mesh) -> int:
-  """Number of batch shards on `mesh`: the product of its `data` and `fsdp` axis sizes."""
-  shape = dict(mesh.shape)
-  return int(shape.get("data", 1)) * int(shape.get("fsdp", 1))
+  """Number of batch shards on `mesh`: the sizes of the mesh axes that `sharding.data_sharding`
+  splits the batch over (data x fsdp by default), multiplied."""
+  from icl_ft import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+
+  spec = sharding_lib.data_sharding(mesh).spec
+  axes = spec[0] if len(spec) else None
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 
 class _FinishBatch:
@@ -280,10 +285,10 @@ def make_train_dataset(
     epoch_rows = -(-sum(len(e["tokens"]) for e in elements) // seq_len)
     num_packing_bins = min(max(epoch_rows, MIN_PACKING_BINS), MAX_PACKING_BINS)
 
-  ds = grain.MapDataset.source(elements).shuffle(seed=seed).repeat(num_epochs)
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if not with_example_ids:  # packing depends on lengths only: the same rows either way
     elements = [{k: e[k] for k in ("tokens", "loss_mask")} for e in elements]
+  ds = grain.MapDataset.source(elements).shuffle(seed=seed).repeat(num_epochs)
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   length_struct = {k: seq_len for k in elements[0]}
   ds = _packer_cls()(ds, length_struct=length_struct, num_packing_bins=num_packing_bins, seed=seed,
                      shuffle_bins=True)
