@@ -157,7 +157,8 @@ def test_binary_bad_input_is_one_error_line_and_writes_nothing(tmp_path, capsys,
 
 
 # A size field per dataset that has an upper bound (the vocabulary, templates or people run out).
-SIZE_FIELDS = {"simple_reversals": "num_facts", "syllogisms": "num_examples", "celebrities": "num_p2d_people"}
+SIZE_FIELDS = {"simple_reversals": "num_facts", "syllogisms": "num_examples", "celebrities": "num_p2d_people",
+               "semantic_structure": "num_categories"}
 
 
 @pytest.mark.parametrize("name", DATASETS)
