@@ -345,31 +345,37 @@ def test_to_global_and_data_parallel_divisibility(tok, mixed):
 
 @pytest.mark.parametrize("preset", ["tiny_gemma2", "tiny_gemma3"])
 def test_packed_logits_equal_unpacked(tok, mixed, preset):
-  transformer = pytest.importorskip("icl_ft.model.transformer")
-  import dataclasses
-
   import jax.numpy as jnp
   from flax import nnx
   from icl_ft.model import config as model_config
+  from icl_ft.model import transformer
 
-  cfg = model_config.get_preset(preset)
-  overrides = {"vocab_size": max(cfg.vocab_size, tok.vocab_size)}
-  for field in ("dtype", "param_dtype"):
-    if hasattr(cfg, field):
-      overrides[field] = "float32"
-  cfg = dataclasses.replace(cfg, **overrides)
+  cfg = model_config.get_preset(preset, dtype="float32", param_dtype="float32")
+  assert cfg.vocab_size >= tok.vocab_size
   model = transformer.Transformer(cfg, rngs=nnx.Rngs(params=0))
-  batch = next(_iterator(mixed, tok, "split_cumulative", seq_len=96, global_batch_size=2))
-  logits, _ = model(*(jnp.asarray(batch[k]) for k in ("tokens", "positions", "segment_ids")))
+  forward = nnx.jit(lambda m, t, p, s: m(t, p, s)[0])
+  length = 96
+  batch = next(_iterator(mixed, tok, "split_cumulative", seq_len=length, global_batch_size=2))
+  keys = ("tokens", "positions", "segment_ids")
+  packed = forward(model, *(jnp.asarray(batch[k]) for k in keys))
   segments = _segments(batch)
   assert len(segments) > 2
-  for _, row, start, end in segments:
-    n = end - start
-    alone = np.zeros((1, 96), np.int32)
-    alone[0, :n] = batch["tokens"][row, start:end]
-    positions = np.zeros_like(alone)
-    positions[0, :n] = np.arange(n)
-    segment_ids = (np.arange(96) < n).astype(np.int32)[None]
-    ref, _ = model(jnp.asarray(alone), jnp.asarray(positions), jnp.asarray(segment_ids))
-    np.testing.assert_allclose(np.asarray(logits[row, start:end]), np.asarray(ref[0, :n]),
+  # Each example alone in its own row: positions from 0, one segment, padding after it.
+  alone = {k: np.zeros((len(segments), length), np.int32) for k in keys}
+  for i, (_, row, start, end) in enumerate(segments):
+    alone["tokens"][i, : end - start] = batch["tokens"][row, start:end]
+    alone["positions"][i, : end - start] = np.arange(end - start)
+    alone["segment_ids"][i, : end - start] = 1
+  # Run in chunks of the packed batch's shape: one compilation per preset.
+  pad = -len(segments) % 2
+  alone = {k: np.concatenate([v, np.zeros((pad, length), np.int32)]) for k, v in alone.items()}
+  ref = np.concatenate([forward(model, *(jnp.asarray(alone[k][i : i + 2]) for k in keys))
+                        for i in range(0, len(segments) + pad, 2)])
+  for i, (_, row, start, end) in enumerate(segments):
+    np.testing.assert_allclose(np.asarray(packed[row, start:end]), np.asarray(ref[i, : end - start]),
                                atol=1e-4, rtol=1e-4)
+  # Control: the same rows as one long segment do leak across examples.
+  merged = forward(model, jnp.asarray(batch["tokens"]), jnp.asarray(batch["positions"]),
+                   jnp.asarray((batch["segment_ids"] > 0).astype(np.int32)))
+  _, row, start, end = next(s for s in segments if s[2] > 0)
+  assert not np.allclose(np.asarray(merged[row, start:end]), np.asarray(packed[row, start:end]), atol=1e-4)
