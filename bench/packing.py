@@ -6,8 +6,9 @@
 For every dataset in the registry (paper scale) and every format, builds the training
 iterator (`icl_ft.pipeline.loader`) and measures the fraction of non-padding tokens:
 
-- `steady`: over `--epochs` epochs' worth of batches of the endless stream (training repeats the
-  data for a fixed number of steps; this is the number that matters),
+- `steady`: over `--epochs` epochs' worth of batches of the endless stream, at most
+  `--max_batches` (training repeats the data for a fixed number of steps; this is the number
+  that matters),
 - `1 epoch`: one finite pass, whose last batch is padded with empty rows (small datasets pay
   for that rounding).
 
@@ -40,6 +41,7 @@ def main() -> None:
   parser.add_argument("--seq_len", type=int, default=256)
   parser.add_argument("--batch", type=int, default=16, help="global batch size (rows)")
   parser.add_argument("--epochs", type=float, default=5.0, help="epochs of batches for `steady`")
+  parser.add_argument("--max_batches", type=int, default=200, help="cap on batches for `steady`")
   parser.add_argument("--scale", default="paper")
   parser.add_argument("--tokenizer", default="", help="a SentencePiece .model (default: train one)")
   parser.add_argument("--datasets", default=",".join(registry.NAMES))
@@ -69,7 +71,7 @@ def main() -> None:
       seq_len = max(args.seq_len, 2 ** math.ceil(math.log2(max(lengths))))
       epoch_rows = sum(lengths) / seq_len
       kw = dict(fmt=fmt, seq_len=seq_len, global_batch_size=args.batch, seed=0, shard_index=0, shard_count=1)
-      steady_batches = max(1, math.ceil(args.epochs * epoch_rows / args.batch))
+      steady_batches = min(max(1, math.ceil(args.epochs * epoch_rows / args.batch)), args.max_batches)
       steady = loader.packing_efficiency(loader.make_train_iterator(dataset, tok, **kw),
                                          max_batches=steady_batches)
       one = loader.packing_efficiency(loader.make_train_iterator(dataset, tok, num_epochs=1, **kw))
