@@ -1,0 +1,54 @@
+"""Config blocks shared by the binaries' configs: the model to load and the device mesh.
+
+Other configs nest these, e.g. `config.model = common.model_config("gemma2_2b")` and
+`config.mesh = common.mesh_config()`, and the binaries pass them to
+`icl_ft.model.loader.load_model(config.model, icl_ft.sharding.make_mesh(...))`
+(`loader.mesh_from_config(config.mesh)` does the latter).
+
+Import it from another config file as `from configs import common` (the repository root must be
+on sys.path, as it is for `python -m ...` and pytest run from the root), or load it by path with
+`importlib.util.spec_from_file_location("configs.common", <dir of this file>/common.py)`.
+"""
+
+import ml_collections
+
+
+def model_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+  """Which model to build and which weights / tokenizer to load into it.
+
+  Fields:
+    preset: a name from icl_ft.model.config (e.g. "tiny", "gemma2_2b", "gemma3_1b").
+    checkpoint: directory of the weights; "" = fresh random init (seed).
+    checkpoint_format: "icl_ft" (our params-only orbax checkpoint, icl_ft.checkpoints) or
+      "gemma" (an official Gemma release: flat `transformer/layer_N/...` orbax tree).
+    tokenizer: path of a SentencePiece `.model` file; "" = none (load_model returns None for it).
+    seed: parameter-init seed for a fresh model.
+    dtype: compute dtype override ("" = the preset's), e.g. "bfloat16" or "float32".
+    param_dtype: parameter dtype override ("" = the preset's).
+  """
+  config = ml_collections.ConfigDict()
+  config.preset = preset
+  config.checkpoint = ""
+  config.checkpoint_format = "icl_ft"
+  config.tokenizer = ""
+  config.seed = 0
+  config.dtype = ""
+  config.param_dtype = ""
+  return config
+
+
+def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
+  """Mesh axis sizes (-1 = all remaining devices) and overrides of the sharding rules.
+
+  Fields:
+    data, fsdp, tensor: axis sizes; their product must equal the device count.
+    rules: logical axis name -> mesh axis name, tuple of names, or None; entries update
+      icl_ft.sharding.DEFAULT_RULES (e.g. config.mesh.rules.embed = None to stop FSDP of
+      the embedding dimension).
+  """
+  config = ml_collections.ConfigDict()
+  config.data = data
+  config.fsdp = fsdp
+  config.tensor = tensor
+  config.rules = ml_collections.ConfigDict()
+  return config

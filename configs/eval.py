@@ -1,0 +1,66 @@
+"""Config for `icl-ft-eval`: score a model on datasets' test questions under one condition.
+
+Usage:
+  icl-ft-eval --config=configs/eval.py:<condition> --config.run=NAME \
+      --config.datasets=data/simple_reversals,data/syllogisms \
+      --config.model.preset=tiny --config.model.tokenizer=tok.model \
+      [--config.model.checkpoint=runs/ft/checkpoints] [--config.splits=reversal] \
+      [--config.icl.subsample=8] [--config.prompt.chat=true] [--config.scoring.batch_size=64]
+
+`<condition>` (default "pretrained") is the label written into the results and selects the
+prompt: `pretrained` (no context), `icl` (each dataset's training documents in context), or a
+finetuned condition, `ft` or `ft_<name>` (no context; `model.checkpoint` must name the
+finetuned weights, e.g. a training run's checkpoint directory).
+
+Outputs in `<results_dir>/<run>/`: questions.jsonl (one record per question, appended and
+flushed per batch; a re-run skips the questions already there), summary.json and table.md
+(written at the end from questions.jsonl), run.json (the settings that determine the scores;
+a re-run must match them unless `overwrite`).
+"""
+
+import ml_collections
+
+try:  # run from the repository root (python -m, pytest) ...
+  from configs import common
+except ImportError:  # ... or loaded by path (absl's config_flags)
+  import importlib.util
+  import os
+
+  _spec = importlib.util.spec_from_file_location(
+      "configs.common", os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
+  common = importlib.util.module_from_spec(_spec)
+  _spec.loader.exec_module(common)
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Evaluation config for condition `arg` ("" = "pretrained")."""
+  config = ml_collections.ConfigDict()
+  config.condition = arg or "pretrained"
+  config.run = ""  # required: results go to <results_dir>/<run>/
+  config.results_dir = "results"
+  config.overwrite = False  # true: discard an existing results/<run>/ instead of resuming
+
+  # Dataset directories written by icl-ft-data (comma-separated), and the test splits to
+  # score ("" = every split of each dataset; a named split must exist in at least one).
+  config.datasets = ""
+  config.splits = ""
+
+  config.model = common.model_config("tiny")
+  config.mesh = common.mesh_config()
+
+  # Prompt text (icl_ft/prompts.py): chat = Gemma's turn template for instruction-tuned models.
+  config.prompt = ml_collections.ConfigDict()
+  config.prompt.chat = False
+
+  # ICL condition: keep a seeded 1/subsample of the training documents (1 = all of them).
+  config.icl = ml_collections.ConfigDict()
+  config.icl.subsample = 1
+  config.icl.seed = 0
+
+  config.scoring = ml_collections.ConfigDict()
+  config.scoring.metric = "sum"  # sum | mean: log-prob that picks the answer
+  config.scoring.batch_size = 32  # (question, choice) rows per forward pass
+  config.scoring.prefill_chunk = 1024  # context tokens per prefill call
+
+  config.progress = True  # tqdm bar (questions/s)
+  return config

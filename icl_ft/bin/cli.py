@@ -1,0 +1,73 @@
+"""What every icl-ft binary shares: one `--config` flag, flag parsing, exit statuses, errors.
+
+Each binary is `cli.run(execute, ...)` where `execute(config) -> int` holds its logic (and is
+what tests and notebooks call in-process). The `--config` flag is defined inside `run`, never
+at import, so several binaries can be imported into one process.
+
+Exit statuses: 0 done; 1 bad input or a failed run (`execute` prints one `error: ...` line);
+2 bad flags (one `error: ...` line from here).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+
+def one_line(e: BaseException) -> str:
+  """The exception's message on one line (its type name when it has none)."""
+  return " ".join(str(e).split()) or type(e).__name__
+
+
+def fail(e: BaseException | str, status: int = 1) -> int:
+  """Prints one `error: ...` line on stderr and returns `status`."""
+  message = e if isinstance(e, str) else one_line(e)
+  print(f"error: {message}", file=sys.stderr)
+  return status
+
+
+def _unknown_field(e: BaseException, argv: list[str]) -> str:
+  """Names the `--config.<field>` override a KeyError/AttributeError from config_flags is about."""
+  inner: Any = e
+  while inner.args and isinstance(inner.args[0], BaseException):
+    inner = inner.args[0]
+  detail = one_line(inner).replace("'", "").replace('"', "")
+  given = [a.split("=", 1)[0] for a in argv[1:]
+           if a.startswith("--config.") and a.split("=", 1)[0].rsplit(".", 1)[-1] in detail]
+  return given[0] if given else detail
+
+
+def run(execute: Callable[[Any], int], *, config_help: str, config_file: str) -> None:
+  """Defines `--config`, parses argv, and exits with `execute(config)`'s status.
+
+  `config_file` names the configs file in messages, e.g. "configs/train.py:<preset>".
+  """
+  holder = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except (KeyError, AttributeError) as e:  # config_flags: override of a field the config lacks
+      sys.exit(fail(f"unknown config field {_unknown_field(e, argv)}; see {config_file.split(':')[0]}",
+                    2))
+    except (flags.Error, ValueError, TypeError, OSError) as e:
+      sys.exit(fail(e, 2))
+
+  def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+      sys.exit(fail(f"unexpected arguments {argv[1:]}", 2))
+    if holder.value is None:
+      sys.exit(fail(f"--config is required: --config={config_file}", 2))
+    # Warnings and errors only (JAX's INFO lines, e.g. about absent TPU libraries, are noise).
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)
+    sys.exit(execute(holder.value))
+
+  app.run(main, flags_parser=parse)

@@ -1,0 +1,50 @@
+"""icl-ft-eval: score a model on datasets' test questions under one condition.
+
+  icl-ft-eval --config=configs/eval.py:<condition> --config.run=NAME \
+      --config.datasets=DATA_DIR[,DATA_DIR...] --config.model.tokenizer=TOK.model \
+      [--config.model.preset=tiny] [--config.model.checkpoint=CKPT] [--config.splits=a,b] \
+      [--config.icl.subsample=8] [--config.results_dir=results] [--config.<field>=VALUE]
+
+Conditions: `pretrained` (no context), `icl` (the training documents in context), `ft` /
+`ft_<name>` (no context, `model.checkpoint` = the finetuned weights). Writes
+`<results_dir>/<run>/{questions.jsonl,summary.json,table.md,run.json}`; re-running the same
+command resumes (skips questions already scored).
+
+Exit status: 0 done; 1 bad input (one `error: ...` line on stderr, no summary written: unknown
+condition or split, missing checkpoint or dataset, malformed dataset line, tokenizer/model
+vocabulary mismatch, a context longer than the model's maximum length); 2 bad flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from icl_ft.bin import cli
+
+
+def execute(config: Any) -> int:
+  """Runs `evaluate.evaluate(config)`; failures are one `error:` line on stderr and status 1."""
+  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
+  from icl_ft import report  # pylint: disable=g-import-not-at-top
+
+  try:
+    result = evaluate.evaluate(config)
+  except (ValueError, OSError, ImportError, TypeError, KeyError) as e:
+    return cli.fail(e)
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_index() == 0:
+    print(report.markdown_table(result.rows), end="")
+    print(f"scored {result.scored} questions ({result.skipped} already done) in "
+          f"{result.seconds:.1f} s; results in {result.run_dir}")
+  return 0
+
+
+def run() -> None:
+  """Console-script entry point (`icl-ft-eval`)."""
+  cli.run(execute, config_help="Evaluation config: configs/eval.py:<condition>.",
+          config_file="configs/eval.py:<condition>")
+
+
+if __name__ == "__main__":
+  run()

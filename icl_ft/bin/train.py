@@ -1,0 +1,49 @@
+"""icl-ft-train: finetune a model on a dataset's training documents (resumes automatically).
+
+  icl-ft-train --config=configs/train.py:<preset> --config.workdir=DIR \
+      --config.data.dataset_dir=DATA --config.model.tokenizer=TOK.model [--config.<field>=VALUE]
+
+Multi-host: `--config.multihost.initialize=true` (plus coordinator_address, num_processes,
+process_id, or the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment
+variables) on every process.
+
+Exit status: 0 done; 1 bad input (one `error: ...` line on stderr; nothing is overwritten) or a
+NaN/inf loss (the last good checkpoint stays the latest); 2 bad flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from icl_ft.bin import cli
+
+
+def execute(config: Any, **train_kwargs: Any) -> int:
+  """Runs `loop.train(config, **train_kwargs)`; failures: one `error:` line on stderr, status 1."""
+  # Multi-host initialization must come before anything touches the devices (even imports
+  # that query them), so it runs first, here as well as inside train().
+  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
+
+  try:
+    loop.initialize_distributed(config.get("multihost", None))
+    result = loop.train(config, **train_kwargs)
+  except (loop.NonFiniteLossError, ValueError, OSError, ImportError, TypeError) as e:
+    return cli.fail(e)
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_index() == 0:
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    where = result.checkpoint_dir or "(no checkpoints)"
+    resumed = f" (resumed from step {result.start_step})" if result.start_step else ""
+    print(f"trained to step {result.step}{resumed}: final loss {loss}; checkpoints in {where}")
+  return 0
+
+
+def run() -> None:
+  """Console-script entry point (`icl-ft-train`)."""
+  cli.run(execute, config_help="Training config: configs/train.py:<model preset>.",
+          config_file="configs/train.py:<preset>")
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,402 @@
+"""Run an evaluation: score datasets' test questions under one condition, write results/<run>/.
+
+`evaluate(config)` (config = `configs/eval.py`) does, in order:
+
+1. validation, before anything is written: the condition (`pretrained`, `icl`, `ft`,
+   `ft_<name>`; finetuned ones need `model.checkpoint`), the run name, the metric, the dataset
+   directories (`records.read_dataset`: a malformed line is an error naming `file:line`), the
+   splits (each named split must exist in at least one dataset), the tokenizer against the
+   model's vocabulary, the checkpoint's existence, and the context budget (below);
+2. loads the model (`icl_ft.model.loader.load_model`, on the configured mesh);
+3. per dataset: builds the condition's shared context (`icl_ft.prompts.context_text`),
+   prefills it once (`icl_ft.scoring.ContextScorer`), and scores the questions of every split
+   in groups of about `scoring.batch_size` (question, choice) rows; after each group its
+   records are appended to `questions.jsonl` and flushed (tqdm shows questions/s);
+4. at the end, reads `questions.jsonl` back and writes `summary.json` and `table.md`
+   (`icl_ft.report`), each atomically.
+
+Resuming: `run.json` records the settings that determine the scores (condition, model,
+datasets, splits, prompt, ICL subsample, metric). Re-running the same config skips every
+question already in `questions.jsonl` (a last line cut off by a kill is dropped) and then
+rewrites the summary; a different config for an existing run is an error unless `overwrite`.
+
+Context budget: if [BOS] + context + the longest prompt + choice exceeds the model's
+`max_seq_len`, the run fails before scoring with a `ContextTooLongError` saying by how many
+tokens, and (ICL) the smallest `icl.subsample` factor that would fit. Nothing is truncated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from icl_ft import prompts
+from icl_ft import report
+from icl_ft import scoring
+from icl_ft.datasets import records
+
+QUESTIONS_FILE = "questions.jsonl"
+SUMMARY_FILE = "summary.json"
+TABLE_FILE = "table.md"
+RUN_FILE = "run.json"
+
+BASE_CONDITIONS = ("pretrained", "icl")
+FINETUNED_PATTERN = re.compile(r"^ft(_[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+
+
+@dataclasses.dataclass
+class EvalResult:
+  """What `evaluate` did."""
+
+  run_dir: Path
+  rows: list[dict[str, Any]]
+  scored: int  # questions scored in this call
+  skipped: int  # questions already in questions.jsonl
+  seconds: float
+  stats: dict[str, Any]
+
+
+def _get(cfg: Any, name: str, default: Any = None) -> Any:
+  if cfg is None:
+    return default
+  if isinstance(cfg, Mapping) or hasattr(cfg, "get"):  # dict, ml_collections.ConfigDict
+    return cfg.get(name, default)
+  return getattr(cfg, name, default)
+
+
+def parse_list(value: Any) -> list[str]:
+  """A comma-separated string (or a sequence) as a list of non-empty stripped items."""
+  if value is None:
+    return []
+  items = value.split(",") if isinstance(value, str) else list(value)
+  return [str(s).strip() for s in items if str(s).strip()]
+
+
+def check_condition(condition: str, checkpoint: str) -> None:
+  """Raises ValueError for an unknown condition or a finetuned one without a checkpoint."""
+  if condition in BASE_CONDITIONS:
+    return
+  if not FINETUNED_PATTERN.match(condition or ""):
+    raise ValueError(f"unknown condition {condition!r}; valid: pretrained, icl, ft or ft_<name> "
+                     "(a finetuned checkpoint in config.model.checkpoint)")
+  if not checkpoint:
+    raise ValueError(f"condition {condition!r} is a finetuned model: set config.model.checkpoint "
+                     "to its checkpoint directory")
+
+
+def uses_documents(condition: str) -> bool:
+  return condition == "icl"
+
+
+def prompt_format(config: Any) -> prompts.PromptFormat:
+  return prompts.PromptFormat(chat=bool(_get(_get(config, "prompt"), "chat", False)))
+
+
+def load_datasets(dirs: Sequence[str], splits: Sequence[str]
+                  ) -> list[tuple[str, records.Dataset, str]]:
+  """(name, dataset, directory) per directory, each with the requested splits it has (all if none given).
+
+  A split named in `splits` that no dataset has is a ValueError listing the available ones; a
+  dataset with none of the named splits (or only empty ones) is left out.
+  """
+  if not dirs:
+    raise ValueError("no datasets: set config.datasets to dataset directories written by "
+                     "icl-ft-data (comma-separated)")
+  out = []
+  available: dict[str, list[str]] = {}
+  for d in dirs:
+    if not Path(d).is_dir():
+      raise FileNotFoundError(f"dataset directory not found: {d}")
+    have = sorted(p.name[len(records.TEST_PREFIX):-len(".jsonl")]
+                  for p in Path(d).glob(f"{records.TEST_PREFIX}*.jsonl"))
+    available[d] = have
+    wanted = [s for s in splits if s in have] if splits else have
+    ds = records.read_dataset(d, splits=wanted)
+    out.append((str(ds.name), ds, d))
+  missing = [s for s in splits if not any(s in have for have in available.values())]
+  if missing:
+    raise ValueError(f"unknown split(s) {missing}; available: "
+                     + "; ".join(f"{d}: {v}" for d, v in available.items()))
+  names = [n for n, _, _ in out]
+  dupes = sorted({n for n in names if names.count(n) > 1})
+  if dupes:
+    raise ValueError(f"two dataset directories hold the same dataset name {dupes}; evaluate them "
+                     "in separate runs")
+  out = [(n, ds, d) for n, ds, d in out if any(ds.tests.values())]  # none of the selected splits
+  if not out:
+    raise ValueError(f"no test questions in the selected splits {list(splits) or 'all'} of {list(dirs)}")
+  return out
+
+
+def context_for(dataset: records.Dataset, condition: str, fmt: prompts.PromptFormat,
+                subsample: int = 1, seed: int = 0) -> str:
+  """The condition's shared context for `dataset` (module `icl_ft.prompts`)."""
+  docs = dataset.train if uses_documents(condition) else None
+  return prompts.context_text(docs, subsample, seed, fmt)
+
+
+def fitting_subsample(tokenizer: Any, documents: Sequence[records.Document],
+                      fmt: prompts.PromptFormat, seed: int, budget: int) -> int | None:
+  """The smallest subsample factor whose context ([BOS] + text) is <= budget tokens, or None."""
+  n = len(documents)
+
+  def fits(k: int) -> bool:
+    text = prompts.context_text(documents, k, seed, fmt)
+    return len(scoring.encode_context(tokenizer, text)) <= budget
+
+  if n == 0 or not fits(n):
+    return None
+  lo, hi = 1, n  # fits(hi) is True; subsamples are nested, so length falls as k grows
+  while lo < hi:
+    mid = (lo + hi) // 2
+    if fits(mid):
+      hi = mid
+    else:
+      lo = mid + 1
+  return lo
+
+
+def check_budget(name: str, dataset: records.Dataset, condition: str, tokenizer: Any,
+                 fmt: prompts.PromptFormat, subsample: int, seed: int, max_len: int
+                 ) -> tuple[list[int], int]:
+  """(context ids, longest prompt + choice) for `dataset`; ContextTooLongError if over max_len."""
+  context = context_for(dataset, condition, fmt, subsample, seed)
+  ids = scoring.encode_context(tokenizer, context)
+  questions = [q for qs in dataset.tests.values() for q in qs]
+  rows = scoring.encode_questions(tokenizer, questions)
+  longest = max(len(r.suffix) for r in rows)
+  total = len(ids) + longest
+  if total <= max_len:
+    return ids, longest
+  over = total - max_len
+  what = (f"dataset {name}: the ICL context ({len(ids)} tokens with BOS, subsample {subsample})"
+          if uses_documents(condition) else f"dataset {name}: the context ({len(ids)} tokens)")
+  message = (f"{what} plus the longest question ({longest} tokens) is {total} tokens, "
+             f"{over} over the model's max_seq_len {max_len}")
+  if uses_documents(condition):
+    k = fitting_subsample(tokenizer, dataset.train, fmt, seed, max_len - longest)
+    if k is None:
+      message += "; not even one document fits"
+    else:
+      message += f"; subsample factor {k} would fit (--config.icl.subsample={k})"
+  raise scoring.ContextTooLongError(message, context_tokens=len(ids), question_tokens=longest,
+                                    max_len=max_len)
+
+
+def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str]],
+                 splits: Sequence[str]) -> dict[str, Any]:
+  """The settings that determine the scores (stored in run.json, compared on resume)."""
+  model = _get(config, "model")
+  icl = _get(config, "icl")
+  return {
+      "condition": config.condition,
+      "model": {k: _get(model, k) for k in ("preset", "checkpoint", "checkpoint_format",
+                                             "tokenizer", "seed", "dtype", "param_dtype")},
+      "datasets": [{"dir": os.path.abspath(d), "name": n, "seed": ds.card.get("seed"),
+                    "scale": ds.card.get("scale"), "splits": sorted(ds.tests)}
+                   for n, ds, d in datasets],
+      "splits": list(splits),
+      "prompt": dataclasses.asdict(prompt_format(config)),
+      "icl": ({"subsample": int(_get(icl, "subsample", 1)), "seed": int(_get(icl, "seed", 0))}
+              if uses_documents(config.condition) else None),
+      "metric": _get(_get(config, "scoring"), "metric", "sum"),
+  }
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in sorted(set(a) | set(b)):
+      if a.get(k) != b.get(k):
+        return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+  return f"{path or 'settings'}: {a!r} != {b!r}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _done_keys(path: Path, truncate_partial: bool) -> set[tuple[str, str, str]]:
+  """(dataset, split, id) already in questions.jsonl; drops a cut-off last line."""
+  if not path.exists():
+    return set()
+  if truncate_partial:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+      cut = data.rfind(b"\n") + 1
+      with open(path, "r+b") as f:
+        f.truncate(cut)
+  return {(r["dataset"], r["split"], r["id"]) for r in report.read_results(path)}
+
+
+def _groups(questions: Sequence[records.Question], rows_per_group: int
+            ) -> Iterator[list[records.Question]]:
+  """Consecutive groups of questions with about `rows_per_group` choices in total."""
+  group: list[records.Question] = []
+  rows = 0
+  for q in questions:
+    if group and rows + len(q.choices) > rows_per_group:
+      yield group
+      group, rows = [], 0
+    group.append(q)
+    rows += len(q.choices)
+  if group:
+    yield group
+
+
+def _record(dataset: str, condition: str, s: scoring.QuestionScore) -> dict[str, Any]:
+  q = s.question
+  return {"dataset": dataset, "split": q.split, "subset": q.subset, "condition": condition,
+          "id": q.id, **s.to_json()}
+
+
+def _model_max_len(model_cfg: Any) -> tuple[Any, int]:
+  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
+
+  cfg = loader.model_config_from(model_cfg)
+  return cfg, int(cfg.max_seq_len)
+
+
+def evaluate(config: Any) -> EvalResult:
+  """Runs the evaluation described by `config` (configs/eval.py); see the module docstring."""
+  start = time.perf_counter()
+  condition = str(config.condition)
+  model_cfg = config.model
+  check_condition(condition, _get(model_cfg, "checkpoint", ""))
+  run = str(_get(config, "run", ""))
+  if not _RUN_NAME.match(run):
+    raise ValueError(f"config.run must name the run (letters, digits, _.=+-), got {run!r}")
+  metric = _get(config.scoring, "metric", "sum")
+  if metric not in scoring.METRICS:
+    raise ValueError(f"unknown scoring metric {metric!r}; valid: {list(scoring.METRICS)}")
+  batch_size = int(_get(config.scoring, "batch_size", 32))
+  subsample = _get(config.icl, "subsample", 1)
+  seed = int(_get(config.icl, "seed", 0))
+  prompts.subsample_documents([], subsample)  # validates the factor
+  subsample = int(subsample)
+  fmt = prompt_format(config)
+
+  dirs = parse_list(config.datasets)
+  splits = parse_list(config.splits)
+  loaded = load_datasets(dirs, splits)
+  datasets = [(n, ds) for n, ds, _ in loaded]
+
+  if not _get(model_cfg, "tokenizer", ""):
+    raise ValueError("config.model.tokenizer is required (a SentencePiece .model file)")
+  checkpoint = _get(model_cfg, "checkpoint", "")
+  if checkpoint and "://" not in checkpoint and not os.path.exists(checkpoint):
+    raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
+
+  cfg, max_len = _model_max_len(model_cfg)
+  tokenizer = loader.load_tokenizer(model_cfg, cfg)  # vocab mismatch -> ValueError
+  budgets = {name: check_budget(name, ds, condition, tokenizer, fmt, subsample, seed, max_len)
+             for name, ds in datasets}
+
+  run_dir = Path(_get(config, "results_dir", "results")) / run
+  settings = run_settings(config, loaded, splits)
+  run_file = run_dir / RUN_FILE
+  overwrite = bool(_get(config, "overwrite", False))
+  if run_file.exists() and not overwrite:
+    previous = json.loads(run_file.read_text(encoding="utf-8"))
+    if previous != settings:
+      raise ValueError(f"{run_dir} holds results of different settings "
+                       f"({_first_difference(previous, settings)}); use another config.run or "
+                       "--config.overwrite=true")
+  elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    raise FileExistsError(f"{run_dir} exists and is not an evaluation run (no {RUN_FILE}); "
+                          "use another config.run or --config.overwrite=true")
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  mesh, rules = loader.mesh_from_config(config.mesh)
+  model, _ = loader.load_model(model_cfg, mesh, rules)
+
+  writer = jax.process_index() == 0
+  questions_path = run_dir / QUESTIONS_FILE
+  if writer:
+    if overwrite and run_dir.exists():
+      for name in (QUESTIONS_FILE, SUMMARY_FILE, TABLE_FILE, RUN_FILE):
+        if (run_dir / name).exists():
+          os.remove(run_dir / name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_file, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+  done = _done_keys(questions_path, truncate_partial=writer)
+
+  todo = {name: {s: [q for q in qs if (name, s, q.id) not in done] for s, qs in ds.tests.items()}
+          for name, ds in datasets}
+  remaining = sum(len(qs) for by_split in todo.values() for qs in by_split.values())
+  skipped = sum(len(qs) for _, ds in datasets for qs in ds.tests.values()) - remaining
+  if writer and remaining:
+    for name in (SUMMARY_FILE, TABLE_FILE):  # stale until this run finishes
+      if (run_dir / name).exists():
+        os.remove(run_dir / name)
+
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  stats: dict[str, Any] = {"prefill_s": 0.0, "score_s": 0.0, "context_tokens": {}}
+  bar = tqdm(total=remaining, unit="q", dynamic_ncols=True,
+             disable=not (_get(config, "progress", True) and writer))
+  out = open(questions_path, "a", encoding="utf-8") if writer else None
+  try:
+    for name, ds in datasets:
+      if not any(todo[name].values()):
+        continue
+      context_ids, longest = budgets[name]
+      scorer = scoring.ContextScorer(
+          model, tokenizer, context_ids=context_ids, batch_size=batch_size,
+          max_suffix_len=longest, max_len=max_len,
+          prefill_chunk=int(_get(config.scoring, "prefill_chunk", 1024)), metric=metric,
+          mesh=mesh, rules=rules)
+      stats["prefill_s"] += scorer.stats["prefill_s"]
+      stats["context_tokens"][name] = len(context_ids)
+      for split, questions in todo[name].items():
+        bar.set_description(f"{name}/{split}")
+        for group in _groups(questions, batch_size):
+          scores = scorer.score(group)
+          if out is not None:
+            out.write("".join(json.dumps(_record(name, condition, s), sort_keys=True) + "\n"
+                              for s in scores))
+            out.flush()
+          bar.update(len(group))
+      stats["score_s"] += scorer.stats["score_s"]
+  finally:
+    bar.close()
+    if out is not None:
+      out.close()
+
+  selected = {(n, s) for n, ds in datasets for s in ds.tests}
+  order = {key: i for i, key in enumerate((n, s) for n, ds in datasets for s in ds.tests)}
+  results = [r for r in report.read_results(questions_path)
+             if (r["dataset"], r["split"]) in selected and r["condition"] == condition]
+  rows = sorted(report.summarize(results), key=lambda r: order[(r["dataset"], r["split"])])
+  if writer:
+    _atomic_write(run_dir / SUMMARY_FILE, json.dumps(rows, indent=2) + "\n")
+    header = (f"Run `{run}`: condition `{condition}`, model `{_get(model_cfg, 'preset')}`"
+              f"{' from ' + repr(checkpoint) if checkpoint else ''}, metric `{metric}`"
+              + (f", ICL subsample {subsample} (seed {seed})" if uses_documents(condition) else "")
+              + ".\n\n")
+    _atomic_write(run_dir / TABLE_FILE, header + report.markdown_table(rows))
+  return EvalResult(run_dir=run_dir, rows=rows, scored=remaining, skipped=skipped,
+                    seconds=time.perf_counter() - start, stats=stats)
+
+
+def remove_run(run_dir: str | os.PathLike[str]) -> None:
+  """Deletes a results directory (used by tests and notebooks)."""
+  shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,136 @@
+"""Attention: segment/position masks, grouped-query dot-product attention, the KV cache.
+
+Masking rule (one rule for training, packing, padding and cached decoding): a query with
+segment id s_q and position p_q attends a key with segment id s_k and position p_k iff
+
+  s_q == s_k != 0   and   p_k <= p_q   and (local layers)   p_q - window < p_k
+
+Segment 0 is padding (left or right) and empty cache slots: never attended. Positions must
+increase within a segment (they restart per packed segment). A padding query attends nothing;
+its scores are all replaced by a large negative *finite* number, so its softmax is uniform
+rather than NaN (its output is meaningless but finite).
+
+KV cache (`KVCache`, a pytree usable under jax.jit): per layer k and v [B, S, K, H], plus the
+positions and segment ids of the cached keys [B, S] (shared by all layers) and one scalar
+`end_index`. A call with L new tokens writes them at [end_index, end_index + L) with
+`dynamic_update_slice` and advances end_index by L; every layer caches the full length (local
+layers mask by window instead of using a ring buffer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from icl_ft.model import layers
+
+# Logical axis names of the cache arrays (for sharding a cache, e.g. with
+# icl_ft.sharding.logical_to_sharding): k / v, and positions / segment_ids; end_index is a scalar.
+KV_AXES = ("batch", "kv_length", "kv_heads", "head_dim")
+INDEX_AXES = ("batch", "kv_length")
+
+# Replaces masked scores (finite, so fully-masked rows give no NaN; representable in bf16).
+MASK_VALUE = -2.3819763e38
+
+
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+  """Keys / values of every layer and the positions / segment ids of the cached tokens."""
+
+  k: tuple[jax.Array, ...]     # per layer [B, S, K, H]
+  v: tuple[jax.Array, ...]     # per layer [B, S, K, H]
+  positions: jax.Array         # [B, S] int32
+  segment_ids: jax.Array       # [B, S] int32; 0 = empty slot / padding
+  end_index: jax.Array         # [] int32: slots [0, end_index) are written
+
+  @property
+  def batch_size(self) -> int:
+    return int(self.positions.shape[0])
+
+  @property
+  def max_len(self) -> int:
+    return int(self.positions.shape[1])
+
+  @property
+  def num_layers(self) -> int:
+    return len(self.k)
+
+
+# Fields spelled out: older JAX requires them.
+jax.tree_util.register_dataclass(
+    KVCache, data_fields=["k", "v", "positions", "segment_ids", "end_index"], meta_fields=[])
+
+
+def init_cache(num_layers: int, batch_size: int, max_len: int, num_kv_heads: int,
+               head_dim: int, dtype=jnp.float32) -> KVCache:
+  """An empty cache: zeros, segment ids 0 (nothing attendable), end_index 0."""
+  shape = (batch_size, max_len, num_kv_heads, head_dim)
+  zeros = lambda: jnp.zeros(shape, dtype)  # noqa: E731
+  return KVCache(
+      k=tuple(zeros() for _ in range(num_layers)),
+      v=tuple(zeros() for _ in range(num_layers)),
+      positions=jnp.zeros((batch_size, max_len), jnp.int32),
+      segment_ids=jnp.zeros((batch_size, max_len), jnp.int32),
+      end_index=jnp.zeros((), jnp.int32),
+  )
+
+
+def repeat_cache(cache: KVCache, n: int) -> KVCache:
+  """Each batch row repeated n times (row b -> rows b*n .. b*n+n-1); batch 1 -> batch n.
+
+  Use it to prefill a shared prefix once and continue it with n different suffixes.
+  """
+  rep = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731
+  return KVCache(k=tuple(rep(x) for x in cache.k), v=tuple(rep(x) for x in cache.v),
+                 positions=rep(cache.positions), segment_ids=rep(cache.segment_ids),
+                 end_index=cache.end_index)
+
+
+def check_fits(cache: KVCache, batch_size: int, length: int) -> None:
+  """Raises ValueError if L new tokens do not fit (checked when end_index is concrete)."""
+  if batch_size != cache.batch_size:
+    raise ValueError(f"inputs have batch size {batch_size} but the cache has "
+                     f"{cache.batch_size} (repeat_cache(cache, n) broadcasts a prefix)")
+  try:
+    end = int(cache.end_index)
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+    return  # traced (under jit): cannot be checked; JAX would clamp the write
+  if end + length > cache.max_len:
+    raise ValueError(f"cache overflow: {end} cached + {length} new tokens > max_len "
+                     f"{cache.max_len}")
+
+
+def write(buffer: jax.Array, new: jax.Array, end_index: jax.Array) -> jax.Array:
+  """`new` [B, L, ...] written into `buffer` [B, S, ...] at slot end_index."""
+  zero = jnp.zeros((), jnp.int32)
+  start = (zero, jnp.asarray(end_index, jnp.int32)) + (zero,) * (buffer.ndim - 2)
+  return jax.lax.dynamic_update_slice(buffer, new.astype(buffer.dtype), start)
+
+
+def make_mask(q_positions: jax.Array, q_segment_ids: jax.Array, k_positions: jax.Array,
+              k_segment_ids: jax.Array, window: int | None = None) -> jax.Array:
+  """Boolean [B, L, S]: which keys each query attends (rule in the module docstring)."""
+  qp, qs = q_positions[:, :, None], q_segment_ids[:, :, None]
+  kp, ks = k_positions[:, None, :], k_segment_ids[:, None, :]
+  mask = (qs == ks) & (ks != 0) & (kp <= qp)
+  if window is not None:
+    mask &= kp > qp - window
+  return mask
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
+                          logit_softcap: float | None = None) -> jax.Array:
+  """Grouped-query attention. q [B, L, N, H] (already scaled), k / v [B, S, K, H],
+  mask [B, L, S] -> [B, L, N, H]. Query head n uses kv head n // (N / K). Scores and softmax
+  in float32."""
+  b, l, n, h = q.shape
+  kh = k.shape[2]
+  qg = q.reshape(b, l, kh, n // kh, h)
+  logits = jnp.einsum("blkgh,bskh->bkgls", qg, k, preferred_element_type=jnp.float32)
+  logits = layers.softcap(logits, logit_softcap)
+  logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgls,bskh->blkgh", probs, v)
+  return out.reshape(b, l, n, h)

@@ -1,0 +1,119 @@
+"""Building blocks: parameters with logical axis names, RMSNorm, embedder, RoPE, GeGLU.
+
+Every parameter is an `nnx.Param` whose flax metadata `out_sharding` holds its logical axis
+names (e.g. ("vocab", "embed")); `icl_ft.sharding` maps them to mesh axes, and
+`nnx.get_partition_spec(nnx.state(model))` returns them. Parameters are created without eager
+sharding unless a mesh is active (so a model can be built on a single device without any
+mesh; `icl_ft.sharding.create_sharded_model` creates them sharded under jit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = Callable[..., jax.Array]
+
+
+def _mesh_active() -> bool:
+  try:
+    if not jax.sharding.get_abstract_mesh().empty:
+      return True
+  except Exception:  # pylint: disable=broad-except
+    pass
+  try:
+    from flax.core import meta  # pylint: disable=g-import-not-at-top
+
+    return meta.get_global_mesh() is not None
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], dtype,
+          names: Sequence[str | None]) -> nnx.Param:
+  """An nnx.Param initialized with `init(key, shape, dtype)`, carrying logical axis `names`."""
+  if len(names) != len(shape):
+    raise ValueError(f"{len(names)} logical names {tuple(names)} for shape {tuple(shape)}")
+  value = init(rngs.params(), tuple(shape), dtype)
+  kwargs = {} if _mesh_active() else {"eager_sharding": False}
+  return nnx.Param(value, out_sharding=tuple(names), **kwargs)
+
+
+def fan_in_init(fan_in: int) -> Initializer:
+  """Normal with stddev 1/sqrt(fan_in) (variance-preserving for a projection)."""
+  return nnx.initializers.normal(stddev=float(fan_in) ** -0.5)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """x / rms(x) * (1 + scale) over the last axis, computed in float32, returned in x.dtype."""
+  xf = x.astype(jnp.float32)
+  var = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
+  y = xf * jax.lax.rsqrt(var + eps) * (1.0 + scale.astype(jnp.float32))
+  return y.astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+  """Gemma RMSNorm: `scale` starts at 0, the multiplier is (1 + scale)."""
+
+  def __init__(self, dim: int, *, eps: float = 1e-6, param_dtype=jnp.float32,
+               names: Sequence[str | None] = ("norm",), rngs: nnx.Rngs):
+    self.eps = eps
+    self.scale = param(rngs, nnx.initializers.zeros_init(), (dim,), param_dtype, names)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return rms_norm(x, self.scale[...], self.eps)
+
+
+class Embedder(nnx.Module):
+  """Token embedding [V, D], scaled by sqrt(D) on the way in, tied to the output logits."""
+
+  def __init__(self, vocab_size: int, embed_dim: int, *, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.embed_dim = embed_dim
+    # stddev 1/sqrt(D): inputs have unit scale after * sqrt(D), initial logits ~ unit scale.
+    self.input_embedding = param(rngs, fan_in_init(embed_dim), (vocab_size, embed_dim),
+                                 param_dtype, ("vocab", "embed"))
+
+  def encode(self, tokens: jax.Array, dtype) -> jax.Array:
+    """[B, L] int -> [B, L, D] in `dtype`, times sqrt(D) (rounded to `dtype`, as Gemma does)."""
+    x = jnp.take(self.input_embedding[...], tokens, axis=0).astype(dtype)
+    return x * jnp.sqrt(float(self.embed_dim)).astype(dtype)
+
+  def decode(self, x: jax.Array) -> jax.Array:
+    """[B, L, D] -> float32 logits [B, L, V] (x @ embedding.T, accumulated in float32)."""
+    table = self.input_embedding[...].astype(x.dtype)
+    return jnp.einsum("bld,vd->blv", x, table, preferred_element_type=jnp.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, *, base: float, scale: float = 1.0
+               ) -> jax.Array:
+  """Rotary embedding, half-split (dims [0, H/2) pair with [H/2, H)), computed in float32.
+
+  x: [B, L, N, H]; positions: [B, L]. Frequencies base ** (-2i / H); positions are divided by
+  `scale` (linear RoPE scaling).
+  """
+  h = x.shape[-1]
+  fraction = 2.0 * jnp.arange(h // 2, dtype=jnp.float32) / h
+  inv_freq = 1.0 / (base ** fraction)                                   # [H/2]
+  angles = positions.astype(jnp.float32)[..., None] / scale * inv_freq  # [B, L, H/2]
+  sin = jnp.sin(angles)[:, :, None, :]
+  cos = jnp.cos(angles)[:, :, None, :]
+  xf = x.astype(jnp.float32)
+  x1, x2 = jnp.split(xf, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def gelu_tanh(x: jax.Array) -> jax.Array:
+  """GELU, tanh approximation (Gemma's and HF's gelu_pytorch_tanh)."""
+  return jax.nn.gelu(x, approximate=True)
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+  """cap * tanh(x / cap); identity when cap is None."""
+  if cap is None:
+    return x
+  return jnp.tanh(x / cap) * cap

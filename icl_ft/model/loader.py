@@ -1,0 +1,95 @@
+"""`load_model(model_cfg, mesh) -> (model, tokenizer)`: the one entry point the binaries use.
+
+`model_cfg` is `configs/common.py:model_config()` (an ml_collections ConfigDict, or any object
+with the same attributes):
+
+  preset              name in icl_ft.model.config (e.g. "tiny", "gemma2_2b")
+  checkpoint          "" = fresh init from `seed`; else a directory
+  checkpoint_format   "icl_ft" (icl_ft.checkpoints.save_params / a training checkpoint's
+                      latest step) or "gemma" (official flat layout, icl_ft.model.params)
+  tokenizer           SentencePiece .model path; "" = none (returned as None)
+  seed, dtype, param_dtype (the last two: "" = the preset's)
+
+Parameters are never materialized on one device: a fresh model is initialized under jit with
+sharded outputs; a checkpoint is restored into an abstract model straight onto the mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from flax import nnx
+from jax.sharding import Mesh
+
+from icl_ft import sharding
+from icl_ft.model.tokenizer import Tokenizer
+
+FORMATS = ("icl_ft", "gemma")
+
+
+def _get(cfg: Any, name: str, default: Any = None) -> Any:
+  if isinstance(cfg, Mapping):
+    return cfg.get(name, default)
+  return getattr(cfg, name, default)
+
+
+def model_config_from(model_cfg: Any):
+  """The ModelConfig of the preset, with the dtype / param_dtype overrides applied."""
+  from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  cfg = config_lib.get_preset(_get(model_cfg, "preset", "tiny"))
+  overrides = {k: _get(model_cfg, k) for k in ("dtype", "param_dtype") if _get(model_cfg, k)}
+  for k in overrides:
+    if not hasattr(cfg, k):
+      raise ValueError(f"model config has no field {k!r} to override")
+  return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def mesh_from_config(mesh_cfg: Any) -> tuple[Mesh, dict[str, Any]]:
+  """(mesh, rules) from `configs/common.py:mesh_config()`."""
+  sizes = {a: int(_get(mesh_cfg, a, -1 if a == "data" else 1)) for a in sharding.MESH_AXES}
+  rules = _get(mesh_cfg, "rules", None)
+  if rules is not None and hasattr(rules, "to_dict"):
+    rules = rules.to_dict()
+  return sharding.make_mesh(sizes), sharding.resolve_rules(rules or None)
+
+
+def load_tokenizer(model_cfg: Any, cfg: Any | None = None) -> Tokenizer | None:
+  """The configured tokenizer (None if unset), checked against the model config if given."""
+  path = _get(model_cfg, "tokenizer", "")
+  if not path:
+    return None
+  tok = Tokenizer(path)
+  if cfg is not None:
+    tok.check_model(cfg)
+  return tok
+
+
+def load_model(model_cfg: Any, mesh: Mesh,
+               rules: Mapping[str, Any] | None = None) -> tuple[nnx.Module, Tokenizer | None]:
+  """Builds the preset's Transformer on `mesh` and loads its weights and tokenizer."""
+  cfg = model_config_from(model_cfg)
+  tokenizer = load_tokenizer(model_cfg, cfg)
+  path = _get(model_cfg, "checkpoint", "")
+  fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
+  if fmt not in FORMATS:
+    raise ValueError(f"checkpoint_format {fmt!r} is not one of {FORMATS}")
+  if not path:
+    seed = int(_get(model_cfg, "seed", 0) or 0)
+    return sharding.create_sharded_model(cfg, mesh, rules, seed=seed), tokenizer
+
+  from icl_ft.model.transformer import Transformer  # pylint: disable=g-import-not-at-top
+
+  model = sharding.create_for_restore(lambda: Transformer(cfg, rngs=nnx.Rngs(params=0)),
+                                      mesh, rules)
+  if fmt == "gemma":
+    from icl_ft.model import params as params_lib  # pylint: disable=g-import-not-at-top
+
+    params_lib.import_gemma(path, model, cfg, mesh, rules)
+  else:
+    from icl_ft import checkpoints  # pylint: disable=g-import-not-at-top
+
+    checkpoints.restore_params(path, model, mesh, rules=rules)
+  return model, tokenizer

@@ -1,0 +1,116 @@
+"""Per-device memory estimate for a model preset on a mesh: params, optimizer, activations.
+
+Parameter and optimizer bytes are exact up to sharding padding: they come from the model's
+abstract state (`nnx.eval_shape`, nothing allocated) and each parameter's sharding under the
+rules (`icl_ft.sharding.state_shardings`). AdamW keeps two float32 moments per parameter,
+sharded like the parameter; gradients are one more parameter-shaped copy (in the param dtype).
+
+Activations are a formula (an estimate, not a measurement): what a plain (no remat) backward
+pass keeps per layer for a Gemma block, plus the logits. Per layer and token, in the compute
+dtype: about 10 embed-sized vectors (residual, norm inputs / outputs and their float32
+intermediates, attention and MLP outputs), q/k/v ((N + 2K) * H) and the attention output
+(N * H) twice (before / after RoPE or norm), and 4 hidden-sized vectors of the gated MLP (gate,
+up, GELU, product); plus 3 float32 [N, L] score tensors per query token (scores, masked
+scores, probabilities; the local window bounds nothing since the mask is applied to full
+[L, L] scores). The logits add 3 float32 B * L * V tensors (logits, log-softmax, gradient).
+The coefficients were calibrated against XLA's temp size for the tiny presets on CPU (within
+~20% there). Batch is divided over the ("data", "fsdp") devices that shard it, and
+heads / mlp over "tensor" as the rules say. XLA's real temp usage depends on fusion and
+scheduling: treat the activation number as an order-of-magnitude guide (tests check a
+factor of 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from icl_ft import sharding
+
+GiB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+  """Bytes per device."""
+
+  num_params: int
+  params: int
+  grads: int
+  optimizer: int
+  activations: int
+
+  @property
+  def total_training(self) -> int:
+    return self.params + self.grads + self.optimizer + self.activations
+
+  @property
+  def total_inference(self) -> int:
+    return self.params
+
+  def summary(self) -> str:
+    g = lambda b: f"{b / GiB:.3f} GiB"
+    return (f"{self.num_params:,} params; per device: params {g(self.params)}, grads {g(self.grads)}, "
+            f"AdamW moments {g(self.optimizer)}, activations ~{g(self.activations)}, "
+            f"training total ~{g(self.total_training)}")
+
+
+def _shard_bytes(shape, dtype, named_sharding) -> int:
+  shard = named_sharding.shard_shape(tuple(shape))
+  return int(math.prod(shard)) * np.dtype(dtype).itemsize
+
+
+def param_bytes(abstract_state: Any, shardings: Any, opt_dtype=np.float32,
+                num_moments: int = 2) -> tuple[int, int, int, int]:
+  """(num_params, param bytes, grad bytes, optimizer bytes) per device for a sharded state."""
+  leaves = jax.tree.leaves(abstract_state)
+  shard_leaves = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  n = p = o = 0
+  for leaf, s in zip(leaves, shard_leaves):
+    n += int(math.prod(leaf.shape))
+    p += _shard_bytes(leaf.shape, leaf.dtype, s)
+    o += num_moments * _shard_bytes(leaf.shape, opt_dtype, s)
+  return n, p, p, o
+
+
+def _axis_size(mesh: Mesh, axes) -> int:
+  axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def activation_bytes(cfg: Any, mesh: Mesh, batch_size: int, seq_len: int,
+                     rules: Mapping[str, Any] | None = None) -> int:
+  """Formula estimate of activations kept for the backward pass, per device (module doc)."""
+  r = sharding.resolve_rules(rules)
+  b = batch_size / min(_axis_size(mesh, r.get("batch")), batch_size)
+  t = _axis_size(mesh, r.get("heads"))
+  tm = _axis_size(mesh, r.get("mlp"))
+  tv = _axis_size(mesh, r.get("vocab"))
+  act = np.dtype(getattr(cfg, "dtype", "float32") or "float32").itemsize
+  d, f, n, k, h = cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  per_token = (10 * d + 2 * ((n + 2 * k) * h + n * h) / t + 4 * f / tm) * act
+  scores = 3 * (n / t) * seq_len * 4  # scores, masked scores, probs: float32, per query token
+  per_layer = b * seq_len * (per_token + scores)
+  logits = 3 * b * seq_len * (cfg.vocab_size / tv) * 4
+  return int(cfg.num_layers * per_layer + logits)
+
+
+def estimate(cfg: Any, mesh: Mesh, batch_size: int, seq_len: int,
+             rules: Mapping[str, Any] | None = None, num_moments: int = 2) -> MemoryEstimate:
+  """Per-device bytes of params, grads, AdamW moments (float32) and activations."""
+  from icl_ft.model.transformer import Transformer  # pylint: disable=g-import-not-at-top
+
+  _, abs_state, _ = sharding.abstract_model(
+      lambda: Transformer(cfg, rngs=nnx.Rngs(params=0)), mesh, rules)
+  params_state = nnx.filter_state(abs_state, nnx.Param)
+  shardings = sharding.state_shardings(params_state, mesh, rules)
+  n, p, g, o = param_bytes(params_state, shardings, num_moments=num_moments)
+  return MemoryEstimate(num_params=n, params=p, grads=g, optimizer=o,
+                        activations=activation_bytes(cfg, mesh, batch_size, seq_len, rules))

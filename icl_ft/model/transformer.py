@@ -1,0 +1,204 @@
+"""Gemma-style decoder (Gemma 1, 2, 3) in Flax NNX.
+
+  model = Transformer(cfg, rngs=nnx.Rngs(params=0))
+  logits, _ = model(tokens, positions, segment_ids)                # training / scoring
+  cache = model.init_cache(batch_size, max_len)
+  logits, cache = model(prompt, positions, segment_ids, cache=cache)  # prefill
+  logits, cache = model(next_token, next_pos, next_seg, cache=cache)  # decode one step
+
+tokens, positions, segment_ids: int32 [B, L]; segment id 0 marks padding; a query attends to
+keys of its own (nonzero) segment at positions <= its own, within the window on local layers
+(see icl_ft.model.attention). logits: float32 [B, L, V].
+
+Parameter tree (nnx state paths; float32; logical axis names in each Param's `out_sharding`):
+
+  embedder/input_embedding             [V, D]     ("vocab", "embed")
+  final_norm/scale                     [D]        ("norm",)
+  layers/{i}/pre_attention_norm/scale  [D]        ("norm",)
+  layers/{i}/post_attention_norm/scale [D]        ("norm",)          Gemma 2, 3
+  layers/{i}/pre_ffw_norm/scale        [D]        ("norm",)
+  layers/{i}/post_ffw_norm/scale       [D]        ("norm",)          Gemma 2, 3
+  layers/{i}/q                         [D, N, H]  ("embed", "heads", "head_dim")
+  layers/{i}/k                         [D, K, H]  ("embed", "kv_heads", "head_dim")
+  layers/{i}/v                         [D, K, H]  ("embed", "kv_heads", "head_dim")
+  layers/{i}/o                         [N, H, D]  ("heads", "head_dim", "embed")
+  layers/{i}/query_norm/scale          [H]        ("norm",)          Gemma 3
+  layers/{i}/key_norm/scale            [H]        ("norm",)          Gemma 3
+  layers/{i}/gate                      [D, F]     ("embed", "mlp")   GELU(x @ gate) * (x @ up)
+  layers/{i}/up                        [D, F]     ("embed", "mlp")
+  layers/{i}/down                      [F, D]     ("mlp", "embed")
+
+Block: x += post_attn_norm(attn(pre_attn_norm(x))); x += post_ffw_norm(mlp(pre_ffw_norm(x)))
+(post norms only where the family has them). Attention: q, k, v projections -> QK-norm
+(Gemma 3) -> RoPE (per-layer base and scale) -> q * query_scale -> soft-capped scores
+(Gemma 2) -> masked softmax -> o projection. Output: final norm, tied embedding, final-logit
+soft cap (Gemma 2).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from icl_ft import sharding
+from icl_ft.model import attention
+from icl_ft.model import layers
+from icl_ft.model.attention import KVCache
+from icl_ft.model.config import ModelConfig
+
+
+def _constrain(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
+  """Logical sharding constraint on an activation (no-op without an active mesh)."""
+  return sharding.constrain(x, names)
+
+
+class Block(nnx.Module):
+  """One decoder layer (parameters as in the module docstring)."""
+
+  def __init__(self, cfg: ModelConfig, layer: int, *, rngs: nnx.Rngs):
+    d, f, n, k, h = cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    pdt = jnp.dtype(cfg.param_dtype)
+
+    def norm(dim):
+      return layers.RMSNorm(dim, eps=cfg.rms_norm_eps, param_dtype=pdt, rngs=rngs)
+
+    self.attention_type = cfg.attention_types[layer]
+    self.window = cfg.window(layer)
+    self.rope_base = float(cfg.rope_base(layer))
+    self.rope_scale = float(cfg.rope_scale(layer))
+    self.query_scale = cfg.query_scale
+    self.attn_logit_softcap = cfg.attn_logit_softcap
+    self.eps = cfg.rms_norm_eps
+
+    self.pre_attention_norm = norm(d)
+    self.q = layers.param(rngs, layers.fan_in_init(d), (d, n, h), pdt,
+                          ("embed", "heads", "head_dim"))
+    self.k = layers.param(rngs, layers.fan_in_init(d), (d, k, h), pdt,
+                          ("embed", "kv_heads", "head_dim"))
+    self.v = layers.param(rngs, layers.fan_in_init(d), (d, k, h), pdt,
+                          ("embed", "kv_heads", "head_dim"))
+    self.o = layers.param(rngs, layers.fan_in_init(n * h), (n, h, d), pdt,
+                          ("heads", "head_dim", "embed"))
+    if cfg.use_qk_norm:
+      self.query_norm = norm(h)
+      self.key_norm = norm(h)
+    else:
+      self.query_norm = self.key_norm = None
+    self.post_attention_norm = norm(d) if cfg.use_post_attn_norm else None
+    self.pre_ffw_norm = norm(d)
+    self.gate = layers.param(rngs, layers.fan_in_init(d), (d, f), pdt, ("embed", "mlp"))
+    self.up = layers.param(rngs, layers.fan_in_init(d), (d, f), pdt, ("embed", "mlp"))
+    self.down = layers.param(rngs, layers.fan_in_init(f), (f, d), pdt, ("mlp", "embed"))
+    self.post_ffw_norm = norm(d) if cfg.use_post_ffw_norm else None
+
+  def attend(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+             k_positions: jax.Array, k_segment_ids: jax.Array,
+             kv: tuple[jax.Array, jax.Array] | None, end_index: jax.Array | None
+             ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Self-attention of x [B, L, D]; with kv (cached k, v [B, S, K, H]) the new keys are
+    written at end_index and attended together with the cached ones."""
+    dt = x.dtype
+    q = jnp.einsum("bld,dnh->blnh", x, self.q[...].astype(dt))
+    k = jnp.einsum("bld,dkh->blkh", x, self.k[...].astype(dt))
+    v = jnp.einsum("bld,dkh->blkh", x, self.v[...].astype(dt))
+    if self.query_norm is not None:
+      q = self.query_norm(q)
+      k = self.key_norm(k)
+    q = layers.apply_rope(q, positions, base=self.rope_base, scale=self.rope_scale)
+    k = layers.apply_rope(k, positions, base=self.rope_base, scale=self.rope_scale)
+    q = q * jnp.asarray(self.query_scale, dt)
+    new_kv = None
+    if kv is not None:
+      k = attention.write(kv[0], k, end_index)
+      v = attention.write(kv[1], v, end_index)
+      new_kv = (k, v)
+      k, v = k.astype(dt), v.astype(dt)
+    mask = attention.make_mask(positions, segment_ids, k_positions, k_segment_ids, self.window)
+    out = attention.dot_product_attention(q, k, v, mask, logit_softcap=self.attn_logit_softcap)
+    out = jnp.einsum("blnh,nhd->bld", out, self.o[...].astype(dt))
+    return out, new_kv
+
+  def mlp(self, x: jax.Array) -> jax.Array:
+    dt = x.dtype
+    gate = jnp.einsum("bld,df->blf", x, self.gate[...].astype(dt))
+    up = jnp.einsum("bld,df->blf", x, self.up[...].astype(dt))
+    hidden = _constrain(layers.gelu_tanh(gate) * up, ("batch", "length", "mlp"))
+    return jnp.einsum("blf,fd->bld", hidden, self.down[...].astype(dt))
+
+  def __call__(self, x, positions, segment_ids, k_positions, k_segment_ids, kv=None,
+               end_index=None):
+    h = self.pre_attention_norm(x)
+    a, new_kv = self.attend(h, positions, segment_ids, k_positions, k_segment_ids, kv,
+                            end_index)
+    if self.post_attention_norm is not None:
+      a = self.post_attention_norm(a)
+    x = x + a
+    h = self.pre_ffw_norm(x)
+    m = self.mlp(h)
+    if self.post_ffw_norm is not None:
+      m = self.post_ffw_norm(m)
+    x = _constrain(x + m, ("batch", "length", "embed"))
+    return x, new_kv
+
+
+class Transformer(nnx.Module):
+  """Gemma-style decoder-only transformer; `config` is its ModelConfig."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    pdt = jnp.dtype(config.param_dtype)
+    self.embedder = layers.Embedder(config.vocab_size, config.embed_dim, param_dtype=pdt,
+                                    rngs=rngs)
+    self.layers = nnx.List([Block(config, i, rngs=rngs) for i in range(config.num_layers)])
+    self.final_norm = layers.RMSNorm(config.embed_dim, eps=config.rms_norm_eps,
+                                     param_dtype=pdt, rngs=rngs)
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.config.dtype)
+
+  def init_cache(self, batch_size: int, max_len: int, dtype=None) -> KVCache:
+    """An empty KV cache for `max_len` tokens (dtype: the compute dtype by default)."""
+    cfg = self.config
+    return attention.init_cache(cfg.num_layers, batch_size, max_len, cfg.num_kv_heads,
+                                cfg.head_dim, self.compute_dtype if dtype is None else dtype)
+
+  def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+               cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+    """Logits float32 [B, L, V] and the updated cache (None when cache is None)."""
+    cfg = self.config
+    if tokens.ndim != 2 or positions.shape != tokens.shape or segment_ids.shape != tokens.shape:
+      raise ValueError(f"tokens {tokens.shape}, positions {positions.shape} and segment_ids "
+                       f"{segment_ids.shape} must all be [B, L]")
+    if cache is not None:
+      attention.check_fits(cache, tokens.shape[0], tokens.shape[1])
+    positions = jnp.asarray(positions, jnp.int32)
+    segment_ids = jnp.asarray(segment_ids, jnp.int32)
+    x = self.embedder.encode(jnp.asarray(tokens), self.compute_dtype)
+    x = _constrain(x, ("batch", "length", "embed"))
+
+    if cache is None:
+      k_positions, k_segment_ids, end = positions, segment_ids, None
+    else:
+      end = cache.end_index
+      k_positions = attention.write(cache.positions, positions, end)
+      k_segment_ids = attention.write(cache.segment_ids, segment_ids, end)
+
+    new_k, new_v = [], []
+    for i, block in enumerate(self.layers):
+      kv = None if cache is None else (cache.k[i], cache.v[i])
+      x, layer_kv = block(x, positions, segment_ids, k_positions, k_segment_ids, kv, end)
+      if layer_kv is not None:
+        new_k.append(layer_kv[0])
+        new_v.append(layer_kv[1])
+
+    x = self.final_norm(x)
+    logits = layers.softcap(self.embedder.decode(x), cfg.final_logit_softcap)
+    logits = _constrain(logits, ("batch", "length", "vocab"))
+    if cache is None:
+      return logits, None
+    new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), positions=k_positions,
+                        segment_ids=k_segment_ids,
+                        end_index=(end + tokens.shape[1]).astype(jnp.int32))
+    return logits, new_cache

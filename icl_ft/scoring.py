@@ -1,0 +1,539 @@
+"""Multiple-choice log-likelihood scoring, with one shared context prefilled once.
+
+Each choice of a question is scored as the continuation of `[BOS] + context + prompt`:
+
+    tokens = [BOS] + encode(context) + encode(question.prompt) + encode(choice)
+
+(three separately tokenized pieces, so a choice never changes how the prompt or the context
+is tokenized, and the choice's first token is known). For each choice we report the summed
+log-probability of its tokens, their count, and the mean per token; the prediction is the
+argmax of the sum (`metric="sum"`, the default) or of the mean (`metric="mean"`); ties go to
+the lowest index.
+
+`ContextScorer` (the fast path) prefills the shared context once into the model's KV cache
+(`model.init_cache` + `model(...)` in fixed-size chunks), repeats the cache to the batch size
+(`repeat_cache`), and runs every (question, choice) continuation against it, `batch_size` rows
+at a time: rows are right-padded with segment id 0 to the scorer's fixed, bucketed
+`max_suffix_len`, so one compiled step serves a whole evaluation, and the suffix positions
+continue after the context (`len(context tokens) + i`). The continuation's first token is
+scored with the context's last logits (kept from the prefill), the rest with the suffix's own.
+The cost is one context pass plus a short pass per row, instead of a full-length pass per row
+(`score_questions_naive`, the reference; both agree to float tolerance, see tests).
+
+With a mesh, batches are sharded over ("data", "fsdp") (`sharding.data_sharding`) and the
+repeated cache along its batch dimension; `batch_size` must then be a multiple of the
+data-parallel size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from icl_ft.datasets import records
+
+METRICS = ("sum", "mean")
+
+
+class ContextTooLongError(ValueError):
+  """The context plus the longest question does not fit the model's maximum length."""
+
+  def __init__(self, message: str, *, context_tokens: int, question_tokens: int, max_len: int):
+    super().__init__(message)
+    self.context_tokens = context_tokens
+    self.question_tokens = question_tokens
+    self.max_len = max_len
+
+  @property
+  def excess(self) -> int:
+    return self.context_tokens + self.question_tokens - self.max_len
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoiceScore:
+  """Log-likelihood of one choice continuation."""
+
+  logprob: float  # summed log-probability of the choice's tokens (natural log)
+  num_tokens: int
+  mean_logprob: float  # logprob / num_tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestionScore:
+  """The scores of all choices of one question, and the prediction under `metric`."""
+
+  question: records.Question
+  choices: tuple[ChoiceScore, ...]
+  metric: str
+  predicted: int
+
+  @property
+  def is_correct(self) -> bool:
+    return self.predicted in self.question.correct
+
+  def to_json(self) -> dict[str, Any]:
+    return {
+        "choices": [dataclasses.asdict(c) for c in self.choices],
+        "metric": self.metric,
+        "predicted": self.predicted,
+        "correct": list(self.question.correct),
+        "is_correct": self.is_correct,
+    }
+
+
+def predict(choices: Sequence[ChoiceScore], metric: str = "sum") -> int:
+  """Index of the best choice under `metric` (first on ties)."""
+  if metric not in METRICS:
+    raise ValueError(f"unknown scoring metric {metric!r}; valid: {list(METRICS)}")
+  values = [c.logprob if metric == "sum" else c.mean_logprob for c in choices]
+  return int(np.argmax(values))
+
+
+def bucket_length(n: int, minimum: int = 16) -> int:
+  """Padded length for n tokens: a power of two up to 1024, then a multiple of 512."""
+  n = max(int(n), 1)
+  if n <= 1024:
+    return max(minimum, 1 << (n - 1).bit_length())
+  return 512 * math.ceil(n / 512)
+
+
+# ---------------------------------------------------------------------------
+# Tokenization
+# ---------------------------------------------------------------------------
+
+
+def _encode_many(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+  if hasattr(tokenizer, "encode_batch"):
+    return [list(x) for x in tokenizer.encode_batch(list(texts))]
+  return [list(tokenizer.encode(t)) for t in texts]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  """One (question, choice) continuation: suffix = prompt tokens + choice tokens."""
+
+  question: int
+  choice: int
+  suffix: tuple[int, ...]
+  start: int  # index in `suffix` of the choice's first token
+
+
+def encode_context(tokenizer: Any, context: str | None) -> list[int]:
+  """[BOS] + tokens of the context ("" / None: just BOS)."""
+  return [int(tokenizer.bos_id)] + (_encode_many(tokenizer, [context])[0] if context else [])
+
+
+def encode_questions(tokenizer: Any, questions: Sequence[records.Question],
+                     prompt_fn: Callable[[records.Question], str] | None = None) -> list[_Row]:
+  """Rows for every (question, choice), prompt and choice tokenized separately."""
+  prompts = [prompt_fn(q) if prompt_fn else q.prompt for q in questions]
+  prompt_ids = _encode_many(tokenizer, prompts) if prompts else []
+  flat = [c for q in questions for c in q.choices]
+  choice_ids = iter(_encode_many(tokenizer, flat) if flat else [])
+  rows = []
+  for qi, q in enumerate(questions):
+    for ci, choice in enumerate(q.choices):
+      ids = next(choice_ids)
+      if not ids:
+        raise ValueError(f"question {q.id!r}: choice {ci} ({choice!r}) encodes to no tokens")
+      rows.append(_Row(qi, ci, tuple(prompt_ids[qi]) + tuple(ids), len(prompt_ids[qi])))
+  return rows
+
+
+def check_length(context_tokens: int, rows: Sequence[_Row], max_len: int | None,
+                 what: str = "context") -> None:
+  """Raises ContextTooLongError if context + the longest suffix exceeds `max_len`."""
+  if max_len is None or not rows:
+    return
+  longest = max(len(r.suffix) for r in rows)
+  if context_tokens + longest > max_len:
+    over = context_tokens + longest - max_len
+    raise ContextTooLongError(
+        f"{what} ({context_tokens} tokens incl. BOS) plus the longest question ({longest} tokens) "
+        f"is {context_tokens + longest} tokens, {over} more than the model's maximum length {max_len}",
+        context_tokens=context_tokens, question_tokens=longest, max_len=max_len)
+
+
+def _assemble(qscores: list[list[ChoiceScore | None]], questions: Sequence[records.Question],
+              metric: str) -> list[QuestionScore]:
+  out = []
+  for q, cs in zip(questions, qscores):
+    assert all(c is not None for c in cs), q.id
+    out.append(QuestionScore(q, tuple(cs), metric, predict(cs, metric)))  # type: ignore[arg-type]
+  return out
+
+
+def _choice_score(total: float, count: int) -> ChoiceScore:
+  return ChoiceScore(float(total), int(count), float(total) / int(count))
+
+
+# ---------------------------------------------------------------------------
+# Model plumbing
+# ---------------------------------------------------------------------------
+
+
+def _repeat_cache(cache: Any, n: int) -> Any:
+  try:
+    from icl_ft.model.attention import repeat_cache  # pylint: disable=g-import-not-at-top
+  except ImportError:  # pragma: no cover - the contract allows either module
+    from icl_ft.model.cache import repeat_cache  # type: ignore  # pylint: disable=g-import-not-at-top
+  return repeat_cache(cache, n)
+
+
+def _model_max_len(model: Any) -> int | None:
+  cfg = getattr(model, "config", None) or getattr(model, "cfg", None)
+  value = getattr(cfg, "max_seq_len", None)
+  return int(value) if value else None
+
+
+def _token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+  """lp[b, i] = log p(tokens[b, i + 1] | ... i) for i < L - 1; [B, L-1] float32."""
+  logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+
+
+# The jitted steps are module-level with the model's graphdef static, so every scorer of the
+# same model architecture shares their compilations.
+
+
+@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
+def _prefill_fn(graphdef, state, cache, tokens, positions, segments, last):
+  """One context chunk into the cache; log p(. | context so far) at in-chunk index `last`."""
+  model = nnx.merge(graphdef, state)
+  logits, cache = model(tokens, positions, segments, cache=cache)
+  return jax.nn.log_softmax(logits[0, last].astype(jnp.float32)), cache
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _suffix_fn(graphdef, state, cache, first_logprobs, tokens, positions, segments, mask):
+  """Summed log-probs and counts of the masked suffix tokens of each row: ([B], [B])."""
+  model = nnx.merge(graphdef, state)
+  logits, _ = model(tokens, positions, segments, cache=cache)
+  rest = _token_logprobs(logits, tokens)  # [B, L-1]: suffix tokens 1..L-1
+  first = first_logprobs[tokens[:, 0]][:, None]  # [B, 1]: suffix token 0, from the context
+  lp = jnp.concatenate([first, rest], axis=1)  # [B, L]
+  lp = jnp.where(mask, lp, 0.0)
+  return lp.sum(axis=1), mask.sum(axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _naive_fn(graphdef, state, tokens, positions, segments, mask):
+  """Full sequences, no cache: summed log-probs and counts of the masked tokens."""
+  model = nnx.merge(graphdef, state)
+  logits, _ = model(tokens, positions, segments)
+  lp = _token_logprobs(logits, tokens)  # [B, L-1]; mask[:, 1:] selects the choice tokens
+  lp = jnp.where(mask[:, 1:], lp, 0.0)
+  return lp.sum(axis=1), mask.sum(axis=1)
+
+
+class _Mesh:
+  """Optional mesh context and input shardings."""
+
+  def __init__(self, mesh: Any, rules: Any):
+    self.mesh = mesh
+    self.rules = rules
+
+  def context(self):
+    if self.mesh is None:
+      import contextlib  # pylint: disable=g-import-not-at-top
+      return contextlib.nullcontext()
+    from icl_ft import sharding  # pylint: disable=g-import-not-at-top
+    return sharding.use_mesh(self.mesh, self.rules)
+
+  def batch(self, x: np.ndarray) -> jax.Array:
+    """A global [B, ...] array from the (identical on every process) host batch."""
+    if self.mesh is None:
+      return jnp.asarray(x)
+    from icl_ft import sharding  # pylint: disable=g-import-not-at-top
+    return jax.make_array_from_callback(x.shape, sharding.data_sharding(self.mesh, self.rules),
+                                        lambda index: x[index])
+
+  @staticmethod
+  def fetch(x: jax.Array) -> np.ndarray:
+    """A (possibly sharded across processes) result as a host numpy array."""
+    if jax.process_count() > 1 and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+  def data_parallel(self) -> int:
+    if self.mesh is None:
+      return 1
+    from icl_ft import sharding  # pylint: disable=g-import-not-at-top
+    spec = sharding.data_sharding(self.mesh, self.rules).spec
+    axes = spec[0] if len(spec) else None
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    return math.prod(self.mesh.shape[a] for a in axes)
+
+  def repeat_cache(self, cache: Any, batch: int) -> Any:
+    """The batch-1 cache repeated to `batch` rows; on a mesh, born sharded along the batch."""
+    if self.mesh is None:
+      return _repeat_cache(cache, batch)
+    from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+    from icl_ft import sharding  # pylint: disable=g-import-not-at-top
+    batch_axes = sharding.data_sharding(self.mesh, self.rules).spec[0]
+    shapes = jax.eval_shape(lambda c: _repeat_cache(c, batch), cache)
+
+    def one(x):  # leaves with a leading batch dimension go on the data axes
+      spec = PartitionSpec(batch_axes) if x.ndim >= 1 and x.shape[0] == batch else PartitionSpec()
+      return NamedSharding(self.mesh, spec)
+
+    out = jax.tree.map(one, shapes)
+    return jax.jit(lambda c: _repeat_cache(c, batch), out_shardings=out)(cache)
+
+
+def _check_batch(batch_size: int, mesh: _Mesh) -> None:
+  dp = mesh.data_parallel()
+  if batch_size < 1 or batch_size % dp:
+    raise ValueError(f"batch_size {batch_size} must be a positive multiple of the data-parallel "
+                     f"size {dp} (mesh axes data x fsdp)")
+
+
+# ---------------------------------------------------------------------------
+# Prefix-cached scoring
+# ---------------------------------------------------------------------------
+
+
+class ContextScorer:
+  """Scores questions against one shared context, prefilled once into the KV cache.
+
+  Usage:
+    scorer = ContextScorer(model, tokenizer, context_text, batch_size=32, mesh=mesh)
+    scores = scorer.score(questions)          # any number of calls; the prefill is reused
+
+  Args:
+    model: the Transformer (model contract: `init_cache`, `__call__(..., cache=)`).
+    tokenizer: a Tokenizer (`encode`/`encode_batch`, `bos_id`).
+    context: shared text after BOS ("" or None: BOS only).
+    batch_size: (question, choice) rows per forward pass (fixed; the last batch is padded).
+    max_suffix_len: longest prompt + choice, in tokens, this scorer accepts (sets the cache
+      size; longer rows raise ContextTooLongError). Default: 256.
+    max_len: the model's maximum sequence length (default `model.config.max_seq_len`).
+    prefill_chunk: context tokens per prefill call (bounds the [chunk, vocab] logits).
+    metric: "sum" or "mean" (which log-prob picks the prediction).
+    mesh, rules: shard batches / cache on this mesh (None: default device placement).
+  """
+
+  def __init__(self, model: Any, tokenizer: Any, context: str | None = None, *,
+               batch_size: int = 32, max_suffix_len: int = 256, max_len: int | None = None,
+               prefill_chunk: int = 1024, metric: str = "sum", mesh: Any = None,
+               rules: Any = None, context_ids: Sequence[int] | None = None):
+    if metric not in METRICS:
+      raise ValueError(f"unknown scoring metric {metric!r}; valid: {list(METRICS)}")
+    self.tokenizer = tokenizer
+    self.metric = metric
+    self.batch_size = int(batch_size)
+    self._mesh = _Mesh(mesh, rules)
+    _check_batch(self.batch_size, self._mesh)
+    self.max_len = _model_max_len(model) if max_len is None else max_len
+    self.context_ids = (list(context_ids) if context_ids is not None
+                        else encode_context(tokenizer, context))
+    n_ctx = len(self.context_ids)
+    self.max_suffix_len = bucket_length(max_suffix_len)
+    if self.max_len is not None and n_ctx >= self.max_len:
+      check_length(n_ctx, [_Row(0, 0, (0,), 0)], self.max_len)
+    self._graphdef, self._state = nnx.split(model)
+    self.stats = {"prefill_s": 0.0, "score_s": 0.0, "context_tokens": n_ctx, "rows": 0,
+                  "suffix_tokens": 0, "padded_tokens": 0}
+    start = time.perf_counter()
+    self._prefill(int(prefill_chunk))
+    self.stats["prefill_s"] = time.perf_counter() - start
+
+  # -- prefill -------------------------------------------------------------
+  def _prefill(self, chunk: int) -> None:
+    """Context into a batch-1 cache in chunks: full `chunk`-token ones, then the rest padded
+    to its bucket (segment id 0), so the cache holds few empty slots."""
+    ids = self.context_ids
+    n = len(ids)
+    chunk = max(int(chunk), 1)
+    sizes = [chunk] * (n // chunk)
+    if n % chunk:
+      sizes.append(min(bucket_length(n % chunk), chunk) if sizes else bucket_length(n))
+    padded = sum(sizes)
+    self._ctx_slots = padded
+    graphdef = self._graphdef
+    tokens = np.zeros((1, padded), np.int32)
+    tokens[0, :n] = ids
+    positions = np.arange(padded, dtype=np.int32)[None]
+    segments = (np.arange(padded) < n).astype(np.int32)[None]
+    with self._mesh.context():
+      model = nnx.merge(graphdef, self._state)
+      cache = model.init_cache(1, padded + self.max_suffix_len)
+      first, start = None, 0
+      for size in sizes:
+        sl = slice(start, start + size)
+        last = min(n - 1 - start, size - 1)  # the context's last token in the final chunk
+        first, cache = _prefill_fn(graphdef, self._state, cache, tokens[:, sl],
+                                   positions[:, sl], segments[:, sl], np.int32(last))
+        start += size
+      self._first_logprobs = first  # [V] log p(. | context)
+      self._cache = self._mesh.repeat_cache(cache, self.batch_size)
+
+  # -- suffix batches ------------------------------------------------------
+  @staticmethod
+  def compiles() -> int:
+    """How many (model, suffix shape) variants of the scoring step are compiled so far."""
+    return _suffix_fn._cache_size()  # pylint: disable=protected-access
+
+  def score(self, questions: Sequence[records.Question],
+            prompt_fn: Callable[[records.Question], str] | None = None) -> list[QuestionScore]:
+    """Scores every choice of every question against the prefilled context."""
+    questions = list(questions)
+    rows = encode_questions(self.tokenizer, questions, prompt_fn)
+    check_length(len(self.context_ids), rows, self.max_len)
+    too_long = [r for r in rows if len(r.suffix) > self.max_suffix_len]
+    if too_long:
+      r = too_long[0]
+      raise ContextTooLongError(
+          f"question {questions[r.question].id!r} has {len(r.suffix)} prompt + choice tokens, more "
+          f"than this scorer's max_suffix_len {self.max_suffix_len}",
+          context_tokens=len(self.context_ids), question_tokens=len(r.suffix),
+          max_len=len(self.context_ids) + self.max_suffix_len)
+    start = time.perf_counter()
+    qscores: list[list[ChoiceScore | None]] = [[None] * len(q.choices) for q in questions]
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].suffix))
+    n_ctx = len(self.context_ids)
+    b = self.batch_size
+    pending = []
+    for s in range(0, len(order), b):
+      batch = [rows[i] for i in order[s:s + b]]
+      length = self.max_suffix_len  # one shape per scorer: one compile
+      tokens = np.zeros((b, length), np.int32)
+      positions = np.zeros((b, length), np.int32)
+      segments = np.zeros((b, length), np.int32)
+      mask = np.zeros((b, length), bool)
+      for j, r in enumerate(batch):
+        k = len(r.suffix)
+        tokens[j, :k] = r.suffix
+        positions[j] = n_ctx + np.arange(length)
+        segments[j, :k] = 1
+        mask[j, r.start:k] = True
+      self.stats["rows"] += len(batch)
+      self.stats["suffix_tokens"] += int(sum(len(r.suffix) for r in batch))
+      self.stats["padded_tokens"] += b * length
+      with self._mesh.context():
+        out = _suffix_fn(self._graphdef, self._state, self._cache, self._first_logprobs,
+                         self._mesh.batch(tokens), self._mesh.batch(positions),
+                         self._mesh.batch(segments), self._mesh.batch(mask))
+      pending.append((batch, out))
+    for batch, (sums, counts) in pending:
+      sums, counts = self._mesh.fetch(sums), self._mesh.fetch(counts)
+      for j, r in enumerate(batch):
+        qscores[r.question][r.choice] = _choice_score(sums[j], counts[j])
+    self.stats["score_s"] += time.perf_counter() - start
+    return _assemble(qscores, questions, self.metric)
+
+
+def score_questions(model: Any, tokenizer: Any, questions: Sequence[records.Question],
+                    context: str | None = None, *, batch_size: int = 32, metric: str = "sum",
+                    max_len: int | None = None, prefill_chunk: int = 1024, mesh: Any = None,
+                    rules: Any = None,
+                    prompt_fn: Callable[[records.Question], str] | None = None
+                    ) -> list[QuestionScore]:
+  """Per-choice scores of `questions` after `context`, prefilling the context once."""
+  questions = list(questions)
+  rows = encode_questions(tokenizer, questions, prompt_fn)
+  longest = max((len(r.suffix) for r in rows), default=1)
+  context_ids = encode_context(tokenizer, context)
+  check_length(len(context_ids), rows, _model_max_len(model) if max_len is None else max_len)
+  scorer = ContextScorer(model, tokenizer, context_ids=context_ids, batch_size=batch_size,
+                         metric=metric, max_len=max_len, prefill_chunk=prefill_chunk, mesh=mesh,
+                         rules=rules, max_suffix_len=longest)
+  return scorer.score(questions, prompt_fn)
+
+
+# ---------------------------------------------------------------------------
+# Naive reference: every row recomputes the full sequence
+# ---------------------------------------------------------------------------
+
+
+class NaiveScorer:
+  """The reference: each (question, choice) row is `[BOS] + context + prompt + choice`, run
+  through the model in full (no cache). Same outputs as ContextScorer; used for tests and the
+  benchmark."""
+
+  def __init__(self, model: Any, tokenizer: Any, context: str | None = None, *,
+               batch_size: int = 32, max_len: int | None = None, metric: str = "sum",
+               mesh: Any = None, rules: Any = None):
+    if metric not in METRICS:
+      raise ValueError(f"unknown scoring metric {metric!r}; valid: {list(METRICS)}")
+    self.tokenizer = tokenizer
+    self.metric = metric
+    self.batch_size = int(batch_size)
+    self._mesh = _Mesh(mesh, rules)
+    _check_batch(self.batch_size, self._mesh)
+    self.max_len = _model_max_len(model) if max_len is None else max_len
+    self.context_ids = encode_context(tokenizer, context)
+    self._graphdef, self._state = nnx.split(model)
+    self.stats = {"score_s": 0.0, "rows": 0, "tokens": 0, "padded_tokens": 0}
+  @staticmethod
+  def compiles() -> int:
+    return _naive_fn._cache_size()  # pylint: disable=protected-access
+
+  def score(self, questions: Sequence[records.Question],
+            prompt_fn: Callable[[records.Question], str] | None = None) -> list[QuestionScore]:
+    questions = list(questions)
+    rows = encode_questions(self.tokenizer, questions, prompt_fn)
+    check_length(len(self.context_ids), rows, self.max_len)
+    start = time.perf_counter()
+    qscores: list[list[ChoiceScore | None]] = [[None] * len(q.choices) for q in questions]
+    ctx = self.context_ids
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].suffix))
+    b = self.batch_size
+    pending = []
+    for s in range(0, len(order), b):
+      batch = [rows[i] for i in order[s:s + b]]
+      length = bucket_length(len(ctx) + max(len(r.suffix) for r in batch))
+      tokens = np.zeros((b, length), np.int32)
+      positions = np.tile(np.arange(length, dtype=np.int32), (b, 1))
+      segments = np.zeros((b, length), np.int32)
+      mask = np.zeros((b, length), bool)
+      for j, r in enumerate(batch):
+        full = list(ctx) + list(r.suffix)
+        tokens[j, :len(full)] = full
+        segments[j, :len(full)] = 1
+        mask[j, len(ctx) + r.start:len(full)] = True
+      self.stats["rows"] += len(batch)
+      self.stats["tokens"] += int(sum(len(ctx) + len(r.suffix) for r in batch))
+      self.stats["padded_tokens"] += b * length
+      with self._mesh.context():
+        out = _naive_fn(self._graphdef, self._state, self._mesh.batch(tokens), self._mesh.batch(positions),
+                       self._mesh.batch(segments), self._mesh.batch(mask))
+      pending.append((batch, out))
+    for batch, (sums, counts) in pending:
+      sums, counts = self._mesh.fetch(sums), self._mesh.fetch(counts)
+      for j, r in enumerate(batch):
+        qscores[r.question][r.choice] = _choice_score(sums[j], counts[j])
+    self.stats["score_s"] += time.perf_counter() - start
+    return _assemble(qscores, questions, self.metric)
+
+
+def score_questions_naive(model: Any, tokenizer: Any, questions: Sequence[records.Question],
+                          context: str | None = None, *, batch_size: int = 8,
+                          metric: str = "sum", max_len: int | None = None, mesh: Any = None,
+                          rules: Any = None,
+                          prompt_fn: Callable[[records.Question], str] | None = None
+                          ) -> list[QuestionScore]:
+  """Per-choice scores recomputing `[BOS] + context + prompt + choice` for every choice."""
+  return NaiveScorer(model, tokenizer, context, batch_size=batch_size, max_len=max_len,
+                     metric=metric, mesh=mesh, rules=rules).score(questions, prompt_fn)
+
+
+def max_abs_difference(a: Iterable[QuestionScore], b: Iterable[QuestionScore]) -> float:
+  """Largest |logprob| difference between two scorings of the same questions."""
+  worst = 0.0
+  for qa, qb in zip(a, b, strict=True):
+    for ca, cb in zip(qa.choices, qb.choices, strict=True):
+      if ca.num_tokens != cb.num_tokens:
+        return float("inf")
+      worst = max(worst, abs(ca.logprob - cb.logprob))
+  return worst

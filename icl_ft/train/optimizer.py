@@ -1,0 +1,77 @@
+"""The optax optimizer: AdamW with warmup + cosine / constant / linear decay and clipping.
+
+    tx, schedule = make_optimizer(config.optimizer, total_steps=config.steps)
+
+Config fields (`configs/train.py`, `optimizer` block):
+  learning_rate: peak learning rate (paper: 3e-4).
+  schedule: "constant" (after warmup), "cosine" (warmup then cosine decay to
+    learning_rate * final_lr_fraction at total_steps), or "linear" (same, linearly).
+  warmup_steps: linear warmup from 0 over this many steps (0 = none).
+  final_lr_fraction: end of the decay as a fraction of the peak.
+  b1, b2, eps, weight_decay: AdamW.
+  clip_norm: clip the global gradient norm to this (0 = no clipping).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
+  """Learning-rate schedule from the optimizer config block."""
+  lr = float(cfg.learning_rate)
+  warmup = int(cfg.get("warmup_steps", 0))
+  kind = str(cfg.get("schedule", "cosine"))
+  final = lr * float(cfg.get("final_lr_fraction", 0.0))
+  if kind not in SCHEDULES:
+    raise ValueError(f"unknown optimizer.schedule {kind!r}; known: {', '.join(SCHEDULES)}")
+  if lr <= 0:
+    raise ValueError(f"optimizer.learning_rate must be > 0, got {lr}")
+  if warmup < 0:
+    raise ValueError(f"optimizer.warmup_steps must be >= 0, got {warmup}")
+  decay_steps = max(int(total_steps) - warmup, 1)
+  if kind == "constant":
+    main = optax.constant_schedule(lr)
+  elif kind == "cosine":
+    main = optax.cosine_decay_schedule(lr, decay_steps, alpha=final / lr)
+  else:
+    main = optax.linear_schedule(lr, final, decay_steps)
+  if warmup == 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def make_optimizer(cfg: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(AdamW without its learning rate, the learning-rate schedule) from the optimizer config.
+
+  The transformation is clip -> scale_by_adam -> add_decayed_weights, i.e. `optax.adamw` up to
+  its last factor; the train step multiplies its output by `-schedule(step)`, computed on the
+  host and passed in as an argument. Equal to `full_optimizer` step for step, but the compiled
+  step does not depend on the schedule (no recompilation when steps / warmup / lr change).
+  """
+  name = str(cfg.get("name", "adamw"))
+  if name != "adamw":
+    raise ValueError(f"unknown optimizer.name {name!r}; known: adamw")
+  schedule = make_schedule(cfg, total_steps)
+  parts = []
+  clip = float(cfg.get("clip_norm", 0.0))
+  if clip < 0:
+    raise ValueError(f"optimizer.clip_norm must be >= 0, got {clip}")
+  if clip > 0:
+    parts.append(optax.clip_by_global_norm(clip))
+  parts.append(optax.scale_by_adam(b1=float(cfg.get("b1", 0.9)), b2=float(cfg.get("b2", 0.999)),
+                                   eps=float(cfg.get("eps", 1e-8))))
+  weight_decay = float(cfg.get("weight_decay", 0.0))
+  if weight_decay:
+    parts.append(optax.add_decayed_weights(weight_decay))
+  return optax.chain(*parts), schedule
+
+
+def full_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
+  """The same optimizer as one optax transformation (clip + `optax.adamw(schedule)`)."""
+  tx, schedule = make_optimizer(cfg, total_steps)
+  return optax.chain(tx, optax.scale_by_learning_rate(schedule))
