@@ -20,16 +20,7 @@ a re-run must match them unless `overwrite`).
 
 import ml_collections
 
-try:  # run from the repository root (python -m, pytest) ...
-  from configs import common
-except ImportError:  # ... or loaded by path (absl's config_flags)
-  import importlib.util
-  import os
-
-  _spec = importlib.util.spec_from_file_location(
-      "configs.common", os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
-  common = importlib.util.module_from_spec(_spec)
-  _spec.loader.exec_module(common)
+from icl_ft import config_blocks
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -45,8 +36,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.datasets = ""
   config.splits = ""
 
-  config.model = common.model_config("tiny")
-  config.mesh = common.mesh_config()
+  config.model = config_blocks.model_config("tiny")
+  config.mesh = config_blocks.mesh_config()
 
   # Prompt text (icl_ft/prompts.py): chat = Gemma's turn template for instruction-tuned models.
   config.prompt = ml_collections.ConfigDict()

@@ -16,16 +16,7 @@ already holds steps resumes from the latest complete one.
 
 import ml_collections
 
-try:  # run from the repository root (python -m, pytest) ...
-  from configs import common
-except ImportError:  # ... or loaded by path (absl's config_flags)
-  import importlib.util
-  import os
-
-  _spec = importlib.util.spec_from_file_location(
-      "configs.common", os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
-  common = importlib.util.module_from_spec(_spec)
-  _spec.loader.exec_module(common)
+from icl_ft import config_blocks
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -33,8 +24,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.workdir = ""  # required: checkpoints/, metrics.jsonl, tensorboard/ go here
 
-  config.model = common.model_config(arg or "tiny")
-  config.mesh = common.mesh_config()
+  config.model = config_blocks.model_config(arg or "tiny")
+  config.mesh = config_blocks.mesh_config()
 
   # Data: a dataset directory written by icl-ft-data (train.jsonl + card.json).
   config.data = ml_collections.ConfigDict()

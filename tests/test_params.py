@@ -257,20 +257,15 @@ def test_import_errors_name_the_problem(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# icl_ft.model.loader.load_model (all three sources) and configs/common.py
+# icl_ft.model.loader.load_model (all three sources) and icl_ft.config_blocks
 # ---------------------------------------------------------------------------
 
 
 def _common():
-  """configs/common.py loaded by path (`pytest` does not put the repository root on sys.path)."""
-  import importlib.util
-  import pathlib
+  """The shared config blocks (icl_ft.config_blocks)."""
+  from icl_ft import config_blocks  # pylint: disable=g-import-not-at-top
 
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "common.py"
-  spec = importlib.util.spec_from_file_location("configs_common_for_tests", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_blocks
 
 
 def _model_cfg(**kw):

@@ -1,6 +1,6 @@
 """`load_model(model_cfg, mesh) -> (model, tokenizer)`: the one entry point the binaries use.
 
-`model_cfg` is `configs/common.py:model_config()` (an ml_collections ConfigDict, or any object
+`model_cfg` is `icl_ft.config_blocks.model_config()` (an ml_collections ConfigDict, or any object
 with the same attributes):
 
   preset              name in icl_ft.model.config (e.g. "tiny", "gemma2_2b")
@@ -48,7 +48,7 @@ def model_config_from(model_cfg: Any):
 
 
 def mesh_from_config(mesh_cfg: Any) -> tuple[Mesh, dict[str, Any]]:
-  """(mesh, rules) from `configs/common.py:mesh_config()`."""
+  """(mesh, rules) from `icl_ft.config_blocks.mesh_config()`."""
   sizes = {a: int(_get(mesh_cfg, a, -1 if a == "data" else 1)) for a in sharding.MESH_AXES}
   rules = _get(mesh_cfg, "rules", None)
   if rules is not None and hasattr(rules, "to_dict"):

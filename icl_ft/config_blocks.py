@@ -1,13 +1,12 @@
 """Config blocks shared by the binaries' configs: the model to load and the device mesh.
 
-Other configs nest these, e.g. `config.model = common.model_config("gemma2_2b")` and
-`config.mesh = common.mesh_config()`, and the binaries pass them to
+Config files in configs/ nest these, e.g. `config.model = config_blocks.model_config("gemma2_2b")`
+and `config.mesh = config_blocks.mesh_config()`, and the binaries pass them to
 `icl_ft.model.loader.load_model(config.model, icl_ft.sharding.make_mesh(...))`
 (`loader.mesh_from_config(config.mesh)` does the latter).
 
-Import it from another config file as `from configs import common` (the repository root must be
-on sys.path, as it is for `python -m ...` and pytest run from the root), or load it by path with
-`importlib.util.spec_from_file_location("configs.common", <dir of this file>/common.py)`.
+Config files import it as `from icl_ft import config_blocks`: it lives in the package so that
+absl's config_flags, which loads config files by path, can always import it.
 """
 
 import ml_collections
