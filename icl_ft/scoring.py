@@ -291,6 +291,45 @@ class _Mesh:
     return jax.jit(lambda c: _repeat_cache(c, batch), out_shardings=out)(cache)
 
 
+# Public name of the placement helper: icl_ft.sampling shares it.
+Placement = _Mesh
+
+
+def prefill_context(graphdef: Any, state: Any, context_ids: Sequence[int], *, chunk: int = 1024,
+                    extra_slots: int = 0) -> tuple[Any, jax.Array, int]:
+  """Prefills `context_ids` into a batch-1 KV cache, in chunks; (cache, logprobs, slots).
+
+  Full `chunk`-token calls, then the rest padded to its bucket (segment id 0), so the cache
+  holds few empty slots. The cache has `slots + extra_slots` entries (`slots` = the padded
+  context length, `end_index`); `logprobs` [V] is log p(. | context) at its last token. Call
+  under the mesh context (`Placement.context()`) when sharded; shared by ContextScorer and
+  icl_ft.sampling.
+  """
+  ids = list(context_ids)
+  n = len(ids)
+  if n < 1:
+    raise ValueError("the context needs at least one token (BOS)")
+  chunk = max(int(chunk), 1)
+  sizes = [chunk] * (n // chunk)
+  if n % chunk:
+    sizes.append(min(bucket_length(n % chunk), chunk) if sizes else bucket_length(n))
+  padded = sum(sizes)
+  tokens = np.zeros((1, padded), np.int32)
+  tokens[0, :n] = ids
+  positions = np.arange(padded, dtype=np.int32)[None]
+  segments = (np.arange(padded) < n).astype(np.int32)[None]
+  model = nnx.merge(graphdef, state)
+  cache = model.init_cache(1, padded + int(extra_slots))
+  first, start = None, 0
+  for size in sizes:
+    sl = slice(start, start + size)
+    last = min(n - 1 - start, size - 1)  # the context's last token in the final chunk
+    first, cache = _prefill_fn(graphdef, state, cache, tokens[:, sl], positions[:, sl],
+                               segments[:, sl], np.int32(last))
+    start += size
+  return cache, first, padded
+
+
 def _check_batch(batch_size: int, mesh: _Mesh) -> None:
   dp = mesh.data_parallel()
   if batch_size < 1 or batch_size % dp:
@@ -350,31 +389,10 @@ class ContextScorer:
 
   # -- prefill -------------------------------------------------------------
   def _prefill(self, chunk: int) -> None:
-    """Context into a batch-1 cache in chunks: full `chunk`-token ones, then the rest padded
-    to its bucket (segment id 0), so the cache holds few empty slots."""
-    ids = self.context_ids
-    n = len(ids)
-    chunk = max(int(chunk), 1)
-    sizes = [chunk] * (n // chunk)
-    if n % chunk:
-      sizes.append(min(bucket_length(n % chunk), chunk) if sizes else bucket_length(n))
-    padded = sum(sizes)
-    self._ctx_slots = padded
-    graphdef = self._graphdef
-    tokens = np.zeros((1, padded), np.int32)
-    tokens[0, :n] = ids
-    positions = np.arange(padded, dtype=np.int32)[None]
-    segments = (np.arange(padded) < n).astype(np.int32)[None]
     with self._mesh.context():
-      model = nnx.merge(graphdef, self._state)
-      cache = model.init_cache(1, padded + self.max_suffix_len)
-      first, start = None, 0
-      for size in sizes:
-        sl = slice(start, start + size)
-        last = min(n - 1 - start, size - 1)  # the context's last token in the final chunk
-        first, cache = _prefill_fn(graphdef, self._state, cache, tokens[:, sl],
-                                   positions[:, sl], segments[:, sl], np.int32(last))
-        start += size
+      cache, first, padded = prefill_context(self._graphdef, self._state, self.context_ids,
+                                             chunk=chunk, extra_slots=self.max_suffix_len)
+      self._ctx_slots = padded
       self._first_logprobs = first  # [V] log p(. | context)
       self._cache = self._mesh.repeat_cache(cache, self.batch_size)
 

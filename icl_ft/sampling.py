@@ -1,0 +1,440 @@
+"""Batched autoregressive decoding with the KV cache: prefill, then one compiled decode loop.
+
+    sampler = Sampler(model, tokenizer, batch_size=32, mesh=mesh)
+    context = sampler.prefill("shared text ...")          # once (None: BOS only)
+    outs = sampler.generate(prompts, SamplingParams(max_new_tokens=64, stop=("\\n\\n",)),
+                            context=context)              # any number of calls reuse it
+
+Every row is `[BOS] + context + prompt + generated`. The context is tokenized separately
+from each prompt and prefilled once at batch 1 (`scoring.prefill_context`, chunked, the same
+code as the scorer); per batch it is repeated to `batch_size` rows (`repeat_cache`; on a mesh,
+born sharded along the batch), the prompts are right-padded to a bucketed length and
+prefilled in one call (padding has segment id 0, so it is never attended), and then a
+`jax.lax.while_loop` inside one jit samples a token, updates the per-row stop state and
+runs the model on that token, until `max_new_tokens` or every row has stopped. Positions
+continue each row's own text (`n_ctx + len(prompt) + t`), so padding changes nothing.
+
+Stop strings are matched inside the loop exactly, on bytes: each stop string is a KMP
+automaton whose transition over a whole token is precomputed per (state, token id) from the
+token's bytes (`stop_tables`), so a row stops on the token that completes the string however
+the tokenizer splits it. EOS also stops a row. Returned text is cut before the first stop
+string.
+
+Sampling: greedy (`temperature == 0`) or softmax(logits / temperature) restricted to the
+smallest top-probability set of mass >= `top_p`. Row i of a `generate` call draws from
+`fold_in(fold_in(PRNGKey(seed), i), step)`: the same seed gives the same text regardless of
+batch size, mesh, or how the prompts are split into batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from icl_ft import scoring
+
+FINISH_REASONS = ("stop", "eos", "length")
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """How to decode: length, temperature / nucleus, stop strings, seed."""
+
+  max_new_tokens: int = 128
+  temperature: float = 0.0  # 0 = greedy (argmax)
+  top_p: float = 1.0  # nucleus mass; 1 = the whole distribution
+  stop: tuple[str, ...] = ()  # a row stops on the token that completes any of these
+  stop_at_eos: bool = True
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+    if self.temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+    if isinstance(self.stop, str):
+      object.__setattr__(self, "stop", (self.stop,))
+    if any(not s for s in self.stop):
+      raise ValueError(f"stop strings must be non-empty, got {self.stop!r}")
+    object.__setattr__(self, "stop", tuple(self.stop))
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self) | {"stop": list(self.stop)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+  """One generated continuation."""
+
+  text: str  # decoded, cut before the first stop string
+  token_ids: tuple[int, ...]  # generated tokens, including the stopping one
+  finish_reason: str  # "stop" | "eos" | "length"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefilledContext:
+  """A shared context in a batch-1 KV cache (reuse it across `generate` calls)."""
+
+  ids: tuple[int, ...]  # [BOS] + context tokens
+  cache: Any  # batch-1 KVCache: `slots` context slots + `room` free ones
+  logprobs: jax.Array  # [V] log p(. | context)
+  slots: int  # padded context length in the cache
+  room: int  # free slots for prompt + generated tokens
+
+  @property
+  def num_tokens(self) -> int:
+    return len(self.ids)
+
+
+# ---------------------------------------------------------------------------
+# Stop strings: per-token KMP transitions
+# ---------------------------------------------------------------------------
+
+
+def token_bytes(tokenizer: Any) -> list[bytes]:
+  """The bytes each token id contributes to decoded text (control ids: none)."""
+  control = {int(tokenizer.bos_id), int(tokenizer.eos_id), int(tokenizer.pad_id)}
+  out = []
+  for i in range(int(tokenizer.vocab_size)):
+    piece = tokenizer.id_to_piece(i)
+    m = _BYTE_PIECE.match(piece)
+    if i in control:
+      out.append(b"")
+    elif m:
+      out.append(bytes([int(m.group(1), 16)]))
+    else:
+      out.append(piece.replace("\u2581", " ").encode("utf-8"))
+  return out
+
+
+def _kmp_failure(pattern: bytes) -> list[int]:
+  fail = [0] * len(pattern)
+  k = 0
+  for i in range(1, len(pattern)):
+    while k and pattern[i] != pattern[k]:
+      k = fail[k - 1]
+    if pattern[i] == pattern[k]:
+      k += 1
+    fail[i] = k
+  return fail
+
+
+def stop_tables(pieces: Sequence[bytes], stops: Sequence[str], vocab_rows: int) -> np.ndarray:
+  """int32 [S, M, vocab_rows]: KMP state after a token, per stop string and state.
+
+  State q < len(stop) = bytes of the stop string matched so far; a transition reaching
+  len(stop) means the token completed it (M = the longest stop string's length rounded up
+  to a multiple of 8; rows past a stop string's length are unused). Ids past the tokenizer (padding rows) keep
+  the state.
+  """
+  patterns = [s.encode("utf-8") for s in stops]
+  m_max = -(-max(len(p) for p in patterns) // 8) * 8  # bucketed: fewer compiled shapes
+  table = np.zeros((len(patterns), m_max, vocab_rows), np.int32)
+  for si, pat in enumerate(patterns):
+    fail = _kmp_failure(pat)
+    m = len(pat)
+    # delta[q][byte]: the byte-level automaton (dense only over the bytes that occur).
+    delta: dict[tuple[int, int], int] = {}
+
+    def step(q: int, b: int) -> int:
+      key = (q, b)
+      if key not in delta:
+        k = q
+        while k and pat[k] != b:
+          k = fail[k - 1]
+        delta[key] = k + 1 if pat[k] == b else 0
+      return delta[key]
+
+    for q in range(m):
+      for v in range(vocab_rows):
+        if v >= len(pieces):
+          table[si, q, v] = q
+          continue
+        s = q
+        for b in pieces[v]:
+          s = step(s, b)
+          if s == m:
+            break
+        table[si, q, v] = s
+  return table
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_tables(tokenizer_key: int, stops: tuple[str, ...], vocab_rows: int,
+                   pieces: tuple[bytes, ...]) -> np.ndarray:
+  del tokenizer_key
+  return stop_tables(pieces, stops, vocab_rows)
+
+
+# ---------------------------------------------------------------------------
+# Compiled steps
+# ---------------------------------------------------------------------------
+
+
+def _sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
+            greedy: jax.Array) -> jax.Array:
+  """Token ids [B] from log-probs / logits [B, V]; `greedy` (a traced bool) picks argmax.
+
+  `lax.cond` runs one branch, so greedy decoding never pays for the nucleus sort, and greedy
+  and sampled decoding share one compiled program.
+  """
+
+  def argmax(logits):
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+  def nucleus(logits):
+    scaled = logits.astype(jnp.float32) / temperature
+    probs = jax.nn.softmax(scaled, axis=-1)
+    sorted_probs = jnp.sort(probs, axis=-1)[:, ::-1]  # [B, V] descending
+    before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass of the larger ones
+    kept = jnp.where(before < top_p, sorted_probs, jnp.inf)
+    threshold = jnp.min(kept, axis=-1, keepdims=True)  # smallest kept probability
+    scaled = jnp.where(probs >= threshold, scaled, -jnp.inf)
+    return jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
+
+  return jax.lax.cond(greedy, argmax, nucleus, logits)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _generate_fn(graphdef, options, state, cache, ctx_logprobs, tokens, positions, segments,
+                 lengths, row_ids, active, allowed, tables, stop_lengths, eos_id, seed,
+                 greedy, temperature, top_p):
+  """Prompt prefill + the decode loop; (generated [B, T], counts [B], reasons [B], steps).
+
+  options = (max_new_tokens,). lengths [B]: real prompt tokens per row (0: the first
+  token comes from the context). active [B]: false on the batch's padding rows (they start
+  done). eos_id: -1 = none. reasons: 0 length, 1 stop, 2 eos.
+  """
+  (max_new,) = options
+  model = nnx.merge(graphdef, state)
+  b = tokens.shape[0]
+  logits, cache = model(tokens, positions, segments, cache=cache)  # [B, P, V]
+  last = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+  first = jnp.where((lengths > 0)[:, None], jax.nn.log_softmax(last.astype(jnp.float32)),
+                    ctx_logprobs[None])  # [B, V]
+  next_pos = positions[:, 0] + lengths  # [B]: position of the first generated token
+  row_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(row_ids)
+  num_stops = tables.shape[0]
+
+  def cond(carry):
+    t, _, _, _, done, *_ = carry
+    return (t < max_new) & ~jnp.all(done)
+
+  def body(carry):
+    t, cache, logits, stop_state, done, out, counts, reasons = carry
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(row_keys)
+    logits = jnp.where(allowed[None], logits, -jnp.inf)
+    tok = _sample(logits, keys, temperature, top_p, greedy)
+    tok = jnp.where(done, 0, tok)
+    out = out.at[:, t].set(tok)
+    # Per stop string s: state[b, s] <- tables[s, state[b, s], tok[b]].
+    new_state = tables[jnp.arange(num_stops)[None, :], stop_state, tok[:, None]]  # [B, S]
+    hit_stop = jnp.any(new_state >= stop_lengths[None, :], axis=-1)
+    hit_eos = tok == eos_id
+    reason = jnp.where(hit_stop, 1, jnp.where(hit_eos, 2, 0))
+    finished = ~done & (reason > 0)
+    reasons = jnp.where(finished, reason, reasons)
+    counts = jnp.where(done, counts, t + 1)
+    done = done | finished
+    stop_state = jnp.minimum(new_state, stop_lengths[None, :] - 1)
+    pos = (next_pos + t)[:, None]
+    logits, cache = model(tok[:, None], pos, jnp.ones_like(pos), cache=cache)
+    logits = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32))
+    return t + 1, cache, logits, stop_state, done, out, counts, reasons
+
+  init = (jnp.zeros((), jnp.int32), cache, first, jnp.zeros((b, num_stops), jnp.int32),
+          ~active, jnp.zeros((b, max_new), jnp.int32), jnp.zeros((b,), jnp.int32),
+          jnp.zeros((b,), jnp.int32))
+  t, _, _, _, _, out, counts, reasons = jax.lax.while_loop(cond, body, init)
+  return out, counts, reasons, t
+
+
+# ---------------------------------------------------------------------------
+# Sampler
+# ---------------------------------------------------------------------------
+
+
+class Sampler:
+  """Generates continuations of prompts, optionally after a shared prefilled context.
+
+  Args:
+    model: the Transformer (`init_cache`, `__call__(..., cache=)`).
+    tokenizer: a Tokenizer (`encode_batch`, `decode`, `id_to_piece`, special ids).
+    batch_size: rows per compiled call (fixed; the last batch is padded). On a mesh, a
+      multiple of the data-parallel size (data x fsdp).
+    max_len: the model's maximum sequence length (default `model.config.max_seq_len`).
+    prefill_chunk: context tokens per prefill call.
+    mesh, rules: shard batches and the cache on this mesh (None: default placement).
+  """
+
+  def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 32,
+               max_len: int | None = None, prefill_chunk: int = 1024, mesh: Any = None,
+               rules: Any = None):
+    self.tokenizer = tokenizer
+    self.batch_size = int(batch_size)
+    self._mesh = scoring.Placement(mesh, rules)
+    scoring._check_batch(self.batch_size, self._mesh)  # pylint: disable=protected-access
+    self.max_len = scoring._model_max_len(model) if max_len is None else int(max_len)  # pylint: disable=protected-access
+    self.prefill_chunk = int(prefill_chunk)
+    self._graphdef, self._state = nnx.split(model)
+    self.vocab_rows = int(model.config.vocab_size)
+    n_tok = int(tokenizer.vocab_size)
+    if n_tok > self.vocab_rows:
+      raise ValueError(f"tokenizer has {n_tok} pieces but the model only {self.vocab_rows} rows")
+    allowed = np.arange(self.vocab_rows) < n_tok  # never sample padding rows
+    self._allowed = allowed
+    self._pieces: tuple[bytes, ...] | None = None
+    self.stats = {"prefill_s": 0.0, "decode_s": 0.0, "rows": 0, "generated_tokens": 0,
+                  "decode_steps": 0}
+
+  @staticmethod
+  def compiles() -> int:
+    """Compiled variants of the generate step so far (all samplers of this process)."""
+    return _generate_fn._cache_size()  # pylint: disable=protected-access
+
+  # -- context -------------------------------------------------------------
+  def prefill(self, context: str | None = None, *, room: int = 512,
+              context_ids: Sequence[int] | None = None) -> PrefilledContext:
+    """Prefills `[BOS] + context` once, leaving `room` cache slots for prompt + generation."""
+    ids = (list(context_ids) if context_ids is not None
+           else scoring.encode_context(self.tokenizer, context))
+    room = int(room)
+    if self.max_len is not None and len(ids) + room > self.max_len:
+      raise scoring.ContextTooLongError(
+          f"context ({len(ids)} tokens incl. BOS) plus room for prompt and generation ({room} "
+          f"tokens) is {len(ids) + room} tokens, {len(ids) + room - self.max_len} more than the "
+          f"model's maximum length {self.max_len}",
+          context_tokens=len(ids), question_tokens=room, max_len=self.max_len)
+    start = time.perf_counter()
+    with self._mesh.context():
+      cache, logprobs, slots = scoring.prefill_context(
+          self._graphdef, self._state, ids, chunk=self.prefill_chunk, extra_slots=room)
+    jax.block_until_ready(logprobs)
+    self.stats["prefill_s"] += time.perf_counter() - start
+    return PrefilledContext(tuple(ids), cache, logprobs, slots, room)
+
+  # -- generation ------------------------------------------------------------
+  def _tables(self, stops: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    if not stops:  # a never-completed dummy automaton (same shapes as one short stop string)
+      return np.zeros((1, 8, self.vocab_rows), np.int32), np.full((1,), 1 << 30, np.int32)
+    if self._pieces is None:
+      self._pieces = tuple(token_bytes(self.tokenizer))
+    table = _cached_tables(id(self.tokenizer), stops, self.vocab_rows, self._pieces)
+    return table, np.asarray([len(s.encode("utf-8")) for s in stops], np.int32)
+
+  def generate(self, prompts: Sequence[str], params: SamplingParams = SamplingParams(), *,
+               context: PrefilledContext | None = None, progress: bool = False,
+               desc: str = "sampling") -> list[Completion]:
+    """Completions of each prompt after `context` (None: `[BOS]` only), in order."""
+    prompts = list(prompts)
+    ids = self.tokenizer.encode_batch(prompts) if prompts else []
+    return self.generate_ids(ids, params, context=context, progress=progress, desc=desc)
+
+  def generate_ids(self, prompt_ids: Sequence[Sequence[int]],
+                   params: SamplingParams = SamplingParams(), *,
+                   context: PrefilledContext | None = None, progress: bool = False,
+                   desc: str = "sampling") -> list[Completion]:
+    """`generate` for already tokenized prompts."""
+    prompt_ids = [list(p) for p in prompt_ids]
+    if not prompt_ids:
+      return []
+    t_new = int(params.max_new_tokens)
+    longest = max(len(p) for p in prompt_ids)
+    p_len = scoring.bucket_length(longest)
+    if context is None:
+      context = self.prefill(None, room=p_len + t_new)
+    if p_len + t_new > context.room:
+      # The bucket may exceed the room; the exact need is what must fit.
+      if longest + t_new > context.room:
+        raise scoring.ContextTooLongError(
+            f"longest prompt ({longest} tokens) plus max_new_tokens ({t_new}) is "
+            f"{longest + t_new} tokens, more than the {context.room} slots left after the context",
+            context_tokens=context.num_tokens, question_tokens=longest + t_new,
+            max_len=context.num_tokens + context.room)
+      p_len = context.room - t_new
+    tables, stop_lengths = self._tables(params.stop)
+    greedy = params.temperature == 0
+    eos = np.int32(self.tokenizer.eos_id if params.stop_at_eos else -1)
+    options = (t_new,)
+    b = self.batch_size
+    n_ctx = context.num_tokens
+    # Longest prompts first: batches of similar length; results go back in input order.
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+    results: list[Completion | None] = [None] * len(prompt_ids)
+    bar = None
+    if progress:
+      from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+      bar = tqdm(total=len(prompt_ids), desc=desc, unit="row")
+    start = time.perf_counter()
+    with self._mesh.context():
+      for s in range(0, len(order), b):
+        batch = order[s:s + b]
+        tokens = np.zeros((b, p_len), np.int32)
+        segments = np.zeros((b, p_len), np.int32)
+        lengths = np.zeros((b,), np.int32)
+        rows = np.zeros((b,), np.int32)
+        active = np.zeros((b,), bool)
+        active[:len(batch)] = True
+        for j, i in enumerate(batch):
+          k = len(prompt_ids[i])
+          tokens[j, :k] = prompt_ids[i]
+          segments[j, :k] = 1
+          lengths[j] = k
+          rows[j] = i
+        positions = np.tile(n_ctx + np.arange(p_len, dtype=np.int32), (b, 1))
+        cache = self._mesh.repeat_cache(context.cache, b)
+        put = self._mesh.batch
+        out, counts, reasons, steps = _generate_fn(
+            self._graphdef, options, self._state, cache, context.logprobs, put(tokens),
+            put(positions), put(segments), put(lengths), put(rows), put(active), self._allowed,
+            tables, stop_lengths, eos, np.uint32(params.seed), np.bool_(greedy),
+            np.float32(max(params.temperature, 1e-6)), np.float32(params.top_p))
+        out, counts = self._mesh.fetch(out), self._mesh.fetch(counts)
+        reasons = self._mesh.fetch(reasons)
+        self.stats["decode_steps"] += int(steps)
+        for j, i in enumerate(batch):
+          gen = [int(x) for x in out[j, :counts[j]]]
+          results[i] = self._completion(gen, int(reasons[j]), params.stop)
+          self.stats["generated_tokens"] += len(gen)
+        self.stats["rows"] += len(batch)
+        if bar is not None:
+          bar.update(len(batch))
+    if bar is not None:
+      bar.close()
+    self.stats["decode_s"] += time.perf_counter() - start
+    return results  # type: ignore[return-value]
+
+  def _completion(self, gen: list[int], reason: int, stops: tuple[str, ...]) -> Completion:
+    eos = int(self.tokenizer.eos_id)
+    text = self.tokenizer.decode([t for t in gen if t != eos])
+    cut = [text.index(s) for s in stops if s in text]
+    if cut:
+      text = text[:min(cut)]
+    return Completion(text, tuple(gen), {0: "length", 1: "stop", 2: "eos"}[reason])
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
+             params: SamplingParams = SamplingParams(), *, context: str | None = None,
+             batch_size: int = 32, mesh: Any = None, rules: Any = None,
+             progress: bool = False) -> list[Completion]:
+  """Completions of `prompts` after a shared `context` (prefilled once)."""
+  sampler = Sampler(model, tokenizer, batch_size=batch_size, mesh=mesh, rules=rules)
+  ids = tokenizer.encode_batch(list(prompts)) if prompts else []
+  room = scoring.bucket_length(max((len(p) for p in ids), default=1)) + params.max_new_tokens
+  if sampler.max_len is not None:
+    n_ctx = len(scoring.encode_context(tokenizer, context))
+    room = min(room, max(sampler.max_len - n_ctx, 0))
+  prefilled = sampler.prefill(context, room=room)
+  return sampler.generate_ids(ids, params, context=prefilled, progress=progress)
