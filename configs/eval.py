@@ -54,4 +54,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.scoring.prefill_chunk = 1024  # context tokens per prefill call
 
   config.progress = True  # tqdm bar (questions/s)
+
+  # Multi-host (every process scores; process 0 writes): see config_blocks.multihost_config.
+  config.multihost = config_blocks.multihost_config()
+  # --config.dry_run=true: compile the prefill and scoring steps abstractly, print memory /
+  # FLOPs per device. The context length is measured from `datasets` when they and the
+  # tokenizer are set, else these sizes (tokens) are used.
+  config_blocks.add_dry_run_fields(config)
+  config.dry_run_context_tokens = 4096
+  config.dry_run_suffix_tokens = 64
   return config

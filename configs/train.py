@@ -70,13 +70,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.log.progress = True  # tqdm bar (process 0)
   config.log.batch_ids = False  # log the example ids of each batch (resume tests, debugging)
 
-  # Multi-host: jax.distributed.initialize before anything else touches the devices.
-  # Unset fields come from the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
-  # JAX_PROCESS_ID) and then from JAX's cluster auto-detection (TPU pods, SLURM, ...).
-  config.multihost = ml_collections.ConfigDict()
-  config.multihost.initialize = False
-  config.multihost.coordinator_address = ""
-  config.multihost.num_processes = 0  # 0 = unset
-  config.multihost.process_id = -1  # -1 = unset
-  config.multihost.cpu_collectives = "gloo"  # jax_cpu_collectives_implementation on CPU
+  # Multi-host: jax.distributed.initialize before anything else touches the devices
+  # (also turned on by ICL_FT_MULTIHOST=1, as launch_tpu.sh sets it).
+  config.multihost = config_blocks.multihost_config()
+  # --config.dry_run=true: compile the train step abstractly, print memory / FLOPs per device.
+  config_blocks.add_dry_run_fields(config)
   return config

@@ -51,3 +51,37 @@ def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collection
   config.tensor = tensor
   config.rules = ml_collections.ConfigDict()
   return config
+
+
+def multihost_config() -> ml_collections.ConfigDict:
+  """Multi-host initialization (`icl_ft.train.loop.initialize_distributed`).
+
+  Fields:
+    initialize: call jax.distributed.initialize before anything touches the devices. Also
+      turned on by the environment variable ICL_FT_MULTIHOST=1 (launch_tpu.sh's `run` sets it).
+    coordinator_address, num_processes (0 = unset), process_id (-1 = unset): unset fields come
+      from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, then from JAX's cluster
+      auto-detection (TPU pods, SLURM, ...).
+    cpu_collectives: jax_cpu_collectives_implementation on CPU ("gloo").
+  """
+  config = ml_collections.ConfigDict()
+  config.initialize = False
+  config.coordinator_address = ""
+  config.num_processes = 0
+  config.process_id = -1
+  config.cpu_collectives = "gloo"
+  return config
+
+
+def add_dry_run_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds `dry_run` and `device_memory_gib` (icl_ft.dry_run) to a binary's config; returns it.
+
+  Fields:
+    dry_run: compile the step with abstract inputs, print per-device memory and FLOPs, and
+      exit 1 if it does not fit; no weights are loaded, nothing is written.
+    device_memory_gib: memory per device the dry run checks against; 0 = what the device
+      reports (TPU, GPU; CPU reports nothing and is not checked).
+  """
+  config.dry_run = False
+  config.device_memory_gib = 0.0
+  return config

@@ -10,6 +10,11 @@ Conditions: `pretrained` (no context), `icl` (the training documents in context)
 `<results_dir>/<run>/{questions.jsonl,summary.json,table.md,run.json}`; re-running the same
 command resumes (skips questions already scored).
 
+Multi-host: ICL_FT_MULTIHOST=1 (as launch_tpu.sh sets it) or `--config.multihost.initialize=true`
+on every process. Dry run: `--config.dry_run=true [--config.device_memory_gib=16]` compiles the
+prefill and scoring steps abstractly (no weights), prints memory per device and FLOPs, and exits
+1 if they would not fit.
+
 Exit status: 0 done; 1 bad input (one `error: ...` line on stderr, no summary written: unknown
 condition or split, missing checkpoint or dataset, malformed dataset line, tokenizer/model
 vocabulary mismatch, a context longer than the model's maximum length); 2 bad flags.
@@ -24,10 +29,21 @@ from icl_ft.bin import cli
 
 def execute(config: Any) -> int:
   """Runs `evaluate.evaluate(config)`; failures are one `error:` line on stderr and status 1."""
+  from icl_ft import config_checks  # pylint: disable=g-import-not-at-top
   from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
   from icl_ft import report  # pylint: disable=g-import-not-at-top
+  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
 
+  dry = bool(config.get("dry_run", False))
   try:
+    # Before anything touches the devices (ICL_FT_MULTIHOST=1 or multihost.initialize).
+    loop.initialize_distributed(config.get("multihost", None))
+    config_checks.validate_eval(config, require_inputs=not dry)
+    if dry:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
+      from icl_ft import dry_run  # pylint: disable=g-import-not-at-top
+
+      dry_run.run(config, "eval")
+      return 0
     result = evaluate.evaluate(config)
   except (ValueError, OSError, ImportError, TypeError, KeyError) as e:
     return cli.fail(e)

@@ -3,9 +3,13 @@
   icl-ft-train --config=configs/train.py:<preset> --config.workdir=DIR \
       --config.data.dataset_dir=DATA --config.model.tokenizer=TOK.model [--config.<field>=VALUE]
 
-Multi-host: `--config.multihost.initialize=true` (plus coordinator_address, num_processes,
-process_id, or the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment
-variables) on every process.
+Multi-host: `--config.multihost.initialize=true` or ICL_FT_MULTIHOST=1 in the environment (plus
+coordinator_address, num_processes, process_id, or the JAX_COORDINATOR_ADDRESS /
+JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables, or nothing on TPU VMs) on every process.
+
+Dry run: `--config.dry_run=true [--config.device_memory_gib=16]` builds the model abstract (no
+weights, no data), compiles the train step for the configured mesh, batch and sequence length,
+prints memory per device and FLOPs per step, and exits 1 if it would not fit.
 
 Exit status: 0 done; 1 bad input (one `error: ...` line on stderr; nothing is overwritten) or a
 NaN/inf loss (the last good checkpoint stays the latest); 2 bad flags.
@@ -24,8 +28,17 @@ def execute(config: Any, **train_kwargs: Any) -> int:
   # that query them), so it runs first, here as well as inside train().
   from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
 
+  from icl_ft import config_checks  # pylint: disable=g-import-not-at-top
+
+  dry = bool(config.get("dry_run", False))
   try:
     loop.initialize_distributed(config.get("multihost", None))
+    config_checks.validate_train(config, require_inputs=not dry)
+    if dry:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
+      from icl_ft import dry_run  # pylint: disable=g-import-not-at-top
+
+      dry_run.run(config, "train")
+      return 0
     result = loop.train(config, **train_kwargs)
   except (loop.NonFiniteLossError, ValueError, OSError, ImportError, TypeError) as e:
     return cli.fail(e)

@@ -82,16 +82,29 @@ class TrainResult:
 # ---------------------------------------------------------------------------
 
 
+MULTIHOST_ENV = "ICL_FT_MULTIHOST"
+
+
+def multihost_requested(mh: Any) -> bool:
+  """Whether to initialize: `mh.initialize`, or ICL_FT_MULTIHOST=1 (launch_tpu.sh's `run`)."""
+  if os.environ.get(MULTIHOST_ENV, "").strip().lower() in ("1", "true", "yes"):
+    return True
+  return bool(mh is not None and mh.get("initialize", False))
+
+
 def initialize_distributed(mh: Any) -> bool:
   """`jax.distributed.initialize` from the `multihost` config block; returns whether it ran.
 
+  The one place every binary decides this: it runs when `mh.initialize` is true or the
+  environment has ICL_FT_MULTIHOST=1 (then a missing block means all fields unset).
   Unset fields come from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, then
   from JAX's cluster auto-detection. On CPU the cross-process collectives implementation
   (`jax_cpu_collectives_implementation`) is set to `mh.cpu_collectives` ("gloo") first.
   Idempotent: a second call in an initialized process does nothing.
   """
-  if mh is None or not mh.get("initialize", False):
+  if not multihost_requested(mh):
     return False
+  mh = {} if mh is None else mh
   if jax.distributed.is_initialized():
     return True
   collectives = mh.get("cpu_collectives", "gloo")

@@ -1,0 +1,188 @@
+"""Every config file in configs/ loads with each of its documented args and validates.
+
+The files are globbed, so new ones are covered without editing this test. A file's documented
+args are its module-level `ARGS` (if any) plus every `configs/<file>.py[:arg]` usage in its
+docstring (placeholders like `<preset>` skipped; a bare `configs/<file>.py` is the empty arg);
+with none documented, the default (`get_config()`) is tried. Each config is validated by `icl_ft.config_checks.validate` as its
+kind (train / eval / data, recognised by fields) and all its nested model / mesh / multihost
+blocks, exactly what the binaries check before running.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import re
+from pathlib import Path
+
+import ml_collections
+import pytest
+
+from icl_ft import config_checks
+from icl_ft import scale
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+FILES = sorted(p for p in CONFIGS.glob("*.py") if not p.name.startswith("_"))
+
+
+def _load(path: Path):
+  spec = importlib.util.spec_from_file_location(f"test_configs_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def documented_args(path: Path, module) -> list[str]:
+  """ARGS + the `configs/<name>.py:<arg>` usages of the docstring (+ "" if it has a default)."""
+  args = list(getattr(module, "ARGS", ()))
+  doc = module.__doc__ or ""
+  for m in re.finditer(rf"configs/{re.escape(path.name)}(?::([^\s`'\"\\]+))?", doc):
+    arg = (m.group(1) or "").rstrip(".,;:)")  # sentence punctuation after a usage
+    if "<" not in arg and "[" not in arg:
+      args.append(arg)
+  params = list(inspect.signature(module.get_config).parameters.values())
+  if not args and (not params or params[0].default is not inspect.Parameter.empty):
+    args.append("")  # nothing documented: the default
+  return list(dict.fromkeys(args))
+
+
+CASES = []
+for _path in FILES:
+  _module = _load(_path)
+  for _arg in documented_args(_path, _module):
+    CASES.append(pytest.param(_path, _arg, id=f"{_path.stem}:{_arg}"))
+
+
+def test_every_config_file_is_covered():
+  assert FILES, CONFIGS
+  covered = {c.values[0] for c in CASES}
+  assert covered == set(FILES), set(FILES) - covered
+  assert {"train.py", "eval.py", "data.py", "gemma.py"} <= {p.name for p in FILES}
+
+
+@pytest.mark.parametrize("path,arg", CASES)
+def test_config_loads_and_validates(path, arg):
+  module = _load(path)
+  config = module.get_config(arg) if arg or inspect.signature(module.get_config).parameters \
+      else module.get_config()
+  assert isinstance(config, ml_collections.ConfigDict)
+  config_checks.validate(config)
+  # A locked copy accepts the same overrides a command line gives (no field typos).
+  locked = ml_collections.ConfigDict(config.to_dict())
+  locked.lock()
+
+
+def test_gemma_args_cover_every_preset_topology_dataset_condition():
+  gemma = _load(CONFIGS / "gemma.py")
+  n = len(scale.PRESETS) * len(scale.TOPOLOGIES)
+  assert len(gemma.ARGS) == n * (len(scale.DATASETS) + len(scale.CONDITIONS))
+
+
+@pytest.mark.parametrize("topology", sorted(scale.TOPOLOGIES))
+def test_gemma_train_config_fields(topology):
+  gemma = _load(CONFIGS / "gemma.py")
+  topo = scale.TOPOLOGIES[topology]
+  c = gemma.get_config(f"train,gemma2_2b,{topology},semantic_structure")
+  assert config_checks.kind_of(c) == "train"
+  assert (c.model.preset, c.model.checkpoint_format, c.model.dtype) == (
+      "gemma2_2b", "gemma", "bfloat16")
+  assert math.prod([c.mesh.data, c.mesh.fsdp, c.mesh.tensor]) == topo.chips
+  assert c.data.batch_size % (c.mesh.data * c.mesh.fsdp) == 0
+  assert c.optimizer.learning_rate == 3e-4 and c.data.batch_size in (8, 16)
+  assert 200 <= c.steps <= 1000
+  assert c.device_memory_gib == topo.hbm_gib
+  assert c.multihost.initialize == (topo.hosts > 1)
+  assert c.data.dataset_dir == "data/semantic_structure"
+  # Paths are flags: a real run refuses to start without them (one line, naming the field).
+  with pytest.raises(ValueError, match="config.model.checkpoint is required"):
+    config_checks.validate(c, require_inputs=True)
+  c.model.checkpoint = "gs://bucket/gemma2-2b"
+  c.model.tokenizer = "gs://bucket/tokenizer.model"
+  c.workdir = "gs://bucket/runs/x"
+  assert config_checks.validate(c, require_inputs=True) == "train"
+
+
+def test_gemma_eval_config_fields():
+  gemma = _load(CONFIGS / "gemma.py")
+  c = gemma.get_config("eval,gemma3_4b,v5p-32,ft")
+  assert config_checks.kind_of(c) == "eval"
+  assert c.condition == "ft" and c.model.checkpoint_format == "icl_ft"
+  assert c.scoring.batch_size % 16 == 0
+  assert c.datasets.split(",") == [f"data/{d}" for d in scale.DATASETS]
+  c.model.tokenizer = "gs://bucket/tokenizer.model"
+  with pytest.raises(ValueError, match="set config.model.checkpoint"):
+    config_checks.validate(c, require_inputs=True)
+
+
+@pytest.mark.parametrize("arg,match", [
+    ("train,gemma2_2b,v9-8,syllogisms", "unknown topology 'v9-8'"),
+    ("train,gemma9_2b,v5e-8,syllogisms", "unknown study preset 'gemma9_2b'"),
+    ("train,gemma2_2b,v5e-8,nope", "unknown dataset 'nope'"),
+    ("eval,gemma2_2b,v5e-8,ft_aug", "unknown condition 'ft_aug'"),
+    ("gemma2_2b,v5e-8", "needs 'train,<preset>"),
+])
+def test_gemma_bad_args(arg, match):
+  gemma = _load(CONFIGS / "gemma.py")
+  with pytest.raises(ValueError, match=match):
+    gemma.get_config(arg)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("model.preset", "gemma5", "config.model.preset 'gemma5'"),
+    ("model.checkpoint_format", "hf", "checkpoint_format 'hf'"),
+    ("mesh.fsdp", 0, "config.mesh.fsdp must be positive or -1"),
+    ("data.format", "sentences", "unknown training format 'sentences'"),
+    ("data.batch_size", 12, "batch_size=12 is not divisible by the data-parallel size 8"),
+    ("steps", 0, "config.steps must be >= 1"),
+    ("optimizer.schedule", "step", "step"),
+    ("device_memory_gib", -1.0, "device_memory_gib"),
+])
+def test_validation_names_the_bad_field(field, value, match):
+  train = _load(CONFIGS / "train.py")
+  c = train.get_config("gemma3_1b")
+  c.mesh.data, c.mesh.fsdp = 1, 8
+  parent, _, name = field.rpartition(".")
+  (c[parent] if parent else c)[name] = value
+  with pytest.raises(ValueError, match=re.escape(match)):
+    config_checks.validate(c)
+
+
+def test_eval_validation():
+  ev = _load(CONFIGS / "eval.py")
+  c = ev.get_config("ft_x")
+  config_checks.validate(c)  # a finetuned condition loads without a checkpoint ...
+  with pytest.raises(ValueError, match="config.run"):
+    config_checks.validate(c, require_inputs=True)  # ... but a real run needs its inputs
+  c.condition = "finetuned"
+  with pytest.raises(ValueError, match="unknown condition 'finetuned'"):
+    config_checks.validate(c)
+
+
+@pytest.mark.parametrize("binary", ["train", "eval"])
+def test_binaries_honor_icl_ft_multihost(binary, monkeypatch, capsys):
+  """launch_tpu.sh runs binaries with ICL_FT_MULTIHOST=1: they initialize before anything."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from icl_ft.bin import evaluate as eval_bin  # pylint: disable=g-import-not-at-top
+  from icl_ft.bin import train as train_bin  # pylint: disable=g-import-not-at-top
+
+  calls = []
+
+  def fake_initialize(**kwargs):
+    calls.append(kwargs)
+    raise RuntimeError("fake initialize")  # stops the binary right there
+
+  monkeypatch.setattr(jax.distributed, "initialize", fake_initialize)
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  config = _load(CONFIGS / ("train.py" if binary == "train" else "eval.py")).get_config()
+  execute = train_bin.execute if binary == "train" else eval_bin.execute
+  monkeypatch.delenv("ICL_FT_MULTIHOST", raising=False)
+  config.dry_run = True
+  config.mesh.data = 3  # 8 devices: an error right after the (skipped) initialization
+  assert execute(config) == 1 and not calls
+  capsys.readouterr()
+  monkeypatch.setenv("ICL_FT_MULTIHOST", "1")
+  with pytest.raises(RuntimeError, match="fake initialize"):
+    execute(config)
+  assert calls == [{}]  # TPU VMs: JAX finds coordinator and process ids itself
