@@ -1,0 +1,102 @@
+"""Where a train step's time goes: each piece jitted alone, forward + backward, timed.
+
+    python bench/profile_step.py [--size medium] [--reps 5]
+
+Pieces, at the size and batch of bench/train.py (each a `jax.value_and_grad` of a scalar
+over that piece's inputs and parameters, so forward and backward are both counted):
+`attention` (one layer's pre-norm + q/k/v/o projections + RoPE + masked softmax attention),
+`mlp` (one layer's pre-norm + GeGLU MLP), `head` (final norm + tied output logits +
+cross-entropy), `model_fwd` (the whole model's logits, forward only), `loss_grad` (the whole
+loss and gradients) and `step` (the whole train step with AdamW, as bench/train.py). Times
+alternate piece by piece each repetition (medians); the per-layer pieces are multiplied by
+the number of layers in `sum_of_pieces`. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import _common  # pylint: disable=g-bad-import-order
+
+import jax  # pylint: disable=g-bad-import-order,wrong-import-order
+import jax.numpy as jnp  # pylint: disable=wrong-import-order
+import numpy as np  # pylint: disable=wrong-import-order
+from flax import nnx  # pylint: disable=wrong-import-order
+
+import train as train_bench  # pylint: disable=wrong-import-order
+from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
+from icl_ft.train import step as step_lib  # pylint: disable=wrong-import-order
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--size", default="medium")
+  parser.add_argument("--family", default="gemma1")
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--reps", type=int, default=5)
+  args = parser.parse_args()
+
+  cfg = _common.model_config(args.size, args.family)
+  model = Transformer(cfg, rngs=nnx.Rngs(params=0))
+  batch = {k: jnp.asarray(v) for k, v in
+           train_bench.batch_arrays(args.batch, args.seq, cfg.vocab_size).items()}
+  tok, pos, seg, lmask = (batch[k] for k in step_lib.BATCH_KEYS)
+  x = jax.random.normal(jax.random.key(0), (args.batch, args.seq, cfg.embed_dim), jnp.float32)
+  block = model.layers[0]
+
+  def timed_grad(fn, module):
+    """value_and_grad of sum(fn(module, x)) w.r.t. (module params, x), jitted."""
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+    @jax.jit
+    def run(params, x):
+      def loss(params, x):
+        return jnp.sum(fn(nnx.merge(graphdef, params, rest), x))
+      return jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+
+    return lambda: jax.block_until_ready(run(params, x))
+
+  def attention(blk, x):
+    h = blk.pre_attention_norm(x)
+    return blk.attend(h, pos, seg, pos, seg, None, None)[0]
+
+  def mlp(blk, x):
+    return blk.mlp(blk.pre_ffw_norm(x))
+
+  def head(m, x):
+    logits = m.embedder.decode(m.final_norm(x))
+    return step_lib.masked_cross_entropy(logits, tok, lmask)["loss_sum"]
+
+  graphdef, state = nnx.split(model)
+  fwd = jax.jit(lambda state: nnx.merge(graphdef, state)(tok, pos, seg)[0])
+
+  def loss_fn(state):
+    logits = nnx.merge(graphdef, state)(tok, pos, seg)[0]
+    return step_lib.masked_cross_entropy(logits, tok, lmask)["loss_sum"]
+
+  grad = jax.jit(jax.value_and_grad(loss_fn))
+  step_run, _ = train_bench.ours(cfg, train_bench.batch_arrays(args.batch, args.seq,
+                                                               cfg.vocab_size), 1)
+  fns = {"attention": timed_grad(attention, block), "mlp": timed_grad(mlp, block),
+         "head": timed_grad(head, model),
+         "model_fwd": lambda: jax.block_until_ready(fwd(state)),
+         "loss_grad": lambda: jax.block_until_ready(grad(state)), "step": step_run}
+  load = _common.load_average()
+  times = _common.interleaved(fns, args.reps)
+  ms = {k: round(1e3 * _common.median(v), 2) for k, v in times.items()}
+  ms["sum_of_pieces"] = round(cfg.num_layers * (ms["attention"] + ms["mlp"]) + ms["head"], 2)
+  for k in ("attention", "mlp"):
+    print(f"{k:>10}: {ms[k]:8.2f} ms per layer x {cfg.num_layers} = "
+          f"{cfg.num_layers * ms[k] / ms['step']:.0%} of the step")
+  print(f"{'head':>10}: {ms['head']:8.2f} ms = {ms['head'] / ms['step']:.0%} of the step")
+  for k in ("model_fwd", "loss_grad", "step", "sum_of_pieces"):
+    print(f"{k:>10}: {ms[k]:8.2f} ms")
+  print(json.dumps({"size": args.size, "family": args.family, "ms": ms, "load": load},
+                   sort_keys=True))
+
+
+if __name__ == "__main__":
+  np.set_printoptions(precision=3)
+  main()
