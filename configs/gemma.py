@@ -23,7 +23,8 @@ Built on configs/train.py and configs/eval.py (every other field and its default
 there). What this adds: the preset in bfloat16 compute with float32 parameters, checkpoint
 format "gemma" (the official release; weights and tokenizer paths are flags), the slice's
 mesh (all chips on fsdp), `device_memory_gib` = the slice's HBM per chip (so
-`--config.dry_run=true` checks the fit), and multi-host initialization on multi-host slices.
+`--config.dry_run=true` checks the fit). Multi-host slices initialize jax.distributed through
+ICL_FT_MULTIHOST=1, which launch_tpu.sh sets (or --config.multihost.initialize=true).
 Which preset fits which slice: the table in docs/running-on-tpu.md (`python -m icl_ft.scale`).
 """
 
@@ -53,7 +54,8 @@ def _apply_scale(config: ml_collections.ConfigDict, preset: str, topo: scale.Top
   for axis, size in topo.mesh.items():
     config.mesh[axis] = size
   config.device_memory_gib = topo.hbm_gib
-  config.multihost.initialize = topo.hosts > 1
+  # Multi-host slices: launch_tpu.sh's ICL_FT_MULTIHOST=1 turns jax.distributed on, so the same
+  # config also dry-runs on one machine (simulated devices) without a coordinator.
 
 
 def train_config(preset: str, topology: str, dataset: str) -> ml_collections.ConfigDict:

@@ -92,7 +92,7 @@ def test_gemma_train_config_fields(topology):
   assert c.optimizer.learning_rate == 3e-4 and c.data.batch_size in (8, 16)
   assert 200 <= c.steps <= 1000
   assert c.device_memory_gib == topo.hbm_gib
-  assert c.multihost.initialize == (topo.hosts > 1)
+  assert not c.multihost.initialize  # launch_tpu.sh's ICL_FT_MULTIHOST=1 does it on TPU
   assert c.data.dataset_dir == "data/semantic_structure"
   # Paths are flags: a real run refuses to start without them (one line, naming the field).
   with pytest.raises(ValueError, match="config.model.checkpoint is required"):
@@ -186,3 +186,18 @@ def test_binaries_honor_icl_ft_multihost(binary, monkeypatch, capsys):
   with pytest.raises(RuntimeError, match="fake initialize"):
     execute(config)
   assert calls == [{}]  # TPU VMs: JAX finds coordinator and process ids itself
+
+
+def test_gemma_config_through_the_binary_command_line():
+  """absl parses configs/gemma.py:<arg> and overrides; a 16-chip mesh on 8 devices fails in one line."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  cmd = [sys.executable, "-m", "icl_ft.bin.train",
+         "--config=configs/gemma.py:train,gemma3_1b,v5e-16,syllogisms", "--config.dry_run=true",
+         "--config.model.checkpoint=gs://bucket/gemma3-1b"]
+  proc = subprocess.run(cmd, cwd=CONFIGS.parent, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr
+  err = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert err == [l for l in proc.stderr.splitlines() if l.strip()][-1:]
+  assert len(err) == 1 and "16 devices" in err[0] and "8 are available" in err[0], proc.stderr
