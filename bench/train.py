@@ -1,12 +1,12 @@
 """Train-step throughput: our jitted step (icl_ft.train.step) vs Hugging Face PyTorch Gemma.
 
-    python bench/train.py [--sizes small,medium] [--reps 7] [--steps 3] [--hf_attn sdpa]
+    python bench/train.py [--sizes small,medium] [--reps 5] [--steps 0] [--hf_attn sdpa]
 
 Sizes in bench/_common.py (the issue's: 2 x D128 and 4 x D256, MLP 4D, 4 heads, multi-query,
 vocab 2048), batch 16 x seq 256, float32 on both sides, AdamW on both sides (ours: the
 project's `make_optimizer` + `TrainStep`, params and optimizer state donated; HF:
 `torch.optim.AdamW`, forward + cross-entropy + backward + step, PyTorch eager). One
-repetition = `--steps` steps of one side; the sides alternate repetition by repetition and
+repetition = `--steps` steps of one side (default 3 at small, 1 at medium); the sides alternate repetition by repetition and
 the median seconds per step is reported, so both see the same machine load. At `medium` a
 float32 [N, N] @ [N, N] `jnp.dot` is timed in the same rotation (the measured matmul peak)
 and the step's matmul FLOPs (6 x forward matmul FLOPs per token, attention counted causal)
@@ -114,8 +114,9 @@ def main() -> None:
   parser.add_argument("--family", default="gemma1")
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--seq", type=int, default=256)
-  parser.add_argument("--reps", type=int, default=7)
-  parser.add_argument("--steps", type=int, default=3, help="train steps per repetition")
+  parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=0,
+                      help="train steps per repetition (0: 3 at small, 1 at medium)")
   parser.add_argument("--hf_attn", default="sdpa", help="HF attention: sdpa (default) or eager")
   parser.add_argument("--peak_n", type=int, default=2048)
   args = parser.parse_args()
@@ -129,14 +130,15 @@ def main() -> None:
   for size in args.sizes.split(","):
     cfg = _common.model_config(size, args.family)
     batch = batch_arrays(args.batch, args.seq, cfg.vocab_size)
-    ours_run, stepper = ours(cfg, batch, args.steps)
-    fns = {"ours": ours_run, "hf": hf(cfg, batch, args.steps, args.hf_attn)}
+    steps = args.steps or (3 if size == "small" else 1)
+    ours_run, stepper = ours(cfg, batch, steps)
+    fns = {"ours": ours_run, "hf": hf(cfg, batch, steps, args.hf_attn)}
     if size == "medium":
       peak_fn, peak_flops = peak(args.peak_n)
       fns["peak"] = peak_fn
     times = _common.interleaved(fns, args.reps)
-    ours_s = _common.median(times["ours"]) / args.steps
-    hf_s = _common.median(times["hf"]) / args.steps
+    ours_s = _common.median(times["ours"]) / steps
+    hf_s = _common.median(times["hf"]) / steps
     res = {"ours_tokens_per_s": round(tokens_per_step / ours_s),
            "hf_tokens_per_s": round(tokens_per_step / hf_s),
            "ratio_vs_hf": round(hf_s / ours_s, 3),

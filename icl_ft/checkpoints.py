@@ -82,15 +82,7 @@ def to_pure(tree: Any) -> Any:
 
 
 def _path_str(path) -> str:
-  parts = []
-  for k in path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
 
 
 def _flat_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], Any]]:

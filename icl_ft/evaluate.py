@@ -32,12 +32,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from icl_ft import fileio
 from icl_ft import prompts
 from icl_ft import report
 from icl_ft import scoring
@@ -220,18 +220,6 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
   return f"{path or 'settings'}: {a!r} != {b!r}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def _done_keys(path: Path, truncate_partial: bool) -> set[tuple[str, str, str]]:
   """(dataset, split, id) already in questions.jsonl; drops a cut-off last line."""
   if not path.exists():
@@ -336,7 +324,7 @@ def evaluate(config: Any) -> EvalResult:
         if (run_dir / name).exists():
           os.remove(run_dir / name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_file, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    fileio.atomic_write(run_file, json.dumps(settings, indent=2, sort_keys=True) + "\n")
   done = _done_keys(questions_path, truncate_partial=writer)
 
   todo = {name: {s: [q for q in qs if (name, s, q.id) not in done] for s, qs in ds.tests.items()}
@@ -387,12 +375,12 @@ def evaluate(config: Any) -> EvalResult:
              if (r["dataset"], r["split"]) in selected and r["condition"] == condition]
   rows = sorted(report.summarize(results), key=lambda r: order[(r["dataset"], r["split"])])
   if writer:
-    _atomic_write(run_dir / SUMMARY_FILE, json.dumps(rows, indent=2) + "\n")
+    fileio.atomic_write(run_dir / SUMMARY_FILE, json.dumps(rows, indent=2) + "\n")
     header = (f"Run `{run}`: condition `{condition}`, model `{_get(model_cfg, 'preset')}`"
               f"{' from ' + repr(checkpoint) if checkpoint else ''}, metric `{metric}`"
               + (f", ICL subsample {subsample} (seed {seed})" if uses_documents(condition) else "")
               + ".\n\n")
-    _atomic_write(run_dir / TABLE_FILE, header + report.markdown_table(rows))
+    fileio.atomic_write(run_dir / TABLE_FILE, header + report.markdown_table(rows))
   return EvalResult(run_dir=run_dir, rows=rows, scored=remaining, skipped=skipped,
                     seconds=time.perf_counter() - start, stats=stats)
 

@@ -118,9 +118,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
   return "\n".join(lines) + "\n"
 
 
-def pivot_table(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
-  """Rows from several runs as one markdown table: a column per condition ("acc ± se")."""
-  conditions: list[str] = []
+def pivot_table(rows: Sequence[Mapping[str, Any]], digits: int = 3,
+                conditions: Sequence[str] | None = None) -> str:
+  """Rows from several runs as one markdown table: a column per condition ("acc ± se").
+
+  Columns follow `conditions` when given, else the conditions' first appearance in `rows`.
+  """
+  conditions = list(conditions or [])
   cells: dict[tuple[str, str], dict[str, str]] = {}
   chance: dict[tuple[str, str], float] = {}
   for r in rows:
@@ -146,3 +150,97 @@ def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   if not isinstance(rows, list) or any(set(SUMMARY_KEYS) - set(r) for r in rows):
     raise ResultsFormatError(f"{path}: not a summary (a list of rows with keys {SUMMARY_KEYS})")
   return rows
+
+
+FINETUNING_COLUMNS = (
+    ("dataset", "dataset"), ("condition", "condition"), ("seed", "seed"), ("format", "format"),
+    ("documents", "documents"), ("examples", "examples"),
+    ("target_tokens_per_epoch", "target tokens / epoch"), ("steps", "steps"),
+    ("batch_size", "batch"), ("seq_len", "seq len"), ("loss_tokens_seen", "target tokens trained"),
+    ("epochs", "epochs"), ("final_loss", "final loss"))
+
+
+def finetuning_table(stats: Sequence[Mapping[str, Any]]) -> str:
+  """A markdown table of what each finetuned condition trained on (icl_ft.study's records)."""
+  lines = ["| " + " | ".join(title for _, title in FINETUNING_COLUMNS) + " |",
+           "|" + "---|" * 4 + "---:|" * (len(FINETUNING_COLUMNS) - 4)]
+  for s in stats:
+    cells = []
+    for key, _ in FINETUNING_COLUMNS:
+      v = s.get(key)
+      if isinstance(v, float):
+        v = "" if not math.isfinite(v) else f"{v:.2f}" if key == "epochs" else f"{v:.4f}"
+      cells.append("" if v is None else str(v))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_results(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *,
+                 title: str = "") -> Path:
+  """The paper-style figure: a panel per dataset, a bar per condition per split, SE bars, chance.
+
+  `rows` are summary rows (one per dataset x split x condition); the chance level of each split
+  is a dashed line across its group of bars. Written as PNG with matplotlib's Agg backend.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  datasets: list[str] = []
+  conditions: list[str] = []
+  splits: dict[str, list[str]] = {}
+  cell: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+  for r in rows:
+    if r["dataset"] not in datasets:
+      datasets.append(r["dataset"])
+    if r["condition"] not in conditions:
+      conditions.append(r["condition"])
+    if r["split"] not in splits.setdefault(r["dataset"], []):
+      splits[r["dataset"]].append(r["split"])
+    cell[(r["dataset"], r["split"], r["condition"])] = r
+  if not rows:
+    raise ValueError("no summary rows to plot")
+  colors = plt.get_cmap("tab10").colors
+  widths = [max(1, len(splits[d])) for d in datasets]
+  fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 2.4 * sum(widths), 3.6),
+                           gridspec_kw={"width_ratios": widths}, squeeze=False, sharey=True)
+  bar = 0.8 / len(conditions)
+  for ax, dataset in zip(axes[0], datasets):
+    for i, split in enumerate(splits[dataset]):
+      chance = None
+      for j, condition in enumerate(conditions):
+        r = cell.get((dataset, split, condition))
+        if r is None:
+          continue
+        x = i - 0.4 + bar * (j + 0.5)
+        se = r["se"] if isinstance(r["se"], (int, float)) and math.isfinite(r["se"]) else 0.0
+        ax.bar(x, r["accuracy"], bar, yerr=se, color=colors[j % len(colors)], capsize=2,
+               error_kw={"elinewidth": 0.8}, label=condition if i == 0 else None)
+        chance = r["chance"]
+      if chance is not None:
+        ax.plot([i - 0.45, i + 0.45], [chance, chance], "k--", linewidth=1,
+                label="chance" if i == 0 else None)
+    ax.set_xticks(range(len(splits[dataset])))
+    ax.set_xticklabels(splits[dataset], rotation=20 if len(splits[dataset]) > 2 else 0)
+    ax.set_title(dataset.replace("_", " "))
+    ax.set_ylim(0, 1.05)
+    ax.spines[["top", "right"]].set_visible(False)
+  axes[0][0].set_ylabel("accuracy")
+  handles, labels = [], []
+  for ax in axes[0]:
+    for h, l in zip(*ax.get_legend_handles_labels()):
+      if l not in labels:
+        handles.append(h)
+        labels.append(l)
+  fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), frameon=False)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout(rect=(0, 0.1, 1, 1))
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp.png")
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path

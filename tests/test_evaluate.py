@@ -181,7 +181,7 @@ def test_bad_input_is_one_line_and_writes_nothing(setup, capsys, tmp_path):
   assert "checkpoint not found: /no/such/ckpt" in _bad(setup, capsys, condition="ft",
                                                        model__checkpoint="/no/such/ckpt")
   assert "unknown split(s) ['nope']" in _bad(setup, capsys, splits="reversal,nope")
-  assert "unknown scoring metric 'max'" in _bad(setup, capsys, scoring__metric="max")
+  assert "config.scoring.metric 'max' is not one of 'sum', 'mean'" in _bad(setup, capsys, scoring__metric="max")
   assert "dataset directory not found" in _bad(setup, capsys, datasets=str(tmp_path / "none"))
   # tokenizer / model vocabulary mismatch
   train_sentencepiece([d.text for d in simple_reversals.generate(

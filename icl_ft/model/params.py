@@ -376,15 +376,7 @@ def model_to_official(x: jax.Array, e: Entry, sizes: Mapping[str, int]) -> jax.A
 
 
 def _path_str(path) -> str:
-  parts = []
-  for k in path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
 
 
 def _is_var(x: Any) -> bool:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sentencepiece as spm
+
+from icl_ft import fileio
 
 # Ids of the special pieces in every tokenizer we train (the same as Gemma's).
 PAD_ID = 0
@@ -251,16 +252,5 @@ def train_sentencepiece(
   except RuntimeError as e:
     raise ValueError(f"sentencepiece training failed (vocab_size={vocab_size}): {e}") from None
   proto = buf.getvalue()
-  output_path = os.fspath(output_path)
-  parent = os.path.dirname(os.path.abspath(output_path))
-  os.makedirs(parent, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp_spm_")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(proto)
-    os.replace(tmp, output_path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  fileio.atomic_write(output_path, proto)
   return Tokenizer(output_path)

@@ -99,9 +99,14 @@ class Block(nnx.Module):
     """Self-attention of x [B, L, D]; with kv (cached k, v [B, S, K, H]) the new keys are
     written at end_index and attended together with the cached ones."""
     dt = x.dtype
-    q = jnp.einsum("bld,dnh->blnh", x, self.q[...].astype(dt))
-    k = jnp.einsum("bld,dkh->blkh", x, self.k[...].astype(dt))
-    v = jnp.einsum("bld,dkh->blkh", x, self.v[...].astype(dt))
+    b, l, d = x.shape
+    n, kh, h = self.q.shape[1], self.k.shape[1], self.k.shape[2]
+    # Projections as 2D [B*L, D] @ [D, N*H] matmuls (a view of the [D, N, H] params): XLA:CPU
+    # runs the 3D einsum's backward (contracting over b and l) far slower than one gemm.
+    x2 = x.reshape(b * l, d)
+    q = (x2 @ self.q[...].astype(dt).reshape(d, n * h)).reshape(b, l, n, h)
+    k = (x2 @ self.k[...].astype(dt).reshape(d, kh * h)).reshape(b, l, kh, h)
+    v = (x2 @ self.v[...].astype(dt).reshape(d, kh * h)).reshape(b, l, kh, h)
     if self.query_norm is not None:
       q = self.query_norm(q)
       k = self.key_norm(k)
@@ -116,15 +121,19 @@ class Block(nnx.Module):
       k, v = k.astype(dt), v.astype(dt)
     mask = attention.make_mask(positions, segment_ids, k_positions, k_segment_ids, self.window)
     out = attention.dot_product_attention(q, k, v, mask, logit_softcap=self.attn_logit_softcap)
-    out = jnp.einsum("blnh,nhd->bld", out, self.o[...].astype(dt))
+    out = out.reshape(b * l, n * h) @ self.o[...].astype(dt).reshape(n * h, d)
+    out = out.reshape(b, l, d)
     return out, new_kv
 
   def mlp(self, x: jax.Array) -> jax.Array:
     dt = x.dtype
-    gate = jnp.einsum("bld,df->blf", x, self.gate[...].astype(dt))
-    up = jnp.einsum("bld,df->blf", x, self.up[...].astype(dt))
-    hidden = _constrain(layers.gelu_tanh(gate) * up, ("batch", "length", "mlp"))
-    return jnp.einsum("blf,fd->bld", hidden, self.down[...].astype(dt))
+    b, l, d = x.shape
+    x2 = x.reshape(b * l, d)  # 2D gemms (see attend)
+    gate = x2 @ self.gate[...].astype(dt)
+    up = x2 @ self.up[...].astype(dt)
+    hidden = (layers.gelu_tanh(gate) * up).reshape(b, l, -1)
+    hidden = _constrain(hidden, ("batch", "length", "mlp")).reshape(b * l, -1)
+    return (hidden @ self.down[...].astype(dt)).reshape(b, l, d)
 
   def __call__(self, x, positions, segment_ids, k_positions, k_segment_ids, kv=None,
                end_index=None):

@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from icl_ft import fileio
+
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tensorboard"
 
@@ -249,11 +251,7 @@ class MetricsWriter:
         raise
       if int(r.get("step", 0)) <= step:
         keep.append(r)
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      for r in keep:
-        f.write(json.dumps(r) + "\n")
-    os.replace(tmp, self.path)
+    fileio.atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in keep))
     self._jsonl = open(self.path, "a")
 
   def write(self, step: int, record: Mapping[str, Any], *, scalars: Iterable[str] | None = None
