@@ -212,6 +212,15 @@ PRESETS: dict[str, ModelConfig] = {
         attention_types=(LOCAL, LOCAL, LOCAL, GLOBAL), sliding_window=32,
         local_rope_base=10_000.0, global_rope_base=1_000_000.0, use_post_attn_norm=True,
         use_post_ffw_norm=True, use_qk_norm=True, **_TINY),
+    # The embedded default (icl_ft/assets/tiny, pretrained by `icl-ft-pretrain`): Gemma 3
+    # style, local and global layers alternating so that two global layers can look back over
+    # a whole in-context episode; 1024 pieces (its own SentencePiece tokenizer), float32 (CPU).
+    "tiny_default": ModelConfig(
+        name="tiny_default", family="gemma3", num_layers=4, embed_dim=128, hidden_dim=256,
+        num_heads=4, head_dim=32, num_kv_heads=2, vocab_size=1024, max_seq_len=2048,
+        attention_types=(LOCAL, GLOBAL, LOCAL, GLOBAL), sliding_window=128,
+        local_rope_base=10_000.0, global_rope_base=1_000_000.0, use_post_attn_norm=True,
+        use_post_ffw_norm=True, use_qk_norm=True, dtype="float32"),
 }
 
 ALIASES: dict[str, str] = {"tiny": "tiny_gemma3"}

@@ -4,10 +4,12 @@
 with the same attributes):
 
   preset              name in icl_ft.model.config (e.g. "tiny", "gemma2_2b")
-  checkpoint          "" = fresh init from `seed`; else a directory
+  checkpoint          "" = fresh init from `seed`; "default" = the committed tiny default
+                      model (icl_ft/assets/tiny/params, preset "tiny_default"); else a directory
   checkpoint_format   "icl_ft" (icl_ft.checkpoints.save_params / a training checkpoint's
                       latest step) or "gemma" (official flat layout, icl_ft.model.params)
-  tokenizer           SentencePiece .model path; "" = none (returned as None)
+  tokenizer           SentencePiece .model path; "" = none (returned as None); "default" = the
+                      committed tiny default model's (icl_ft/assets/tiny/tokenizer.model)
   seed, dtype, param_dtype (the last two: "" = the preset's)
 
 Parameters are never materialized on one device: a fresh model is initialized under jit with
@@ -17,7 +19,9 @@ sharded outputs; a checkpoint is restored into an abstract model straight onto t
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flax import nnx
@@ -27,6 +31,20 @@ from icl_ft import sharding
 from icl_ft.model.tokenizer import Tokenizer
 
 FORMATS = ("icl_ft", "gemma")
+# The committed default model (`icl-ft-pretrain`): `checkpoint="default"`, `tokenizer="default"`.
+DEFAULT = "default"
+DEFAULT_PRESET = "tiny_default"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny"
+
+
+def default_asset(name: str) -> str:
+  """Path of the committed default model's `name` ("params" or "tokenizer.model")."""
+  path = ASSETS_DIR / name
+  if not path.exists():
+    raise FileNotFoundError(f"the default model's {name} is not installed at {path} "
+                            "(run icl-ft-pretrain --config=configs/pretrain_tiny.py "
+                            "--config.export_dir=icl_ft/assets/tiny)")
+  return os.fspath(path)
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
@@ -61,6 +79,8 @@ def load_tokenizer(model_cfg: Any, cfg: Any | None = None) -> Tokenizer | None:
   path = _get(model_cfg, "tokenizer", "")
   if not path:
     return None
+  if path == DEFAULT:
+    path = default_asset("tokenizer.model")
   tok = Tokenizer(path)
   if cfg is not None:
     tok.check_model(cfg)
@@ -73,6 +93,8 @@ def load_model(model_cfg: Any, mesh: Mesh,
   cfg = model_config_from(model_cfg)
   tokenizer = load_tokenizer(model_cfg, cfg)
   path = _get(model_cfg, "checkpoint", "")
+  if path == DEFAULT:
+    path = default_asset("params")
   fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
   if fmt not in FORMATS:
     raise ValueError(f"checkpoint_format {fmt!r} is not one of {FORMATS}")

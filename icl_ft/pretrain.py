@@ -1,0 +1,214 @@
+"""The recipe of the tiny default model: corpus -> tokenizer -> pretraining -> eval -> assets.
+
+`pretrain(config)` (configs/pretrain_tiny.py; binary `icl-ft-pretrain`) runs the stages in
+`config.workdir`, each skipped when its output is already there (so a rerun resumes, and
+training resumes from its latest checkpoint):
+
+  corpus/            icl_ft.datasets.pretraining.generate (a Dataset: episodes in train.jsonl)
+  tokenizer.model    SentencePiece BPE trained on the corpus' lines (byte fallback)
+  data/              the corpus' episodes that fit `train.data.seq_len` tokens
+  train/             icl_ft.train.loop.train(config.train): the library of `icl-ft-train`
+  eval.json          held-out in-context accuracy: new-seed episodes over the pretraining pool
+  card.json          what was done (tokens seen, steps, wall time, hardware, mix, accuracies)
+
+and, with `config.export_dir` set (the package assets are `icl_ft/assets/tiny`), writes
+`tokenizer.model`, `params/` (orbax, `icl_ft.checkpoints.save_params`), `config.json` (the
+ModelConfig) and `card.json` there, atomically (a temporary sibling renamed at the end).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from icl_ft.datasets import pretraining
+from icl_ft.datasets import records
+
+CHAT_SYMBOLS = ("<start_of_turn>", "<end_of_turn>")
+
+
+def corpus_params(config: Any) -> pretraining.Params:
+  """The corpus Params of `config.corpus` (other fields: the generator's defaults)."""
+  c = config.corpus
+  return dataclasses.replace(pretraining.Params(), num_episodes=int(c.num_episodes),
+                             max_chars=int(c.max_chars),
+                             episodes_per_dataset=int(c.episodes_per_dataset))
+
+
+def build_corpus(config: Any, workdir: Path) -> records.Dataset:
+  """The corpus in `workdir/corpus` (generated and written once)."""
+  path = workdir / "corpus"
+  if not (path / "card.json").exists():
+    ds = pretraining.generate(corpus_params(config), seed=int(config.seed), progress=True,
+                              workers=int(config.workers))
+    records.write_dataset(ds, path, overwrite=True)
+  return records.read_dataset(path)
+
+
+def build_tokenizer(config: Any, corpus: records.Dataset, workdir: Path):
+  """The SentencePiece tokenizer in `workdir/tokenizer.model` (trained once)."""
+  from icl_ft.model import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
+
+  path = workdir / "tokenizer.model"
+  if not path.exists():
+    lines = [line for d in corpus.train for line in d.text.split("\n") if line]
+    tok_lib.train_sentencepiece(lines[: int(config.tokenizer.max_texts)],
+                                int(config.tokenizer.vocab_size), path,
+                                user_defined_symbols=CHAT_SYMBOLS)
+  return tok_lib.Tokenizer(path)
+
+
+def fitting_corpus(corpus: records.Dataset, tokenizer: Any, seq_len: int,
+                   workdir: Path) -> tuple[Path, dict[str, int]]:
+  """`workdir/data`: the episodes whose BOS + text + EOS fit `seq_len` tokens; with counts."""
+  path = workdir / "data"
+  lengths = [len(ids) + 2 for ids in tokenizer.encode_batch([d.text for d in corpus.train])]
+  keep = [d for d, n in zip(corpus.train, lengths) if n <= seq_len]
+  stats = {"episodes": len(corpus.train), "kept": len(keep),
+           "tokens": sum(n for n in lengths if n <= seq_len)}
+  if not (path / "card.json").exists():
+    card = {**corpus.card, "seq_len": seq_len, "fitting": stats}
+    records.write_dataset(records.Dataset(corpus.name, tuple(keep), {}, card), path,
+                          overwrite=True)
+  return path, stats
+
+
+def train_config(config: Any, workdir: Path, data_dir: Path, tokenizer_path: Path) -> Any:
+  """`config.train` pointed at the corpus, the tokenizer and `workdir/train`."""
+  t = config.train.copy_and_resolve_references()
+  t.workdir = str(workdir / "train")
+  t.data.dataset_dir = str(data_dir)
+  t.model.tokenizer = str(tokenizer_path)
+  return t
+
+
+def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0,
+                        params: pretraining.Params | None = None, batch_size: int = 8,
+                        families: Sequence[str] = pretraining.FAMILIES,
+                        progress: bool = False) -> dict[str, Any]:
+  """Held-out in-context accuracy per `family/split` on new-seed pretraining-pool episodes.
+
+  Each episode's documents are the context in the exact ICL format (`prompts.context_text`),
+  and its questions are scored by multiple-choice log-likelihood (`scoring.score_questions`).
+  """
+  from icl_ft import prompts  # pylint: disable=g-import-not-at-top
+  from icl_ft import scoring  # pylint: disable=g-import-not-at-top
+
+  params = params or pretraining.Params()
+  hits: dict[str, list[int]] = collections.defaultdict(list)
+  chance: dict[str, list[float]] = collections.defaultdict(list)
+  work = [(f, ep) for f in families
+          for ep in pretraining.heldout_episodes(f, episodes, params, seed=seed)]
+  if progress:
+    import tqdm  # pylint: disable=g-import-not-at-top
+
+    work = tqdm.tqdm(work, desc="held-out ICL", unit="episode")
+  for family, (docs, questions) in work:
+    suffix = max(len(tokenizer.encode(q.prompt + c)) for q in questions for c in q.choices)
+    scorer = scoring.ContextScorer(model, tokenizer, prompts.context_text(docs),
+                                   batch_size=batch_size, max_suffix_len=suffix + 1)
+    scores = scorer.score(questions)
+    for q, s in zip(questions, scores):
+      key = f"{family}/{q.split}"
+      hits[key].append(int(s.predicted in q.correct))
+      chance[key].append(len(q.correct) / len(q.choices))
+  out = {}
+  for key in sorted(hits):
+    n = len(hits[key])
+    acc = sum(hits[key]) / n
+    out[key] = {"accuracy": round(acc, 4), "n": n,
+                "se": round((acc * (1 - acc) / n) ** 0.5, 4),
+                "chance": round(sum(chance[key]) / n, 4)}
+  return out
+
+
+def _hardware() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+
+  d = jax.devices()[0]
+  return f"{d.platform}:{getattr(d, 'device_kind', '')} x{jax.device_count()}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def export(export_dir: Path, model: Any, tokenizer_path: Path, card: Mapping[str, Any]) -> Path:
+  """Writes tokenizer.model, params/, config.json, card.json into `export_dir` atomically."""
+  from icl_ft import checkpoints  # pylint: disable=g-import-not-at-top
+
+  export_dir = Path(export_dir).absolute()
+  tmp = export_dir.with_name(export_dir.name + ".tmp")
+  if tmp.exists():
+    shutil.rmtree(tmp)
+  tmp.mkdir(parents=True)
+  shutil.copyfile(tokenizer_path, tmp / "tokenizer.model")
+  checkpoints.save_params(tmp / "params", model)
+  model_cfg = {"preset": model.config.name, **dataclasses.asdict(model.config)}
+  (tmp / "config.json").write_text(json.dumps(model_cfg, indent=1) + "\n")
+  (tmp / "card.json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+  old = export_dir.with_name(export_dir.name + ".old")
+  if export_dir.exists():
+    if old.exists():
+      shutil.rmtree(old)
+    export_dir.rename(old)
+  tmp.rename(export_dir)
+  if old.exists():
+    shutil.rmtree(old)
+  return export_dir
+
+
+def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, Any]:
+  """Runs every stage (module docstring); returns the card. `devices`: train on these only."""
+  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
+
+  if not config.workdir:
+    raise ValueError("config.workdir is required")
+  workdir = Path(config.workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  start = time.time()
+  corpus = build_corpus(config, workdir)
+  tokenizer = build_tokenizer(config, corpus, workdir)
+  seq_len = int(config.train.data.seq_len)
+  data_dir, fit = fitting_corpus(corpus, tokenizer, seq_len, workdir)
+  tcfg = train_config(config, workdir, data_dir, workdir / "tokenizer.model")
+  result = loop.train(tcfg, devices=devices)
+  wall = time.time() - start
+  records_ = [r for r in result.records if "loss" in r and "eval" not in str(r.get("kind", ""))]
+  steps = int(result.step)
+  tokens_per_step = int(tcfg.data.batch_size) * seq_len
+  heldout = evaluate_in_context(result.model, result.tokenizer, int(config.eval.episodes),
+                                seed=int(config.seed), params=corpus_params(config),
+                                batch_size=int(config.eval.batch_size), progress=True)
+  (workdir / "eval.json").write_text(json.dumps(heldout, indent=1) + "\n")
+  card = {
+      "model": result.model.config.name,
+      "recipe": "icl-ft-pretrain --config=configs/pretrain_tiny.py "
+                "(icl_ft.pretrain.pretrain; training with icl_ft.train.loop.train)",
+      "steps": steps,
+      "batch_size": int(tcfg.data.batch_size),
+      "seq_len": seq_len,
+      "tokens_seen": steps * tokens_per_step,
+      "final_loss": result.final_loss,
+      "last_losses": [round(float(r["loss"]), 4) for r in records_[-5:]],
+      "optimizer": tcfg.optimizer.to_dict(),
+      "wall_time_s": round(wall, 1),
+      "hardware": _hardware(),
+      "tokenizer": {"vocab_size": tokenizer.vocab_size, "type": "sentencepiece bpe, byte fallback",
+                    "user_defined_symbols": list(CHAT_SYMBOLS)},
+      "corpus": {k: corpus.card[k] for k in ("params", "episodes", "characters", "icl_questions",
+                                             "word_pool", "people_names", "reserved_celebrity_seeds")},
+      "corpus_fitting_seq_len": fit,
+      "heldout_in_context": heldout,
+      "heldout_note": "new-seed episodes of each family over the pretraining pool (new word "
+                      "combinations), documents in the exact ICL format, multiple-choice "
+                      "log-likelihood scoring (sum)",
+  }
+  (workdir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+  if config.export_dir:
+    export(Path(config.export_dir), result.model, workdir / "tokenizer.model", card)
+  return card
