@@ -1,0 +1,121 @@
+"""Config for `icl-ft-study`: the controlled study end to end (the main job).
+
+Usage:
+  icl-ft-study                                   # = --config=configs/study.py (the default)
+  icl-ft-study --config=configs/study.py:full    # every condition, 3 seeds, more steps
+  icl-ft-study --config=configs/study.py:micro   # seconds-scale smoke run (CI)
+  icl-ft-study --config=configs/study.py --config.run=mine --config.train.steps=200 \
+      --config.datasets=simple_reversals,syllogisms --config.conditions=pretrained,icl,ft
+
+Variants (`arg`):
+  "" (default)  every dataset at `small` scale; conditions pretrained, icl, ft, ft_split
+                (datasets with multi-sentence documents), ft_aug_local, ft_aug_global,
+                ft_aug_all; one seed; sized to finish in <= 15 minutes on a 2-core CPU.
+  full          the same conditions with 3 seeds (finetuning data order, ICL subsample and
+                augmentation sampling seeds) and longer finetuning.
+  micro         one tiny dataset (4 syllogisms), 3 steps, 8-token generations: the CI
+                smoke test.
+
+Model: the committed tiny pretrained model (`icl_ft/assets/tiny`) when it is installed; else a
+fresh `tiny` model and a SentencePiece tokenizer trained on the study's own text (a smoke
+setup: its accuracies are chance by construction).
+
+Outputs in `<results_dir>/<run>/` (see icl_ft/study.py): data/, train/, eval/, summary.json,
+table.md, figure.png, study.json. Re-running the same config resumes (finished stages are
+skipped); a different config under the same run name is an error unless `overwrite`.
+"""
+
+import ml_collections
+
+from icl_ft import config_blocks
+
+DATASETS = "simple_reversals,syllogisms,celebrities,semantic_structure"
+CONDITIONS = "pretrained,icl,ft,ft_split,ft_aug_local,ft_aug_global,ft_aug_all"
+
+
+def _default_model() -> ml_collections.ConfigDict:
+  """The committed tiny pretrained model if present, else a fresh `tiny` one."""
+  from icl_ft import study  # pylint: disable=g-import-not-at-top
+
+  return study.default_model_config()
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Study config; `arg` is "" (default), "full" or "micro"."""
+  if arg not in ("", "default", "full", "micro"):
+    raise ValueError(f"unknown study variant {arg!r}; valid: default, full, micro")
+  config = ml_collections.ConfigDict()
+  config.run = arg or "default"  # results go to <results_dir>/<run>/
+  config.results_dir = "results"
+  config.overwrite = False  # true: delete <results_dir>/<run>/ and start again
+
+  config.datasets = DATASETS  # comma-separated registry names
+  config.scale = "small"
+  config.data_seed = 0  # dataset generation seed (the same documents for every condition)
+  # Per-dataset Params overrides, e.g. config.dataset_params.simple_reversals.num_facts = 4.
+  config.dataset_params = ml_collections.ConfigDict()
+  config.conditions = CONDITIONS
+  config.seeds = "0"  # comma-separated run seeds
+
+  config.model = _default_model()
+  config.mesh = config_blocks.mesh_config()
+  # Only for a fresh model without a tokenizer: SentencePiece pieces (0 = the preset's rows).
+  config.tokenizer_vocab_size = 0
+
+  # Finetuning (icl_ft.train.loop.train through configs/train.py): every finetuned condition
+  # of a dataset runs the same number of steps at the same batch size (data-matched).
+  config.train = ml_collections.ConfigDict()
+  # steps: > 0 = that many for every dataset; 0 = per dataset, enough for `epochs` passes over
+  # its plain `ft` examples (the same steps then for each of its finetuned conditions).
+  config.train.steps = 0
+  config.train.epochs = 10.0
+  config.train.batch_size = 8
+  config.train.seq_len = 256  # raised to the next power of two >= the longest example
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 10
+  config.train.schedule = "cosine"
+  config.train.checkpoint_every = 0  # 0 = only at the last step
+  config.train.format = "document"  # ft
+  config.train.split_format = "split_independent"  # ft_split (the paper's default splitting)
+  config.train.aug_format = "document"  # ft_aug_*: original documents + generated traces
+
+  # Augmentation (icl_ft.augment.augment_dataset with icl_ft.sampling.SamplingParams).
+  config.augment = ml_collections.ConfigDict()
+  config.augment.max_new_tokens = 64
+  config.augment.temperature = 0.0
+  config.augment.top_p = 1.0
+  config.augment.batch_size = 16
+
+  # Evaluation (icl_ft.evaluate.evaluate through configs/eval.py).
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 32
+  config.eval.metric = "sum"
+  config.eval.prefill_chunk = 1024
+  # ICL documents subsample factor: 0 = auto (1 if the whole training set fits the model's
+  # context, else the smallest factor that fits); k > 0 = k for every dataset.
+  config.eval.icl_subsample = 0
+  config.eval.chat = False
+
+  config.progress = True  # per-stage lines; tqdm bars inside training and evaluation
+  # Persistent XLA compilation cache: every finetuning run compiles the same step, so all
+  # but the first (and every re-run) load it instead. "auto" = <results_dir>/xla_cache;
+  # "" = leave JAX's setting alone.
+  config.compilation_cache_dir = "auto"
+  config.figure = True
+
+  if arg == "full":
+    config.seeds = "0,1,2"
+    config.train.epochs = 30.0
+  elif arg == "micro":
+    config.datasets = "syllogisms"  # multi-sentence documents: every condition applies
+    config.dataset_params.syllogisms = ml_collections.ConfigDict({"num_examples": 4})
+    config.model = config_blocks.model_config("tiny")
+    config.train.steps = 3
+    config.train.batch_size = 8
+    config.train.seq_len = 64
+    config.train.warmup_steps = 1
+    config.augment.max_new_tokens = 8
+    config.augment.batch_size = 8
+    config.eval.batch_size = 16
+    config.progress = False
+  return config
