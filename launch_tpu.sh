@@ -10,8 +10,10 @@ Usage: launch_tpu.sh [--print] STEP... [OPTIONS] [-- BINARY_ARGS...]
 Steps (run in the order given):
   create     create the TPU VM (add --spot for a spot VM, --queued to go through a queued resource)
   copy       copy this checkout to every worker (git archive of HEAD, or --repo URL to clone instead)
-  install    create ~/venv on every worker and install jax[tpu] and the package
-  run        start BINARY with --config=CONFIG on every worker (--worker=all), logging to ~/icl_ft.log
+  install    on every worker: uv (astral.sh), a fresh ~/venv on Python PYTHON (the package needs
+             >= 3.11; the TPU images ship 3.10, uv fetches it), jax[tpu] and the package (-e ~/icl_ft)
+  run        start BINARY with --config=CONFIG on every worker (--worker=all) in the background
+             (nohup; returns at once), logging to ~/icl_ft.log on each worker
   logs       follow worker 0's log
   delete     delete the TPU VM (and its queued resource)
   all        create copy install run logs
@@ -21,11 +23,14 @@ Options (each also read from the environment variable in brackets):
   --zone ZONE               e.g. us-central2-b                  [TPU_ZONE]         (required)
   --project PROJECT         GCP project id                      [TPU_PROJECT]      (required)
   --accelerator-type TYPE   e.g. v4-8, v5litepod-8, v5p-32      [TPU_TYPE]         (create)
-  --version VERSION         TPU software version                [TPU_VERSION]      (default: tpu-ubuntu2204-base)
+  --version VERSION         TPU software (runtime) version      [TPU_VERSION]
+                            (default by type: v4-* tpu-ubuntu2204-base, v5litepod-* v2-alpha-tpuv5-lite,
+                             v5p-* v2-alpha-tpuv5)
   --spot                    create a spot VM                    [TPU_SPOT=1]
   --queued                  create through a queued resource    [TPU_QUEUED=1]
   --repo URL                clone URL instead of copying HEAD   [ICL_FT_REPO]
   --ref REF                 branch/tag/commit with --repo       [ICL_FT_REF]       (default: main)
+  --python VERSION          Python of ~/venv (install)          [ICL_FT_PYTHON]    (default: 3.12)
   --binary NAME             icl-ft-study, icl-ft-train, icl-ft-eval, icl-ft-augment, icl-ft-data
                                                                 [ICL_FT_BINARY]    (default: icl-ft-study)
   --config PATH             config file[:arg], relative to the repository root
@@ -37,9 +42,13 @@ Everything after `--` is passed to the binary, e.g. `-- --config.model.checkpoin
 On every worker the binary runs with ICL_FT_MULTIHOST=1, which makes it call jax.distributed.initialize()
 (on TPU VMs JAX finds the coordinator and the process ids itself).
 
-Example (a 4-worker v5p-32 pod):
+Example (finetune Gemma 2 2B on a 4-worker v5p-32 pod; paths as mounted on the workers):
   ./launch_tpu.sh all --name icl-ft --zone us-east5-a --project my-proj --accelerator-type v5p-32 \
-      --spot --config configs/study.py:gemma2_2b -- --config.model.checkpoint=gs://my-bucket/gemma2-2b
+      --spot --binary icl-ft-train --config configs/gemma.py:train,gemma2_2b,v5p-32,semantic_structure \
+      -- --config.model.checkpoint=/home/me/gcs/gemma/gemma2-2b \
+         --config.model.tokenizer=/home/me/gcs/gemma/tokenizer.model \
+         --config.workdir=/home/me/gcs/runs/gemma2_2b/semantic_structure
+Walkthrough (project, bucket, checkpoints, the whole study): docs/running-on-tpu.md.
 EOF
 }
 
@@ -51,11 +60,12 @@ NAME=${TPU_NAME:-}
 ZONE=${TPU_ZONE:-}
 PROJECT=${TPU_PROJECT:-}
 TYPE=${TPU_TYPE:-}
-VERSION=${TPU_VERSION:-tpu-ubuntu2204-base}
+VERSION=${TPU_VERSION:-}
 SPOT=${TPU_SPOT:-0}
 QUEUED=${TPU_QUEUED:-0}
 REPO=${ICL_FT_REPO:-}
 REF=${ICL_FT_REF:-main}
+PYTHON=${ICL_FT_PYTHON:-3.12}
 BINARY=${ICL_FT_BINARY:-icl-ft-study}
 CONFIG=${ICL_FT_CONFIG:-}
 BINARY_ARGS=()
@@ -75,6 +85,7 @@ while [[ $# -gt 0 ]]; do
     --version) need_value "$@"; VERSION=$2; shift ;;
     --repo) need_value "$@"; REPO=$2; shift ;;
     --ref) need_value "$@"; REF=$2; shift ;;
+    --python) need_value "$@"; PYTHON=$2; shift ;;
     --binary) need_value "$@"; BINARY=$2; shift ;;
     --config) need_value "$@"; CONFIG=$2; shift ;;
     --) shift; BINARY_ARGS=("$@"); break ;;
@@ -97,6 +108,15 @@ for step in "${STEPS[@]}"; do
   if [[ $step == create && -z "$TYPE" ]]; then die "create needs --accelerator-type (or TPU_TYPE)"; fi
   if [[ $step == run && -z "$CONFIG" ]]; then die "run needs --config (or ICL_FT_CONFIG)"; fi
 done
+
+# The runtime (software) version that goes with each TPU generation (icl_ft/scale.py TOPOLOGIES).
+if [[ -z "$VERSION" ]]; then
+  case "$TYPE" in
+    v5litepod-*) VERSION=v2-alpha-tpuv5-lite ;;
+    v5p-*) VERSION=v2-alpha-tpuv5 ;;
+    *) VERSION=tpu-ubuntu2204-base ;;
+  esac
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LOCATION=(--zone="$ZONE" --project="$PROJECT")
@@ -154,14 +174,16 @@ step_copy() {
 }
 
 step_install() {
-  ssh_all "python3 -m venv ~/venv && . ~/venv/bin/activate && pip install -q -U pip && pip install -q -U 'jax[tpu]' && pip install -q -e ~/icl_ft"
+  # uv provides the Python the package needs (>= 3.11) whatever the image has; ~/venv is rebuilt.
+  ssh_all "set -e; export PATH=\$HOME/.local/bin:\$PATH; command -v uv > /dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; rm -rf ~/venv; uv venv --quiet --seed --python $(printf '%q' "$PYTHON") ~/venv; uv pip install --quiet --python ~/venv/bin/python -U 'jax[tpu]' -e ~/icl_ft"
 }
 
 step_run() {
   local cmd arg
-  cmd="cd ~/icl_ft && . ~/venv/bin/activate && ICL_FT_MULTIHOST=1 nohup $BINARY --config=$(printf '%q' "$CONFIG")"
+  cmd="cd ~/icl_ft && . ~/venv/bin/activate && { ICL_FT_MULTIHOST=1 nohup $BINARY --config=$(printf '%q' "$CONFIG")"
   for arg in "${BINARY_ARGS[@]}"; do cmd+=" $(printf '%q' "$arg")"; done
-  cmd+=" > ~/icl_ft.log 2>&1 < /dev/null &"
+  # Only the binary goes to the background, with every stream redirected: ssh returns at once.
+  cmd+=" > ~/icl_ft.log 2>&1 < /dev/null & }"
   ssh_all "$cmd"
 }
 

@@ -7,9 +7,11 @@ real run needs (workdir, dataset directories, tokenizer, a checkpoint for finetu
 not needed by a dry run). Each raises a one-line ValueError naming the field. The binaries call
 them before doing anything; tests/test_configs.py calls `validate(config)` on every config file.
 
-`kind_of(config)` tells the kinds apart by their fields; configs of other binaries (study,
-augment, pretraining) get the generic checks of their nested `model` / `mesh` / `multihost`
-blocks (`validate_blocks`).
+`validate_study`, `validate_augment` and `validate_pretrain` do the same for icl-ft-study
+(the study module's own `check_config`), icl-ft-augment and icl-ft-pretrain (whose `train`
+block is checked as a full train config). `kind_of(config)` tells the kinds apart by their
+fields; every config also gets the checks of its nested `model` / `mesh` / `multihost` blocks
+(`validate_blocks`).
 """
 
 from __future__ import annotations
@@ -212,20 +214,93 @@ def validate_data(config: Any, require_inputs: bool = False) -> None:
   _int(config, "seed", "config", 0)
 
 
+def validate_study(config: Any, require_inputs: bool = False) -> None:
+  """A configs/study.py config (icl-ft-study): the study's own checks, then its blocks."""
+  del require_inputs  # every input has a default (the study writes its own data)
+  from icl_ft import study  # pylint: disable=g-import-not-at-top
+
+  study.check_config(config)
+  validate_model(config.model)
+  sizes = mesh_sizes(config.mesh)
+  dp = data_parallel(sizes)
+  for block in ("train", "augment", "eval"):
+    batch = _int(config[block], "batch_size", f"config.{block}", 1)
+    if dp and batch % dp:
+      raise ValueError(f"config.{block}.batch_size={batch} is not a multiple of the "
+                       f"data-parallel size {dp} (mesh data={sizes['data']} x fsdp={sizes['fsdp']})")
+
+
+def validate_sampling(sampling: Any, where: str = "config.sampling") -> None:
+  """max_new_tokens >= 1, temperature >= 0 (0 = greedy), 0 < top_p <= 1."""
+  _int(sampling, "max_new_tokens", where, 1)
+  _number(sampling, "temperature", where)
+  top_p = _number(sampling, "top_p", where)
+  if not 0 < top_p <= 1:
+    raise ValueError(f"{where}.top_p must be in (0, 1], got {top_p:g}")
+
+
+def validate_augment(config: Any, require_inputs: bool = False) -> None:
+  """A configs/augment.py config (icl-ft-augment)."""
+  from icl_ft.augment import augment  # pylint: disable=g-import-not-at-top
+
+  _one_of(config.strategy, augment.STRATEGIES, "config.strategy")
+  validate_model(config.model, require_inputs=require_inputs)
+  sizes = mesh_sizes(config.mesh)
+  validate_sampling(config.sampling)
+  _int(config, "seed", "config", 0)
+  _int(config, "max_context_tokens", "config", 0)
+  _int(config, "prefill_chunk", "config", 1)
+  batch = _int(config, "batch_size", "config", 1)
+  dp = data_parallel(sizes)
+  if dp and batch % dp:
+    raise ValueError(f"config.batch_size={batch} is not a multiple of the data-parallel size {dp} "
+                     f"(mesh data={sizes['data']} x fsdp={sizes['fsdp']})")
+  if require_inputs:
+    for field in ("dataset_dir", "output_dir"):
+      if not _get(config, field, ""):
+        raise ValueError(f"config.{field} is required")
+    if not _get(config.model, "tokenizer", ""):
+      raise ValueError("config.model.tokenizer is required (a SentencePiece .model file)")
+
+
+def validate_pretrain(config: Any, require_inputs: bool = False) -> None:
+  """A configs/pretrain_tiny.py config (icl-ft-pretrain); `train` is a full train config."""
+  for block, fields in (("corpus", ("num_episodes", "max_chars", "episodes_per_dataset")),
+                        ("tokenizer", ("vocab_size", "max_texts")),
+                        ("eval", ("episodes", "batch_size"))):
+    for field in fields:
+      _int(config[block], field, f"config.{block}", 1)
+  _int(config, "workers", "config", 1)
+  _int(config, "seed", "config", 0)
+  try:
+    validate_train(config.train)  # workdir, dataset and tokenizer are filled in by the stages
+  except ValueError as e:
+    raise ValueError(f"config.train (a configs/train.py config): {e}") from None
+  if require_inputs and not _get(config, "workdir", ""):
+    raise ValueError("config.workdir is required (corpus, tokenizer, checkpoints, eval.json)")
+
+
 VALIDATORS: dict[str, Callable[..., None]] = {
-    "train": validate_train, "eval": validate_eval, "data": validate_data}
+    "train": validate_train, "eval": validate_eval, "data": validate_data,
+    "study": validate_study, "augment": validate_augment, "pretrain": validate_pretrain}
+
+
+# The fields that tell a binary's config apart (each set is in no other kind's config).
+KIND_FIELDS: dict[str, frozenset[str]] = {
+    "train": frozenset({"workdir", "data", "optimizer", "steps"}),
+    "eval": frozenset({"condition", "datasets", "scoring"}),
+    "data": frozenset({"name", "scale", "params", "output_dir"}),
+    "study": frozenset({"datasets", "conditions", "seeds", "train", "augment", "eval"}),
+    "augment": frozenset({"strategy", "dataset_dir", "output_dir", "sampling"}),
+    "pretrain": frozenset({"workdir", "corpus", "tokenizer", "train"}),
+}
 
 
 def kind_of(config: Any) -> str | None:
-  """"train" | "eval" | "data" by the config's fields, else None."""
+  """The config's kind (a VALIDATORS key) by its fields, else None."""
   keys = set(config.keys())
-  if {"workdir", "data", "optimizer", "steps"} <= keys:
-    return "train"
-  if {"condition", "datasets", "scoring"} <= keys:
-    return "eval"
-  if {"name", "scale", "params", "output_dir"} <= keys:
-    return "data"
-  return None
+  kinds = [k for k, fields in KIND_FIELDS.items() if fields <= keys]
+  return kinds[0] if kinds else None
 
 
 def validate(config: Any, require_inputs: bool = False) -> str | None:

@@ -3,9 +3,10 @@
 The files are globbed, so new ones are covered without editing this test. A file's documented
 args are its module-level `ARGS` (if any) plus every `configs/<file>.py[:arg]` usage in its
 docstring (placeholders like `<preset>` skipped; a bare `configs/<file>.py` is the empty arg);
-with none documented, the default (`get_config()`) is tried. Each config is validated by `icl_ft.config_checks.validate` as its
-kind (train / eval / data, recognised by fields) and all its nested model / mesh / multihost
-blocks, exactly what the binaries check before running.
+with none documented, the default (`get_config()`) is tried. Each config is validated by
+`icl_ft.config_checks.validate` as its kind (train / eval / data / study / augment / pretrain,
+recognised by fields; a file of no known kind fails) and all its nested model / mesh /
+multihost blocks: what the binaries check before running.
 """
 
 from __future__ import annotations
@@ -58,7 +59,59 @@ def test_every_config_file_is_covered():
   assert FILES, CONFIGS
   covered = {c.values[0] for c in CASES}
   assert covered == set(FILES), set(FILES) - covered
-  assert {"train.py", "eval.py", "data.py", "gemma.py"} <= {p.name for p in FILES}
+  assert {"train.py", "eval.py", "data.py", "gemma.py", "augment.py", "study.py",
+          "pretrain_tiny.py"} <= {p.name for p in FILES}
+
+
+def test_augment_config_every_strategy():
+  from icl_ft.augment import augment  # pylint: disable=g-import-not-at-top
+
+  module = _load(CONFIGS / "augment.py")
+  for strategy in augment.STRATEGIES:
+    c = module.get_config(strategy)
+    assert config_checks.validate(c) == "augment" and c.strategy == strategy
+  c.model.tokenizer = "tok.model"
+  with pytest.raises(ValueError, match="config.dataset_dir is required"):
+    config_checks.validate(c, require_inputs=True)
+  c.dataset_dir, c.output_dir = "data/syllogisms", "data/syllogisms_aug"
+  assert config_checks.validate(c, require_inputs=True) == "augment"
+
+
+@pytest.mark.parametrize("file,field,value,match", [
+    ("augment.py", "strategy", "both", "config.strategy 'both' is not one of 'local'"),
+    ("augment.py", "sampling.top_p", 1.5, "config.sampling.top_p must be in (0, 1], got 1.5"),
+    ("augment.py", "sampling.max_new_tokens", 0, "config.sampling.max_new_tokens must be >= 1"),
+    ("augment.py", "mesh.data", 3, "config.batch_size=32 is not a multiple of the data-parallel"),
+    ("augment.py", "model.preset", "gemma5", "config.model.preset 'gemma5'"),
+    ("pretrain_tiny.py", "train.data.batch_size", 0, "config.train (a configs/train.py config): "
+     "config.data.batch_size must be >= 1"),
+    ("pretrain_tiny.py", "train.optimizer.schedule", "step", "config.train (a configs/train.py"),
+    ("pretrain_tiny.py", "corpus.num_episodes", 0, "config.corpus.num_episodes must be >= 1"),
+    ("pretrain_tiny.py", "eval.batch_size", 0, "config.eval.batch_size must be >= 1, got 0"),
+    ("study.py", "conditions", "pretrained,finetuned", "unknown condition(s) ['finetuned']"),
+    ("study.py", "datasets", "syllogisms,nope", "nope"),
+    ("study.py", "train.steps", -1, "config.train.steps must be >= 1, or 0"),
+    ("study.py", "model.preset", "gemma5", "config.model.preset 'gemma5'"),
+])
+def test_other_binaries_validation_names_the_bad_field(file, field, value, match):
+  c = _load(CONFIGS / file).get_config()
+  config_checks.validate(c)
+  parent, _, name = field.rpartition(".")
+  node = c
+  for part in parent.split(".") if parent else ():
+    node = node[part]
+  node[name] = value
+  with pytest.raises(ValueError, match=re.escape(match)):
+    config_checks.validate(c)
+
+
+def test_pretrain_needs_its_workdir():
+  c = _load(CONFIGS / "pretrain_tiny.py").get_config("test")
+  assert config_checks.validate(c) == "pretrain"
+  with pytest.raises(ValueError, match="config.workdir is required"):
+    config_checks.validate(c, require_inputs=True)
+  c.workdir = "/tmp/pt"
+  assert config_checks.validate(c, require_inputs=True) == "pretrain"
 
 
 @pytest.mark.parametrize("path,arg", CASES)
@@ -67,7 +120,7 @@ def test_config_loads_and_validates(path, arg):
   config = module.get_config(arg) if arg or inspect.signature(module.get_config).parameters \
       else module.get_config()
   assert isinstance(config, ml_collections.ConfigDict)
-  config_checks.validate(config)
+  assert config_checks.validate(config) in config_checks.VALIDATORS, sorted(config.keys())
   # A locked copy accepts the same overrides a command line gives (no field typos).
   locked = ml_collections.ConfigDict(config.to_dict())
   locked.lock()
