@@ -1,17 +1,24 @@
 """Runs every benchmark in bench/, writes the summary table into BENCHMARKS.md, prints one JSON.
 
-    python bench/run_all.py [--only train,forward] [--skip scoring] [--no_write]
-                            [--study_json results/default/study.json]
+    python bench/run_all.py [--only train,forward] [--skip scoring] [--no_write] [--smoke]
+                            [--study_json results/default/study.json] [--run_study]
 
-Each `bench/*.py` (not `_*.py`, not this file) runs as its own process with the arguments in
-`ARGS` (chosen so the whole run takes tens of minutes on the 2-core CPU box, not hours); its
-last stdout line is its JSON result. `bench/sampling.py` runs when present. The study's wall
-time is read from `study.json` of an `icl-ft-study` run (`study_wall_s`, else its `seconds`)
-when the binary is installed and the file exists; otherwise `study_wall_s` is null and
-`study_note` says why (a full study run takes longer than this script should). The table
-between the markers `<!-- run_all:begin -->` / `<!-- run_all:end -->` in BENCHMARKS.md is
-replaced (appended if missing; atomic write). The last line is one JSON object with the
-headline figures, the load averages and the per-benchmark wall times.
+Each `bench/*.py` (not `_*.py`, not this file) runs as its own process, one after the other,
+with the arguments in `ARGS` (chosen so the whole run takes ~15 minutes on the 2-core CPU box,
+not hours); its last stdout line is its JSON result. Inside each side-by-side benchmark the
+two sides alternate repetition by repetition, so a ratio is measured under one load.
+`--smoke` uses `SMOKE_ARGS` instead (minimal repetitions: checks that every script runs end
+to end; its numbers mean nothing) and never writes BENCHMARKS.md.
+
+The study's wall time (`study_wall_s`): with `--run_study`, `icl-ft-study` (configs/study.py
+defaults, run name `bench_study`, overwritten) runs here and its process wall time is
+reported; otherwise it is read from the `study.json` of a finished run (`--study_json`), its
+`seconds`, only if no stage of that run was resumed from an earlier call (a resumed run's last
+call is not the study's wall time). Else `study_wall_s` is null and `study_note` says why.
+
+The table between the markers `<!-- run_all:begin -->` / `<!-- run_all:end -->` in
+BENCHMARKS.md is replaced (appended if missing; atomic write). The last line is one JSON
+object with the headline figures, the machine, the load averages and per-benchmark wall times.
 """
 
 from __future__ import annotations
@@ -34,11 +41,21 @@ BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 # Arguments per benchmark (others run with none). Order = run order.
 ARGS: dict[str, list[str]] = {
     "packing": [],
-    "scoring": ["--questions", "40", "--warmup", "4", "--naive_batch", "4"],
+    "scoring": ["--questions", "16", "--warmup", "4", "--naive_batch", "4"],
     "sampling": [],
     "train": [],
     "forward": [],
-    "profile_step": ["--size", "small", "--reps", "3"],
+    "profile_step": ["--size", "medium", "--reps", "3"],
+}
+
+# Minimal repetitions: every script end to end in a few minutes (numbers meaningless).
+SMOKE_ARGS: dict[str, list[str]] = {
+    "packing": ["--datasets", "simple_reversals", "--epochs", "0.5", "--max_batches", "2"],
+    "scoring": ["--questions", "2", "--warmup", "1", "--naive_batch", "4"],
+    "sampling": ["--batch", "4", "--new", "4", "--reps", "1"],
+    "train": ["--sizes", "small", "--reps", "1", "--steps", "1", "--peak_n", "256"],
+    "forward": ["--sizes", "small", "--reps", "1", "--calls", "1"],
+    "profile_step": ["--size", "small", "--reps", "1"],
 }
 
 # (key in the summary, target, comparison) for the table and the `targets_met` map.
@@ -59,9 +76,31 @@ def benchmarks(only: set[str], skip: set[str]) -> list[str]:
   return [n for n in names if (not only or n in only) and n not in skip]
 
 
-def run_bench(name: str) -> dict:
+def machine() -> dict:
+  """nproc, CPU model and vector flags, memory, library versions (what the numbers ran on)."""
+  info: dict = {"nproc": os.cpu_count(), "platform": platform.machine(),
+                "python": platform.python_version()}
+  try:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    models = [ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
+              if ln.startswith("model name")]
+    info["cpu_model"] = models[0] if models else platform.processor()
+    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines()
+                  if ln.startswith("flags")), [])
+    info["cpu_vector_flags"] = sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+  except OSError:
+    info["cpu_model"] = platform.processor()
+  for mod in ("jax", "jaxlib", "flax", "torch", "transformers"):
+    try:
+      info[mod] = __import__(mod).__version__
+    except Exception:  # pylint: disable=broad-except
+      info[mod] = None
+  return info
+
+
+def run_bench(name: str, args_map: dict[str, list[str]]) -> dict:
   """Runs bench/<name>.py; its last-line JSON plus wall seconds, load and return code."""
-  cmd = [sys.executable, str(BENCH / f"{name}.py"), *ARGS.get(name, [])]
+  cmd = [sys.executable, str(BENCH / f"{name}.py"), *args_map.get(name, [])]
   print(f"== {' '.join(cmd[1:])}", flush=True)
   load = [round(x, 2) for x in os.getloadavg()]
   start = time.perf_counter()
@@ -80,7 +119,7 @@ def run_bench(name: str) -> dict:
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     print(f"   FAILED (rc {proc.returncode}): {' | '.join(tail)}", flush=True)
   return {"result": result, "wall_s": round(wall, 1), "rc": proc.returncode,
-          "command": "python bench/" + " ".join([f"{name}.py", *ARGS.get(name, [])]),
+          "command": "python bench/" + " ".join([f"{name}.py", *args_map.get(name, [])]),
           "load_before": load, "load_after": [round(x, 2) for x in os.getloadavg()]}
 
 
@@ -98,7 +137,30 @@ def study_wall(study_json: Path) -> tuple[float | None, str]:
   wall = data.get("study_wall_s", data.get("seconds"))
   if wall is None:
     return None, f"{study_json} has neither study_wall_s nor seconds"
-  return float(wall), f"from {study_json}"
+  resumed = [s.get("key") for s in data.get("stages", []) if s.get("resumed")]
+  if resumed:
+    total = sum(float(s.get("seconds", 0.0)) for s in data.get("stages", []))
+    return None, (f"{study_json}: {len(resumed)} stages were resumed from an earlier call, so "
+                  f"its last call's {float(wall):.0f} s is not the study's wall time (stage "
+                  f"seconds summed over calls: {total:.0f} s); rerun with --run_study")
+  return float(wall), f"from {study_json} (`seconds` of a run with no resumed stage)"
+
+
+def run_study() -> tuple[float | None, str]:
+  """Runs icl-ft-study (configs/study.py defaults, run `bench_study`); its process wall time."""
+  exe = shutil.which("icl-ft-study")
+  if exe is None:
+    return None, "icl-ft-study is not installed"
+  cmd = [exe, "--config=configs/study.py", "--config.run=bench_study", "--config.overwrite=True"]
+  print(f"== {' '.join(cmd[1:])}", flush=True)
+  start = time.perf_counter()
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+  wall = time.perf_counter() - start
+  if proc.returncode != 0:
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+    return None, f"icl-ft-study failed (rc {proc.returncode}) after {wall:.0f} s: {tail}"
+  return round(wall, 1), (f"measured here: `icl-ft-study {' '.join(cmd[1:])}`, process wall "
+                          f"time (imports and compilation included)")
 
 
 def summarize(runs: dict[str, dict], study: tuple[float | None, str]) -> dict:
@@ -129,11 +191,47 @@ def _fmt(x) -> str:
   return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
-def table(summary: dict, runs: dict[str, dict]) -> str:
-  """Markdown: headline figures vs targets, then one line per benchmark run."""
+def details(runs: dict[str, dict]) -> list[str]:
+  """One line per side-by-side figure: ours vs the reference, tokens/s."""
+  r = {name: run["result"] for name, run in runs.items()}
+  lines = []
+  for name, what in (("train", "train step"), ("forward", "forward scoring")):
+    for size in ("small", "medium"):
+      res = r.get(name, {}).get(size)
+      if res:
+        extra = ""
+        if "peak_fraction" in res:
+          extra = (f"; {res['ours_gflop_per_s']} GFLOP/s = {res['peak_fraction']:.0%} of the "
+                   f"measured fp32 matmul peak {res['peak_gflop_per_s']} GFLOP/s")
+        lines.append(f"- {what}, {size}: ours {res['ours_tokens_per_s']:,} tokens/s, HF "
+                     f"{res['hf_tokens_per_s']:,} tokens/s -> {res['ratio_vs_hf']:.2f}x{extra}")
+  res = r.get("sampling")
+  if res:
+    lines.append(f"- decode, `{res['preset']}` batch {res['batch']}, {res['prompt_tokens']} "
+                 f"prompt + {res['new_tokens']} new tokens: ours "
+                 f"{res['ours_decode_tokens_per_s']:,} tokens/s, HF `generate` "
+                 f"{res['hf_decode_tokens_per_s']:,} tokens/s -> {res['decode_ratio_vs_hf']:.2f}x "
+                 f"(greedy rows identical: {res['greedy_rows_identical']:.0%})")
+  res = r.get("scoring")
+  if res:
+    lines.append(f"- ICL scoring, {res['questions']} questions ({res['rows']} rows, context "
+                 f"{res['context_tokens']} tokens): cached {res['cached_seconds']} s, naive "
+                 f"{res['naive_seconds']} s -> {res['icl_scoring_speedup']:.1f}x")
+  res = r.get("profile_step")
+  if res:
+    ms = res["ms"]
+    lines.append(f"- step profile ({res['size']}), ms: " + ", ".join(
+        f"{k} {v}" for k, v in ms.items()))
+  return lines
+
+
+def table(summary: dict, runs: dict[str, dict], info: dict) -> str:
+  """Markdown: machine, headline figures vs targets, details, one line per benchmark run."""
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  lines = [f"Last `python bench/run_all.py`: {now}, {platform.machine()} "
-           f"{os.cpu_count()} cores, Python {platform.python_version()}.", "",
+  lines = [f"Last `python bench/run_all.py`: {now}. Machine: {info['nproc']} cores "
+           f"{info.get('cpu_model')} ({' '.join(info.get('cpu_vector_flags', []))}), "
+           f"jax {info['jax']}, flax {info['flax']}, torch {info['torch']}, transformers "
+           f"{info['transformers']}, Python {info['python']}.", "",
            "| figure | value | target | met |", "|---|---:|---:|:---:|"]
   targets = dict(TARGETS, study_wall_s=STUDY_TARGET_S)
   for key, target in targets.items():
@@ -141,8 +239,9 @@ def table(summary: dict, runs: dict[str, dict]) -> str:
     mark = "n/a" if met is None else ("yes" if met else "**no**")
     cmp = "<=" if key == "study_wall_s" else ">="
     lines.append(f"| `{key}` | {_fmt(summary.get(key))} | {cmp} {target:g} | {mark} |")
-  lines += ["", f"study: {summary['study_note']}.", "",
-            "| benchmark | command | wall s | load before -> after | status |",
+  lines += ["", f"study: {summary['study_note']}.", ""]
+  lines += details(runs)
+  lines += ["", "| benchmark | command | wall s | load (1 min) before -> after | status |",
             "|---|---|---:|---|---|"]
   for name, run in runs.items():
     status = "ok" if run["result"] else f"failed (rc {run['rc']})"
@@ -169,20 +268,31 @@ def main() -> None:
   parser.add_argument("--only", default="", help="comma-separated benchmark names")
   parser.add_argument("--skip", default="", help="comma-separated benchmark names")
   parser.add_argument("--study_json", default="results/default/study.json")
+  parser.add_argument("--run_study", action="store_true",
+                      help="run icl-ft-study here and report its wall time (~15 min or more)")
+  parser.add_argument("--smoke", action="store_true",
+                      help="minimal repetitions (SMOKE_ARGS); never writes BENCHMARKS.md")
   parser.add_argument("--no_write", action="store_true", help="do not touch BENCHMARKS.md")
   args = parser.parse_args()
 
   only = {s for s in args.only.split(",") if s}
   skip = {s for s in args.skip.split(",") if s}
+  args_map = SMOKE_ARGS if args.smoke else ARGS
+  info = machine()
   start = time.perf_counter()
-  runs = {name: run_bench(name) for name in benchmarks(only, skip)}
-  study_json = Path(args.study_json)
-  summary = summarize(runs, study_wall(study_json if study_json.is_absolute()
-                                       else ROOT / study_json))
-  text = table(summary, runs)
+  runs = {name: run_bench(name, args_map) for name in benchmarks(only, skip)}
+  if args.run_study:
+    study = run_study()
+  else:
+    study_json = Path(args.study_json)
+    study = study_wall(study_json if study_json.is_absolute() else ROOT / study_json)
+  summary = summarize(runs, study)
+  text = table(summary, runs, info)
   print(text)
-  if not args.no_write:
+  if not (args.no_write or args.smoke):
     write_table(ROOT / "BENCHMARKS.md", text)
+  summary["machine"] = info
+  summary["smoke"] = args.smoke
   summary["wall_s"] = {name: run["wall_s"] for name, run in runs.items()}
   summary["load"] = {name: [run["load_before"], run["load_after"]] for name, run in runs.items()}
   summary["total_wall_s"] = round(time.perf_counter() - start, 1)

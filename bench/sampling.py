@@ -1,0 +1,132 @@
+"""Decode throughput: icl_ft.sampling (KV cache, compiled while_loop) vs Hugging Face `generate`.
+
+    python bench/sampling.py [--preset tiny] [--batch 32] [--prompt 32] [--new 128] [--reps 3]
+                             [--hf_attn sdpa]
+
+Same model on both sides (a fresh init of the preset, copied into the Hugging Face Gemma class
+with the parity-tested conversion, tests/model_testing.py via bench/_common.py), float32, the
+same batch of random prompts (`[BOS]` + `--prompt - 1` random ids), greedy, exactly `--new`
+new tokens per row (no EOS, no stop strings). HF: `model.generate(..., do_sample=False,
+use_cache=True)` under `torch.inference_mode()` (its default dynamic KV cache). Ours:
+`Sampler.generate_ids` (prompt prefill + one jitted `lax.while_loop`). One call = prompt
+prefill + `--new` decode steps for the whole batch, timed end to end including the host
+transfer of the tokens; a warm-up call first (compilation excluded), then `--reps` calls per
+side, alternating; medians. Decode tokens/s = batch x new tokens / seconds. Also reports the
+fraction of rows whose greedy tokens are identical on both sides. The last line is one JSON
+object; `decode_ratio_vs_hf` = HF seconds / our seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import _common  # pylint: disable=g-bad-import-order
+
+import jax  # pylint: disable=g-bad-import-order,wrong-import-order
+import numpy as np  # pylint: disable=wrong-import-order
+from flax import nnx  # pylint: disable=wrong-import-order
+
+from icl_ft import sampling  # pylint: disable=wrong-import-order
+from icl_ft.model import config as model_config  # pylint: disable=wrong-import-order
+from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
+
+
+class IdTokenizer:
+  """The sampler's tokenizer interface over raw ids (no text: the prompts are ids)."""
+
+  def __init__(self, vocab_size: int):
+    self.vocab_size, self.pad_id, self.eos_id, self.bos_id = vocab_size, 0, 1, 2
+
+  def id_to_piece(self, i: int) -> str:
+    return f"<{i}>"
+
+  def decode(self, ids) -> str:
+    return " ".join(str(i) for i in ids)
+
+
+def ours(model, prompts: np.ndarray, new: int):
+  """A closure generating `new` greedy tokens per row with icl_ft.sampling; [B, new] ids."""
+  tok = IdTokenizer(model.config.vocab_size)
+  sampler = sampling.Sampler(model, tok, batch_size=prompts.shape[0])
+  params = sampling.SamplingParams(max_new_tokens=new, stop_at_eos=False)
+  context = sampler.prefill(None, room=prompts.shape[1] + new)  # [BOS] once, reused per call
+  rows = [list(p[1:]) for p in prompts]  # the prompt after BOS
+
+  def run():
+    outs = sampler.generate_ids(rows, params, context=context)
+    return np.asarray([o.token_ids for o in outs])
+
+  return run
+
+
+def hf(model, prompts: np.ndarray, new: int, attn: str):
+  """A closure generating `new` greedy tokens per row with HF `generate`; [B, new] ids."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  net = _common.hf_twin(model, attn).eval()
+  net.generation_config.eos_token_id = None
+  net.generation_config.pad_token_id = 0
+  ids = torch.from_numpy(prompts.astype(np.int64))
+  mask = torch.ones_like(ids)
+
+  run_cache = net.generation_config.cache_implementation or "dynamic"
+
+  def run():
+    with torch.inference_mode():
+      out = net.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new,
+                         min_new_tokens=new, do_sample=False, use_cache=True)
+    return out[:, prompts.shape[1]:].numpy()
+
+  run.cache = run_cache
+  return run
+
+
+def _torch_threads() -> int:
+  import torch  # pylint: disable=g-import-not-at-top
+
+  return torch.get_num_threads()
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--preset", default="tiny")
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--prompt", type=int, default=32, help="prompt tokens per row, with BOS")
+  parser.add_argument("--new", type=int, default=128, help="new tokens per row")
+  parser.add_argument("--reps", type=int, default=3)
+  parser.add_argument("--hf_attn", default="sdpa", help="HF attention: sdpa (default) or eager")
+  args = parser.parse_args()
+
+  cfg = model_config.get_preset(args.preset, dtype="float32")
+  model = Transformer(cfg, rngs=nnx.Rngs(params=0))
+  rng = np.random.default_rng(0)
+  prompts = rng.integers(3, cfg.vocab_size, size=(args.batch, args.prompt)).astype(np.int32)
+  prompts[:, 0] = 2  # BOS
+  ours_run = ours(model, prompts, args.new)
+  hf_run = hf(model, prompts, args.new, args.hf_attn)
+  load_before = _common.load_average()
+  a, b = ours_run(), hf_run()  # also the warm-up (compiles ours)
+  same_rows = float(np.mean(np.all(a == b, axis=1)))
+  same_tokens = float(np.mean(a == b))
+  times = _common.interleaved({"ours": ours_run, "hf": hf_run}, args.reps, warmup=0)
+  ours_s, hf_s = _common.median(times["ours"]), _common.median(times["hf"])
+  new_tokens = args.batch * args.new
+  out = {
+      "device": jax.devices()[0].platform, "preset": args.preset, "family": cfg.family,
+      "batch": args.batch, "prompt_tokens": args.prompt, "new_tokens": args.new,
+      "hf_attn": args.hf_attn, "hf_cache": hf_run.cache, "torch_threads": _torch_threads(),
+      "ours_seconds": round(ours_s, 4), "hf_seconds": round(hf_s, 4),
+      "ours_decode_tokens_per_s": round(new_tokens / ours_s),
+      "hf_decode_tokens_per_s": round(new_tokens / hf_s),
+      "greedy_rows_identical": round(same_rows, 4), "greedy_tokens_identical": round(same_tokens, 4),
+      "load_before": load_before, "load_after": _common.load_average(),
+      "decode_ratio_vs_hf": round(hf_s / ours_s, 3),
+  }
+  print(f"ours {out['ours_decode_tokens_per_s']} tok/s, HF {out['hf_decode_tokens_per_s']} tok/s",
+        flush=True)
+  print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+  main()
