@@ -7,7 +7,9 @@ Each `bench/*.py` (not `_*.py`, not this file) runs as its own process, one afte
 with the arguments in `ARGS` (chosen so the whole run takes ~15 minutes on the 2-core CPU box,
 not hours); its last stdout line is its JSON result. Inside each side-by-side benchmark the
 two sides alternate repetition by repetition, so a ratio is measured under one load.
-`--smoke` uses `SMOKE_ARGS` instead (minimal repetitions: checks that every script runs end
+`--reuse NAME=FILE` takes benchmark NAME's result from the last line of FILE (the saved stdout
+of an earlier `python bench/NAME.py` with the same `ARGS`) instead of running it; the table
+says so. Meant for load-independent figures (packing efficiency). `--smoke` uses `SMOKE_ARGS` instead (minimal repetitions: checks that every script runs end
 to end; its numbers mean nothing) and never writes BENCHMARKS.md.
 
 The study's wall time (`study_wall_s`): with `--run_study`, `icl-ft-study` (configs/study.py
@@ -123,13 +125,23 @@ def run_bench(name: str, args_map: dict[str, list[str]]) -> dict:
           "load_before": load, "load_after": [round(x, 2) for x in os.getloadavg()]}
 
 
+def reused_bench(name: str, path: Path, args_map: dict[str, list[str]]) -> dict:
+  """bench/<name>.py's result read from the last line of `path` (a saved earlier run)."""
+  lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+  result = json.loads(lines[-1]) if lines else {}
+  print(f"== {name}: reused from {path}", flush=True)
+  return {"result": result, "wall_s": None, "rc": 0, "reused": str(path),
+          "command": "python bench/" + " ".join([f"{name}.py", *args_map.get(name, [])]),
+          "load_before": [None], "load_after": [None]}
+
+
 def study_wall(study_json: Path) -> tuple[float | None, str]:
   """(study wall seconds, note) from an icl-ft-study run's study.json."""
   if shutil.which("icl-ft-study") is None:
     return None, "icl-ft-study is not installed"
   if not study_json.exists():
     return None, (f"no {study_json} (run `icl-ft-study --config=configs/study.py` first; "
-                  "run_all does not start a full study)")
+                  "or pass --run_study)")
   try:
     data = json.loads(study_json.read_text())
   except (OSError, json.JSONDecodeError) as e:
@@ -245,6 +257,10 @@ def table(summary: dict, runs: dict[str, dict], info: dict) -> str:
             "|---|---|---:|---|---|"]
   for name, run in runs.items():
     status = "ok" if run["result"] else f"failed (rc {run['rc']})"
+    if run.get("reused"):
+      status += f", reused from an earlier run ({run['reused']})"
+      lines.append(f"| {name} | `{run['command']}` | - | - | {status} |")
+      continue
     lines.append(f"| {name} | `{run['command']}` | {run['wall_s']} | "
                  f"{run['load_before'][0]} -> {run['load_after'][0]} | {status} |")
   return "\n".join(lines)
@@ -273,6 +289,8 @@ def main() -> None:
   parser.add_argument("--smoke", action="store_true",
                       help="minimal repetitions (SMOKE_ARGS); never writes BENCHMARKS.md")
   parser.add_argument("--no_write", action="store_true", help="do not touch BENCHMARKS.md")
+  parser.add_argument("--reuse", action="append", default=[], metavar="NAME=FILE",
+                      help="take NAME's result from the last line of FILE instead of running it")
   args = parser.parse_args()
 
   only = {s for s in args.only.split(",") if s}
@@ -280,7 +298,15 @@ def main() -> None:
   args_map = SMOKE_ARGS if args.smoke else ARGS
   info = machine()
   start = time.perf_counter()
-  runs = {name: run_bench(name, args_map) for name in benchmarks(only, skip)}
+  reuse = {}
+  for item in args.reuse:
+    name, sep, path = item.partition("=")
+    if not sep or not Path(path).is_file():
+      parser.error(f"--reuse {item!r}: expected NAME=FILE with an existing FILE")
+    reuse[name] = Path(path)
+  runs = {name: (reused_bench(name, reuse[name], args_map) if name in reuse
+                 else run_bench(name, args_map))
+          for name in benchmarks(only, skip)}
   if args.run_study:
     study = run_study()
   else:
@@ -294,6 +320,7 @@ def main() -> None:
   summary["machine"] = info
   summary["smoke"] = args.smoke
   summary["wall_s"] = {name: run["wall_s"] for name, run in runs.items()}
+  summary["reused"] = {name: run["reused"] for name, run in runs.items() if run.get("reused")}
   summary["load"] = {name: [run["load_before"], run["load_after"]] for name, run in runs.items()}
   summary["total_wall_s"] = round(time.perf_counter() - start, 1)
   print(json.dumps(summary, sort_keys=True))
