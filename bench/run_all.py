@@ -140,7 +140,7 @@ def study_wall(study_json: Path) -> tuple[float | None, str]:
   if shutil.which("icl-ft-study") is None:
     return None, "icl-ft-study is not installed"
   if not study_json.exists():
-    return None, (f"no {study_json} (run `icl-ft-study --config=configs/study.py` first; "
+    return None, (f"no {study_json} (run `icl-ft-study --config=configs/study.py` first, "
                   "or pass --run_study)")
   try:
     data = json.loads(study_json.read_text())
