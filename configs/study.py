@@ -14,7 +14,7 @@ Variants (`arg`):
   full          the same conditions with 3 seeds (finetuning data order, ICL subsample and
                 augmentation sampling seeds) and longer finetuning.
   micro         one tiny dataset (4 syllogisms), 3 steps, 8-token generations: the CI
-                smoke test.
+                smoke test (the same model as the default).
 
 Model: the committed tiny pretrained model (`icl_ft/assets/tiny`) when it is installed; else a
 fresh `tiny` model and a SentencePiece tokenizer trained on the study's own text (a smoke
@@ -68,11 +68,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # steps: > 0 = that many for every dataset; 0 = per dataset, enough for `epochs` passes over
   # its plain `ft` examples (the same steps then for each of its finetuned conditions).
   config.train.steps = 0
-  config.train.epochs = 10.0
+  config.train.epochs = 20.0
   config.train.batch_size = 8
-  config.train.seq_len = 256  # raised to the next power of two >= the longest example
+  # Rows of 128 tokens hold ~2-5 short documents each: more (smaller) steps for the same
+  # tokens. Raised per dataset to the next power of two >= its longest example.
+  config.train.seq_len = 128
   config.train.learning_rate = 1e-3
-  config.train.warmup_steps = 10
+  config.train.warmup_steps = 3
   config.train.schedule = "cosine"
   config.train.checkpoint_every = 0  # 0 = only at the last step
   config.train.format = "document"  # ft
@@ -105,11 +107,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   if arg == "full":
     config.seeds = "0,1,2"
-    config.train.epochs = 30.0
+    config.train.epochs = 40.0
   elif arg == "micro":
     config.datasets = "syllogisms"  # multi-sentence documents: every condition applies
     config.dataset_params.syllogisms = ml_collections.ConfigDict({"num_examples": 4})
-    config.model = config_blocks.model_config("tiny")
     config.train.steps = 3
     config.train.batch_size = 8
     config.train.seq_len = 64

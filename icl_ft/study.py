@@ -9,7 +9,9 @@ For each dataset (generated once, at one seed: every condition sees the same doc
                   only datasets with multi-sentence documents (syllogisms, semantic_structure)
   ft_aug_<s>      augment the documents with the base model's own in-context inferences
                   (`icl_ft.augment.augment_dataset`, strategy s = local | global | all), then
-                  finetune on original + generated documents, evaluate
+                  finetune on original + generated documents, evaluate; `all` merges the
+                  local and the global generations of the same seed (`merge_augmented`:
+                  what `augment_dataset(..., "all")` samples, without sampling it twice)
 
 Everything runs in this process through the library functions the binaries use:
 `datasets.registry.generate` + `records.write_dataset` -> `train.loop.train` (config from
@@ -74,7 +76,6 @@ TOKENIZER_FILE = "tokenizer.model"
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = PACKAGE_DIR.parent / "configs"
-ASSETS_DIR = PACKAGE_DIR / "assets" / "tiny"
 
 # Fields that do not change the results (compared on resume without them).
 _NON_RESULT_FIELDS = ("run", "results_dir", "overwrite", "progress", "figure",
@@ -87,21 +88,24 @@ _NON_RESULT_FIELDS = ("run", "results_dir", "overwrite", "progress", "figure",
 
 
 def default_model_config():
-  """The committed tiny pretrained model (icl_ft/assets/tiny) if present, else a fresh `tiny`."""
-  from icl_ft import config_blocks  # pylint: disable=g-import-not-at-top
+  """The committed default model (`icl_ft.model.loader.ASSETS_DIR`) if installed, else fresh `tiny`.
 
-  tokenizer = ASSETS_DIR / "tokenizer.model"
-  params = ASSETS_DIR / "params"
-  config_file = ASSETS_DIR / "config.json"
-  if tokenizer.is_file() and params.is_dir():
-    preset = "tiny_default"
-    if config_file.is_file():
-      preset = json.loads(config_file.read_text(encoding="utf-8")).get("preset", preset)
-    cfg = config_blocks.model_config(preset)
-    cfg.checkpoint = str(params)
-    cfg.tokenizer = str(tokenizer)
-    return cfg
-  return config_blocks.model_config("tiny")
+  The asset paths are resolved here (absolute), so every stage and settings.json name the
+  files the study used. Without the assets the model is a fresh `tiny` one and the study
+  trains a tokenizer on its own text: a smoke setup whose accuracies are chance by construction.
+  """
+  from icl_ft import config_blocks  # pylint: disable=g-import-not-at-top
+  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
+
+  try:
+    params = loader.default_asset("params")
+    tokenizer = loader.default_asset("tokenizer.model")
+  except FileNotFoundError:
+    return config_blocks.model_config("tiny")
+  cfg = config_blocks.model_config(loader.DEFAULT_PRESET)
+  cfg.checkpoint = os.path.abspath(params)
+  cfg.tokenizer = os.path.abspath(tokenizer)
+  return cfg
 
 
 def config_module(name: str):
@@ -233,6 +237,8 @@ class StageRecord:
   seconds: float
   resumed: bool  # finished by an earlier call (seconds are that call's)
   info: dict[str, Any]
+  # Process CPU time (all threads): on a shared machine, what the stage cost regardless of load.
+  cpu_seconds: float = 0.0
 
 
 class _Stages:
@@ -253,17 +259,19 @@ class _Stages:
     if marker.is_file():
       done = json.loads(marker.read_text(encoding="utf-8"))
       self._say(f"{key}: done earlier ({done['seconds']:.1f} s), skipped")
-      self.records.append(StageRecord(key, kind, float(done["seconds"]), True, done["info"]))
+      self.records.append(StageRecord(key, kind, float(done["seconds"]), True, done["info"],
+                                      float(done.get("cpu_seconds", 0.0))))
       return done["info"]
     self._say(f"{key} ...")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     info = fn() or {}
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     fileio.atomic_write(marker, _json({"key": key, "kind": kind, "seconds": seconds,
-                                       "info": info}))
+                                       "cpu_seconds": cpu, "info": info}))
     if self.progress:
-      print(f"[study {len(self.records) + 1}/{self.total}] {key}: {seconds:.1f} s", flush=True)
-    self.records.append(StageRecord(key, kind, seconds, False, info))
+      print(f"[study {len(self.records) + 1}/{self.total}] {key}: {seconds:.1f} s "
+            f"(cpu {cpu:.1f} s)", flush=True)
+    self.records.append(StageRecord(key, kind, seconds, False, info, cpu))
     return info
 
 
@@ -335,6 +343,37 @@ def train_tokenizer(datasets: Sequence[records.Dataset], vocab_size: int, path: 
   os.replace(tmp, path)
 
 
+def merge_augmented(original: records.Dataset, parts: Sequence[records.Dataset]
+                    ) -> records.Dataset:
+  """`original` + the generated documents of each augmented `parts` (in order), one card.
+
+  Local and global augmentation of the same seed merged this way are exactly what
+  `augment_dataset(..., "all")` produces (it runs local, then global, deduplicating each on
+  its own), without sampling everything a second time.
+  """
+  from icl_ft.augment import audit  # pylint: disable=g-import-not-at-top
+
+  n = len(original.train)
+  generated: list[records.Document] = []
+  strategies: dict[str, Any] = {}
+  for part in parts:
+    if tuple(part.train[:n]) != tuple(original.train):
+      raise ValueError(f"augmented dataset {part.name!r} does not start with the original "
+                       "training documents")
+    generated += part.train[n:]
+    strategies.update(part.card["augmentation"]["strategies"])
+  first = parts[0].card["augmentation"]
+  card = dict(original.card)
+  card["augmentation"] = {
+      "strategy": "all", "strategies": strategies,
+      "counts": {"original_documents": n, "generated_documents": len(generated)},
+      "audit": audit.summarize(d.metadata["audit"] for d in generated),
+      "sampling": first["sampling"], "seed": first["seed"], "source_name": original.name,
+  }
+  return records.Dataset(name=original.name, train=tuple(original.train) + tuple(generated),
+                         tests=original.tests, card=card)
+
+
 def icl_subsample(name: str, dataset: records.Dataset, tokenizer: Any, max_len: int,
                   requested: int, chat: bool, seed: int) -> int:
   """The ICL subsample factor: `requested`, or (0) the smallest that fits the context."""
@@ -398,6 +437,8 @@ def _plan_size(names: Sequence[str], conditions: Sequence[str], seeds: Sequence[
         n += len(seeds)  # an upper bound (once when the whole training set fits)
       elif c in AUGMENT_STRATEGIES:
         n += 3 * len(seeds)
+        if c == "ft_aug_all":  # merges local and global: generated even if not studied
+          n += sum(len(seeds) for p in ("ft_aug_local", "ft_aug_global") if p not in conditions)
       else:
         n += 2 * len(seeds)
   return n
@@ -556,21 +597,32 @@ def run_study(config: Any) -> StudyResult:
     from icl_ft import augment  # pylint: disable=g-import-not-at-top
     from icl_ft import sampling  # pylint: disable=g-import-not-at-top
 
-    b = base_model()
     params = sampling.SamplingParams(
         max_new_tokens=int(config.augment.max_new_tokens),
         temperature=float(config.augment.temperature), top_p=float(config.augment.top_p),
         seed=int(seed))
     original = datasets[name]
-    augmented = augment.augment_dataset(b["model"], tokenizer, original, strategy,
-                                        sampling=params, seed=int(seed), mesh=b["mesh"],
-                                        rules=b["rules"], progress=progress,
-                                        batch_size=int(config.augment.batch_size))
+    if strategy == "all":  # exactly local + global (same seed; each dedups on its own)
+      augmented = merge_augmented(original, [records.read_dataset(aug_dir(name, s, seed))
+                                             for s in ("local", "global")])
+    else:
+      b = base_model()
+      augmented = augment.augment_dataset(b["model"], tokenizer, original, strategy,
+                                          sampling=params, seed=int(seed), mesh=b["mesh"],
+                                          rules=b["rules"], progress=progress,
+                                          batch_size=int(config.augment.batch_size))
     records.write_dataset(augmented, out_dir, overwrite=True)
     card = augmented.card.get("augmentation", {})
     return {"dir": str(out_dir), "documents": len(augmented.train),
             "generated": len(augmented.train) - len(original.train),
             "audit": card.get("audit"), "strategies": card.get("strategies")}
+
+  def aug_dir(name: str, strategy: str, seed: int) -> Path:
+    return run_dir / "data" / f"{name}_aug_{strategy}_s{seed}"
+
+  def augment(name: str, strategy: str, seed: int) -> dict[str, Any]:
+    return stages.run(f"augment/{name}/{strategy}_s{seed}", "augment",
+                      lambda: augment_stage(name, strategy, seed, aug_dir(name, strategy, seed)))
 
   # Finetuning steps per dataset: `train.steps`, or (0) enough for `train.epochs` passes over
   # the plain `ft` examples; every finetuned condition of the dataset runs the same steps.
@@ -610,10 +662,11 @@ def run_study(config: Any) -> StudyResult:
           fmt = str(config.train.split_format)
         elif condition in AUGMENT_STRATEGIES:
           strategy = AUGMENT_STRATEGIES[condition]
-          data_dir = run_dir / "data" / f"{name}_aug_{strategy}_s{seed}"
-          aug = stages.run(f"augment/{name}/{strategy}_s{seed}", "augment",
-                           lambda name=name, strategy=strategy, seed=seed, d=data_dir:
-                           augment_stage(name, strategy, seed, d))
+          if strategy == "all":  # merges local and global: generate them first if needed
+            for part in ("local", "global"):
+              augment(name, part, seed)
+          aug = augment(name, strategy, seed)
+          data_dir = aug_dir(name, strategy, seed)
           fmt = str(config.train.aug_format)
         run = f"{condition}_s{seed}"
         ft = stages.run(f"train/{name}/{run}", "train",
@@ -707,8 +760,10 @@ def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
   import jax  # pylint: disable=g-import-not-at-top
 
   by_kind: dict[str, float] = {}
+  cpu_by_kind: dict[str, float] = {}
   for s in stage_records:
     by_kind[s.kind] = by_kind.get(s.kind, 0.0) + s.seconds
+    cpu_by_kind[s.kind] = cpu_by_kind.get(s.kind, 0.0) + s.cpu_seconds
   devices = jax.devices()
   study = {
       "run": str(config.run),
@@ -719,6 +774,7 @@ def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
       "python": sys.version.split()[0],
       "seconds": seconds,
       "seconds_by_kind": by_kind,
+      "cpu_seconds_by_kind": cpu_by_kind,
       "stages": [dataclasses.asdict(s) for s in stage_records],
       "finetuning": list(finetuning),
       "icl_subsample": {n: {str(k): v for k, v in s.items()} for n, s in subsamples.items()},

@@ -1,8 +1,12 @@
 """icl-ft-study: the micro study end to end, resume, table arithmetic, the figure, bad input."""
 
+import contextlib
+import copy
+import fcntl
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from icl_ft import report
 from icl_ft import study
 from icl_ft.bin import study as study_bin
 from icl_ft.datasets import records
+from icl_ft.model import loader
 from icl_ft.pipeline import formats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,12 +42,52 @@ def _cache_dir(tmp_path_factory) -> str:
   return str(tmp_path_factory.getbasetemp() / "jax_compilation_cache")
 
 
+def _standin_assets(root: Path) -> Path:
+  """A stand-in for icl_ft/assets/tiny: a fresh `tiny_default` model and a 1024-piece tokenizer."""
+  from icl_ft import checkpoints
+  from icl_ft import config_blocks
+  from icl_ft.datasets import registry
+
+  if not (root / "tokenizer.model").is_file():
+    study.train_tokenizer([registry.generate("syllogisms", "small")], 1024,
+                          root / "tokenizer.model")
+  if not (root / "params").is_dir():
+    mesh, rules = loader.mesh_from_config(config_blocks.mesh_config())
+    model, _ = loader.load_model(config_blocks.model_config(loader.DEFAULT_PRESET), mesh, rules)
+    checkpoints.save_params(root / "params", model)
+  return root
+
+
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-  results = tmp_path_factory.mktemp("study")
-  config = _study_config(results_dir=str(results),
-                         compilation_cache_dir=_cache_dir(tmp_path_factory))
-  return config, study.run_study(config)
+  """The micro study on the default-model path (loader.ASSETS_DIR -> stand-in assets).
+
+  Run once per pytest session: xdist workers share one directory under a file lock; a worker
+  that comes second resumes the finished study (every stage skipped, the report rewritten).
+  A test that changes the run holds the lock.
+  """
+  base = tmp_path_factory.getbasetemp()
+  shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "study_micro"
+  shared.mkdir(exist_ok=True)
+  with _locked(shared):
+    assets = _standin_assets(shared / "assets")
+    with pytest.MonkeyPatch.context() as mp:
+      mp.setattr(loader, "ASSETS_DIR", assets)
+      config = _study_config(results_dir=str(shared / "results"),
+                             compilation_cache_dir=_cache_dir(tmp_path_factory))
+    assert config.model.checkpoint == str(assets / "params")
+    return config, study.run_study(config)
+
+
+@contextlib.contextmanager
+def _locked(shared: Path):
+  """Holds the shared micro study's lock (one xdist worker at a time runs or changes it)."""
+  with open(shared / ".lock", "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _questions(run_dir: Path) -> list[dict]:
@@ -116,7 +161,7 @@ def test_finetuning_is_data_matched_and_reported(micro):
   assert split["examples"] == sum(len(d.sentences) for d in ds.train)
   assert "| syllogisms | ft_split | 0 | split_independent |" in result.table
   kinds = {s["kind"] for s in info["stages"]}
-  assert kinds == {"data", "tokenizer", "augment", "train", "eval", "report"}
+  assert kinds == {"data", "augment", "train", "eval", "report"}  # the model brings its tokenizer
   assert all(s["seconds"] >= 0 for s in info["stages"])
   assert info["seconds_by_kind"]["train"] > 0
 
@@ -124,8 +169,9 @@ def test_finetuning_is_data_matched_and_reported(micro):
 def test_rerun_resumes_and_a_removed_marker_reruns_only_that_stage(micro):
   config, first = micro
   marker = first.run_dir / "stages" / "eval__syllogisms__ft_s0.json"
-  marker.unlink()
-  again = study.run_study(config)
+  with _locked(Path(config.results_dir).parent):  # no other worker resumes meanwhile
+    marker.unlink()
+    again = study.run_study(config)
   redone = [s.key for s in again.stages if not s.resumed and s.kind != "report"]
   assert redone == ["eval/syllogisms/ft_s0"]
   assert again.rows == first.rows
@@ -135,10 +181,35 @@ def test_rerun_resumes_and_a_removed_marker_reruns_only_that_stage(micro):
       s.info for s in first.stages if s.kind == "train"]
 
 
+def test_aug_all_is_exactly_what_augment_all_samples(micro):
+  """ft_aug_all trains on local + global merged; augment_dataset(..., "all") gives the same."""
+  from icl_ft import sampling
+  from icl_ft.augment import augment
+
+  config, result = micro
+  run_dir = result.run_dir
+  ds = records.read_dataset(run_dir / "data" / "syllogisms")
+  merged = records.read_dataset(run_dir / "data" / "syllogisms_aug_all_s0")
+  parts = [records.read_dataset(run_dir / "data" / f"syllogisms_aug_{s}_s0")
+           for s in ("local", "global")]
+  assert merged.train == ds.train + parts[0].train[len(ds.train):] + parts[1].train[len(ds.train):]
+  mesh, rules = loader.mesh_from_config(config.mesh)
+  model, tokenizer = loader.load_model(config.model, mesh, rules)
+  params = sampling.SamplingParams(max_new_tokens=config.augment.max_new_tokens,
+                                   temperature=config.augment.temperature,
+                                   top_p=config.augment.top_p, seed=0)
+  sampled = augment.augment_dataset(model, tokenizer, ds, "all", sampling=params, seed=0,
+                                    mesh=mesh, rules=rules, progress=False,
+                                    batch_size=config.augment.batch_size)
+  assert sampled.train == merged.train
+  want, got = sampled.card["augmentation"], merged.card["augmentation"]
+  for key in ("strategy", "strategies", "counts", "audit", "seed"):
+    assert got[key] == want[key], key
+
+
 def test_other_settings_under_the_same_run_are_refused(micro):
   config, _ = micro
-  changed = _study_config(results_dir=config.results_dir,
-                          compilation_cache_dir=config.compilation_cache_dir)
+  changed = copy.deepcopy(config)
   changed.train.steps = 4
   with pytest.raises(ValueError, match=r"different settings \(train.steps: 3 != 4\)"):
     study.run_study(changed)
@@ -247,3 +318,18 @@ def test_default_and_full_configs():
   with pytest.raises(ValueError, match="unknown study variant"):
     _study_config("huge")
   assert math.isfinite(default.train.learning_rate)
+
+
+def test_default_model_config_uses_the_loaders_assets(tmp_path, monkeypatch):
+  assets = tmp_path / "tiny"
+  monkeypatch.setattr(loader, "ASSETS_DIR", assets)
+  fresh = study.default_model_config()  # nothing installed: a fresh `tiny`, no tokenizer
+  assert (fresh.preset, fresh.checkpoint, fresh.tokenizer) == ("tiny", "", "")
+  (assets / "params").mkdir(parents=True)
+  assert study.default_model_config().preset == "tiny"  # params without a tokenizer
+  (assets / "tokenizer.model").write_bytes(b"")
+  cfg = study.default_model_config()
+  assert (cfg.preset, cfg.checkpoint, cfg.tokenizer, cfg.checkpoint_format) == (
+      "tiny_default", str(assets / "params"), str(assets / "tokenizer.model"), "icl_ft")
+  assert _study_config("").model.to_dict() == cfg.to_dict()
+  assert _study_config("micro").model.to_dict() == cfg.to_dict()
