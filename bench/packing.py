@@ -45,6 +45,9 @@ def main() -> None:
   parser.add_argument("--scale", default="paper")
   parser.add_argument("--tokenizer", default="", help="a SentencePiece .model (default: train one)")
   parser.add_argument("--datasets", default=",".join(registry.NAMES))
+  parser.add_argument("--formats", default=",".join(formats.FORMATS))
+  parser.add_argument("--bins", type=int, default=0,
+                      help="num_packing_bins (rows packed at a time; 0 = the loader's default)")
   args = parser.parse_args()
 
   datasets = {}
@@ -64,13 +67,14 @@ def main() -> None:
 
   results = {}
   for name, dataset in datasets.items():
-    for fmt in formats.FORMATS:
+    for fmt in args.formats.split(","):
       start = time.time()
       elements = loader.tokenize_examples(formats.examples(dataset, fmt), tok)
       lengths = [len(e["tokens"]) for e in elements]
       seq_len = max(args.seq_len, 2 ** math.ceil(math.log2(max(lengths))))
       epoch_rows = sum(lengths) / seq_len
-      kw = dict(fmt=fmt, seq_len=seq_len, global_batch_size=args.batch, seed=0, shard_index=0, shard_count=1)
+      kw = dict(fmt=fmt, seq_len=seq_len, global_batch_size=args.batch, seed=0, shard_index=0, shard_count=1,
+                num_packing_bins=args.bins or None)
       steady_batches = min(max(1, math.ceil(args.epochs * epoch_rows / args.batch)), args.max_batches)
       steady = loader.packing_efficiency(loader.make_train_iterator(dataset, tok, **kw),
                                          max_batches=steady_batches)
@@ -82,6 +86,7 @@ def main() -> None:
   print(json.dumps({
       "packing_efficiency_min": min(r["steady"] for r in results.values()),
       "seq_len": args.seq_len,
+      "num_packing_bins": args.bins or "default",
       "global_batch_size": args.batch,
       "results": results,
   }, sort_keys=True))
