@@ -212,14 +212,6 @@ def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str
   }
 
 
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
-  if isinstance(a, dict) and isinstance(b, dict):
-    for k in sorted(set(a) | set(b)):
-      if a.get(k) != b.get(k):
-        return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-  return f"{path or 'settings'}: {a!r} != {b!r}"
-
-
 def _done_keys(path: Path, truncate_partial: bool) -> set[tuple[str, str, str]]:
   """(dataset, split, id) already in questions.jsonl; drops a cut-off last line."""
   if not path.exists():
@@ -301,15 +293,8 @@ def evaluate(config: Any) -> EvalResult:
   settings = run_settings(config, loaded, splits)
   run_file = run_dir / RUN_FILE
   overwrite = bool(_get(config, "overwrite", False))
-  if run_file.exists() and not overwrite:
-    previous = json.loads(run_file.read_text(encoding="utf-8"))
-    if previous != settings:
-      raise ValueError(f"{run_dir} holds results of different settings "
-                       f"({_first_difference(previous, settings)}); use another config.run or "
-                       "--config.overwrite=true")
-  elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-    raise FileExistsError(f"{run_dir} exists and is not an evaluation run (no {RUN_FILE}); "
-                          "use another config.run or --config.overwrite=true")
+  if not overwrite:
+    fileio.check_run_dir(run_dir, RUN_FILE, settings, "an evaluation run")
 
   import jax  # pylint: disable=g-import-not-at-top
 

@@ -182,10 +182,8 @@ def _choice_score(total: float, count: int) -> ChoiceScore:
 
 
 def _repeat_cache(cache: Any, n: int) -> Any:
-  try:
-    from icl_ft.model.attention import repeat_cache  # pylint: disable=g-import-not-at-top
-  except ImportError:  # pragma: no cover - the contract allows either module
-    from icl_ft.model.cache import repeat_cache  # type: ignore  # pylint: disable=g-import-not-at-top
+  from icl_ft.model.attention import repeat_cache  # pylint: disable=g-import-not-at-top
+
   return repeat_cache(cache, n)
 
 
@@ -199,6 +197,26 @@ def _token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
   """lp[b, i] = log p(tokens[b, i + 1] | ... i) for i < L - 1; [B, L-1] float32."""
   logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
   return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+
+
+def _score_in_batches(questions: Sequence[records.Question], rows: Sequence[_Row],
+                      batch_size: int, mesh: Any,
+                      run: Callable[[list[_Row]], tuple[jax.Array, jax.Array]]
+                      ) -> list[list[ChoiceScore | None]]:
+  """Per-choice scores: `run(batch)` -> device (sums, counts) over `rows`, longest first.
+
+  Every batch is dispatched before any result is fetched, so the host never stalls the device
+  between batches.
+  """
+  qscores: list[list[ChoiceScore | None]] = [[None] * len(q.choices) for q in questions]
+  order = sorted(range(len(rows)), key=lambda i: -len(rows[i].suffix))
+  batches = [[rows[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+  pending = [(batch, run(batch)) for batch in batches]
+  for batch, (sums, counts) in pending:
+    sums, counts = mesh.fetch(sums), mesh.fetch(counts)
+    for j, r in enumerate(batch):
+      qscores[r.question][r.choice] = _choice_score(sums[j], counts[j])
+  return qscores
 
 
 # The jitted steps are module-level with the model's graphdef static, so every scorer of the
@@ -416,14 +434,10 @@ class ContextScorer:
           f"than this scorer's max_suffix_len {self.max_suffix_len}",
           context_tokens=len(self.context_ids), question_tokens=len(r.suffix),
           max_len=len(self.context_ids) + self.max_suffix_len)
-    start = time.perf_counter()
-    qscores: list[list[ChoiceScore | None]] = [[None] * len(q.choices) for q in questions]
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].suffix))
     n_ctx = len(self.context_ids)
     b = self.batch_size
-    pending = []
-    for s in range(0, len(order), b):
-      batch = [rows[i] for i in order[s:s + b]]
+
+    def run(batch: list[_Row]) -> tuple[jax.Array, jax.Array]:
       length = self.max_suffix_len  # one shape per scorer: one compile
       tokens = np.zeros((b, length), np.int32)
       positions = np.zeros((b, length), np.int32)
@@ -439,14 +453,12 @@ class ContextScorer:
       self.stats["suffix_tokens"] += int(sum(len(r.suffix) for r in batch))
       self.stats["padded_tokens"] += b * length
       with self._mesh.context():
-        out = _suffix_fn(self._graphdef, self._state, self._cache, self._first_logprobs,
-                         self._mesh.batch(tokens), self._mesh.batch(positions),
-                         self._mesh.batch(segments), self._mesh.batch(mask))
-      pending.append((batch, out))
-    for batch, (sums, counts) in pending:
-      sums, counts = self._mesh.fetch(sums), self._mesh.fetch(counts)
-      for j, r in enumerate(batch):
-        qscores[r.question][r.choice] = _choice_score(sums[j], counts[j])
+        return _suffix_fn(self._graphdef, self._state, self._cache, self._first_logprobs,
+                          self._mesh.batch(tokens), self._mesh.batch(positions),
+                          self._mesh.batch(segments), self._mesh.batch(mask))
+
+    start = time.perf_counter()
+    qscores = _score_in_batches(questions, rows, b, self._mesh, run)
     self.stats["score_s"] += time.perf_counter() - start
     return _assemble(qscores, questions, self.metric)
 
@@ -502,14 +514,10 @@ class NaiveScorer:
     questions = list(questions)
     rows = encode_questions(self.tokenizer, questions, prompt_fn)
     check_length(len(self.context_ids), rows, self.max_len)
-    start = time.perf_counter()
-    qscores: list[list[ChoiceScore | None]] = [[None] * len(q.choices) for q in questions]
     ctx = self.context_ids
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].suffix))
     b = self.batch_size
-    pending = []
-    for s in range(0, len(order), b):
-      batch = [rows[i] for i in order[s:s + b]]
+
+    def run(batch: list[_Row]) -> tuple[jax.Array, jax.Array]:
       length = bucket_length(len(ctx) + max(len(r.suffix) for r in batch))
       tokens = np.zeros((b, length), np.int32)
       positions = np.tile(np.arange(length, dtype=np.int32), (b, 1))
@@ -524,13 +532,12 @@ class NaiveScorer:
       self.stats["tokens"] += int(sum(len(ctx) + len(r.suffix) for r in batch))
       self.stats["padded_tokens"] += b * length
       with self._mesh.context():
-        out = _naive_fn(self._graphdef, self._state, self._mesh.batch(tokens), self._mesh.batch(positions),
-                       self._mesh.batch(segments), self._mesh.batch(mask))
-      pending.append((batch, out))
-    for batch, (sums, counts) in pending:
-      sums, counts = self._mesh.fetch(sums), self._mesh.fetch(counts)
-      for j, r in enumerate(batch):
-        qscores[r.question][r.choice] = _choice_score(sums[j], counts[j])
+        return _naive_fn(self._graphdef, self._state, self._mesh.batch(tokens),
+                         self._mesh.batch(positions), self._mesh.batch(segments),
+                         self._mesh.batch(mask))
+
+    start = time.perf_counter()
+    qscores = _score_in_batches(questions, rows, b, self._mesh, run)
     self.stats["score_s"] += time.perf_counter() - start
     return _assemble(qscores, questions, self.metric)
 

@@ -192,14 +192,6 @@ def settings_of(config: Any) -> dict[str, Any]:
   return {k: v for k, v in sorted(d.items()) if k not in _NON_RESULT_FIELDS}
 
 
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
-  if isinstance(a, dict) and isinstance(b, dict):
-    for k in sorted(set(a) | set(b)):
-      if a.get(k) != b.get(k):
-        return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-  return f"{path or 'settings'}: {a!r} != {b!r}"
-
-
 def enable_compilation_cache(path: str | os.PathLike[str]) -> None:
   """Points JAX's persistent compilation cache at `path` (every program, however fast to compile)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -454,15 +446,7 @@ def run_study(config: Any) -> StudyResult:
   settings_file = run_dir / SETTINGS_FILE
   if bool(config.get("overwrite", False)) and run_dir.exists():
     shutil.rmtree(run_dir)
-  if settings_file.is_file():
-    previous = json.loads(settings_file.read_text(encoding="utf-8"))
-    if previous != json.loads(json.dumps(settings, default=str)):
-      raise ValueError(f"{run_dir} holds a study with different settings "
-                       f"({_first_difference(previous, json.loads(json.dumps(settings, default=str)))}); "
-                       "use another config.run or --config.overwrite=true")
-  elif run_dir.exists() and any(run_dir.iterdir()):
-    raise FileExistsError(f"{run_dir} exists and is not a study run (no {SETTINGS_FILE}); use "
-                          "another config.run or --config.overwrite=true")
+  fileio.check_run_dir(run_dir, SETTINGS_FILE, settings, "a study")
   fileio.atomic_write(settings_file, _json(settings))
   cache = str(config.get("compilation_cache_dir", "") or "")
   if cache:

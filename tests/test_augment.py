@@ -2,11 +2,10 @@
 end to end on a freshly initialized tiny model (its text is junk: the audit says so)."""
 
 import dataclasses
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+import train_setup
 
 from icl_ft import augment
 from icl_ft import sampling
@@ -18,16 +17,6 @@ from icl_ft.datasets import records
 from icl_ft.datasets import simple_reversals
 from icl_ft.datasets import words
 from icl_ft.datasets.text import normalize
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _config_module():
-  spec = importlib.util.spec_from_file_location("configs_augment", REPO / "configs" / "augment.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -94,7 +83,7 @@ def test_fit_corpus_subsamples_nested(setup):
 
 
 def test_bad_input(setup, capsys):
-  config = _config_module().get_config("sideways")
+  config = train_setup.config_module("augment").get_config("sideways")
   config.dataset_dir, config.output_dir = setup["data"], str(setup["root"] / "never")
   config.model.tokenizer = setup["tok_path"]
   assert augment_bin.execute(config) == 1
@@ -117,7 +106,7 @@ def test_binary_end_to_end(setup, capsys):
   from icl_ft.pipeline import loader as pipeline_loader
 
   out = setup["root"] / "augmented"
-  config = _config_module().get_config("all")
+  config = train_setup.config_module("augment").get_config("all")
   config.dataset_dir, config.output_dir = setup["data"], str(out)
   config.model.tokenizer = setup["tok_path"]
   config.sampling.max_new_tokens = 12

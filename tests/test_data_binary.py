@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import train_setup
 
 from icl_ft.bin import data as data_bin
 from icl_ft.datasets import records, registry
@@ -15,14 +16,7 @@ from icl_ft.datasets import records, registry
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_config_module():
-  spec = importlib.util.spec_from_file_location("configs_data", ROOT / "configs" / "data.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-CONFIGS = _load_config_module()
+CONFIGS = train_setup.config_module("data")
 
 
 def _available(name):

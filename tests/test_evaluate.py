@@ -1,15 +1,14 @@
 """icl-ft-eval end to end on a tiny model: outputs, resume, conditions, and bad input."""
 
 import dataclasses
-import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import train_setup
 
 from icl_ft import evaluate
 from icl_ft import report
@@ -24,26 +23,15 @@ RECORD_KEYS = {"dataset", "split", "subset", "condition", "id", "choices", "metr
                "correct", "is_correct"}
 
 
-def _eval_config_module():
-  spec = importlib.util.spec_from_file_location("configs_eval", REPO / "configs" / "eval.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   """Two small datasets on disk and a tokenizer with the tiny preset's 1024 pieces."""
   from icl_ft.model import config as model_config
   from icl_ft.model.tokenizer import train_sentencepiece
 
-  try:  # the session's persistent XLA compilation cache (also used by the binary below)
-    import train_setup
-    train_setup.enable_compilation_cache(
-        str(tmp_path_factory.getbasetemp() / "jax_compilation_cache"))
-    env = train_setup.env()
-  except ImportError:
-    env = dict(os.environ)
+  # The session's persistent XLA compilation cache (also used by the binary below).
+  train_setup.enable_compilation_cache(str(tmp_path_factory.getbasetemp() / "jax_compilation_cache"))
+  env = train_setup.env()
   root = tmp_path_factory.mktemp("eval")
   rev = simple_reversals.generate(
       dataclasses.replace(simple_reversals.SCALES["small"], num_facts=6, articles_per_fact=2))
@@ -61,20 +49,14 @@ def setup(tmp_path_factory):
 
 
 def _config(setup, condition="icl", run=None, **overrides):
-  config = _eval_config_module().get_config(condition)
+  config = train_setup.config_module("eval").get_config(condition)
   config.run = run or condition
   config.results_dir = str(setup["root"] / "results")
   config.datasets = ",".join(setup["dirs"])
   config.model.tokenizer = setup["tok"]
   config.scoring.batch_size = 8
   config.progress = False
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split("__")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return train_setup.apply_overrides(config, overrides)
 
 
 def _lines(path):

@@ -3,13 +3,13 @@
 import contextlib
 import copy
 import fcntl
-import importlib.util
 import json
 import math
 import os
 from pathlib import Path
 
 import pytest
+import train_setup
 
 from icl_ft import report
 from icl_ft import study
@@ -18,23 +18,13 @@ from icl_ft.datasets import records
 from icl_ft.model import loader
 from icl_ft.pipeline import formats
 
-REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"dataset", "split", "condition", "accuracy", "se", "n", "chance", "seed"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _study_config(variant: str = "micro", **overrides):
-  spec = importlib.util.spec_from_file_location("configs_study", REPO / "configs" / "study.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split("__")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return train_setup.apply_overrides(train_setup.config_module("study").get_config(variant),
+                                     overrides)
 
 
 def _cache_dir(tmp_path_factory) -> str:

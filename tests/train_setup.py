@@ -7,6 +7,7 @@ test_multihost.py import it (pytest puts tests/ on sys.path).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import subprocess
 import sys
@@ -14,6 +15,24 @@ from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_CONFIG = os.path.join(REPO, "configs", "train.py")
+
+
+def config_module(name: str):
+  """configs/<name>.py as a module (the configs are files beside the package, not installed)."""
+  if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+  return importlib.import_module(f"configs.{name}")
+
+
+def apply_overrides(config, overrides: dict[str, Any]):
+  """Sets `config.a.b = v` for each `a__b=v` of `overrides`; returns `config`."""
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split("__")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
 
 
 def setup(tmp_path_factory, name: str) -> tuple[str, str]:
@@ -59,11 +78,7 @@ def tiny_vocab_size() -> int:
 
 def train_config(workdir: str, data_dir: str, tok_path: str, **overrides: Any):
   """configs/train.py:tiny for the small data, fast settings; `a__b=v` sets config.a.b = v."""
-  if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-  from configs import train as train_cfg
-
-  config = train_cfg.get_config("tiny")
+  config = config_module("train").get_config("tiny")
   config.workdir = workdir
   config.model.tokenizer = tok_path
   config.data.dataset_dir = data_dir
@@ -76,13 +91,7 @@ def train_config(workdir: str, data_dir: str, tok_path: str, **overrides: Any):
   config.checkpoint.every = 2
   config.log.progress = False
   config.log.batch_ids = True
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split("__")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return apply_overrides(config, overrides)
 
 
 def flags_for(config) -> list[str]:
