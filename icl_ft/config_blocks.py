@@ -6,10 +6,28 @@ and `config.mesh = config_blocks.mesh_config()`, and the binaries pass them to
 (`loader.mesh_from_config(config.mesh)` does the latter).
 
 Config files import it as `from icl_ft import config_blocks`: it lives in the package so that
-absl's config_flags, which loads config files by path, can always import it.
+absl's config_flags, which loads config files by path, can always import it. `config_module(name)` loads a sibling config file the same way.
 """
 
+import importlib.util
+import types
+from pathlib import Path
+
 import ml_collections
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def config_module(name: str) -> types.ModuleType:
+  """configs/<name>.py of this checkout, loaded by path (as absl's config_flags does)."""
+  path = CONFIGS_DIR / f"{name}.py"
+  if not path.is_file():
+    raise FileNotFoundError(f"config file not found: {path} (the repository's configs/ are "
+                            "needed; install with `pip install -e .`)")
+  spec = importlib.util.spec_from_file_location(f"icl_ft_configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def model_config(preset: str = "tiny") -> ml_collections.ConfigDict:

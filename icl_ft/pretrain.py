@@ -204,6 +204,8 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
                                              "word_pool", "people_names", "reserved_celebrity_seeds")},
       "corpus_fitting_seq_len": fit,
       "heldout_in_context": heldout,
+      "heldout_episodes_per_family": int(config.eval.episodes),
+      "heldout_seed": int(config.seed),
       "heldout_note": "new-seed episodes of each family over the pretraining pool (new word "
                       "combinations), documents in the exact ICL format, multiple-choice "
                       "log-likelihood scoring (sum)",

@@ -47,7 +47,6 @@ context) are evaluated once, with the first seed.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -58,6 +57,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from icl_ft import config_blocks
 from icl_ft import fileio
 from icl_ft import report
 from icl_ft.datasets import records
@@ -74,8 +74,6 @@ STUDY_FILE = "study.json"
 SETTINGS_FILE = "settings.json"
 TOKENIZER_FILE = "tokenizer.model"
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-CONFIGS_DIR = PACKAGE_DIR.parent / "configs"
 
 # Fields that do not change the results (compared on resume without them).
 _NON_RESULT_FIELDS = ("run", "results_dir", "overwrite", "progress", "figure",
@@ -94,7 +92,6 @@ def default_model_config():
   files the study used. Without the assets the model is a fresh `tiny` one and the study
   trains a tokenizer on its own text: a smoke setup whose accuracies are chance by construction.
   """
-  from icl_ft import config_blocks  # pylint: disable=g-import-not-at-top
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
 
   try:
@@ -106,18 +103,6 @@ def default_model_config():
   cfg.checkpoint = os.path.abspath(params)
   cfg.tokenizer = os.path.abspath(tokenizer)
   return cfg
-
-
-def config_module(name: str):
-  """configs/<name>.py of this checkout, loaded by path (as absl's config_flags does)."""
-  path = CONFIGS_DIR / f"{name}.py"
-  if not path.is_file():
-    raise FileNotFoundError(f"config file not found: {path} (icl_ft.study needs the repository's "
-                            "configs/; install with `pip install -e .`)")
-  spec = importlib.util.spec_from_file_location(f"icl_ft_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _to_dict(node: Any) -> Any:
@@ -495,8 +480,8 @@ def run_study(config: Any) -> StudyResult:
     model_cfg["tokenizer"] = str(tok_path)
   tokenizer = loader.load_tokenizer(model_cfg, preset_cfg)
 
-  train_module = config_module("train")
-  eval_module = config_module("eval")
+  train_module = config_blocks.config_module("train")
+  eval_module = config_blocks.config_module("eval")
   base: dict[str, Any] = {}  # the base model for augmentation, loaded on first use
 
   def base_model():

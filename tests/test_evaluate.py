@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import train_setup
 
+from icl_ft import config_blocks
 from icl_ft import evaluate
 from icl_ft import report
 from icl_ft.bin import evaluate as eval_bin
@@ -49,7 +50,7 @@ def setup(tmp_path_factory):
 
 
 def _config(setup, condition="icl", run=None, **overrides):
-  config = train_setup.config_module("eval").get_config(condition)
+  config = config_blocks.config_module("eval").get_config(condition)
   config.run = run or condition
   config.results_dir = str(setup["root"] / "results")
   config.datasets = ",".join(setup["dirs"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import train_setup
 
+from icl_ft import config_blocks
 from icl_ft import report
 from icl_ft import study
 from icl_ft.bin import study as study_bin
@@ -23,7 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _study_config(variant: str = "micro", **overrides):
-  return train_setup.apply_overrides(train_setup.config_module("study").get_config(variant),
+  return train_setup.apply_overrides(config_blocks.config_module("study").get_config(variant),
                                      overrides)
 
 

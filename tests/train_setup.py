@@ -7,7 +7,6 @@ test_multihost.py import it (pytest puts tests/ on sys.path).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import subprocess
 import sys
@@ -15,13 +14,6 @@ from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_CONFIG = os.path.join(REPO, "configs", "train.py")
-
-
-def config_module(name: str):
-  """configs/<name>.py as a module (the configs are files beside the package, not installed)."""
-  if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-  return importlib.import_module(f"configs.{name}")
 
 
 def apply_overrides(config, overrides: dict[str, Any]):
@@ -78,7 +70,9 @@ def tiny_vocab_size() -> int:
 
 def train_config(workdir: str, data_dir: str, tok_path: str, **overrides: Any):
   """configs/train.py:tiny for the small data, fast settings; `a__b=v` sets config.a.b = v."""
-  config = config_module("train").get_config("tiny")
+  from icl_ft import config_blocks
+
+  config = config_blocks.config_module("train").get_config("tiny")
   config.workdir = workdir
   config.model.tokenizer = tok_path
   config.data.dataset_dir = data_dir
