@@ -1,0 +1,212 @@
+"""The pretraining corpus (disjoint from every evaluation dataset), its recipe, the default model."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import random
+import re
+
+import pytest
+
+from icl_ft import prompts
+from icl_ft.augment import templates
+from icl_ft.datasets import celebrities
+from icl_ft.datasets import pretraining
+from icl_ft.datasets import registry
+from icl_ft.datasets import text as text_lib
+from icl_ft.datasets import words
+
+EVAL_NAMESPACES = ("simple_reversals", "syllogisms", "celebrities", "semantic_structure")
+PARAMS = pretraining.Params(num_episodes=120)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+  return pretraining.generate(PARAMS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def corpus_text(corpus):
+  return "\n\n".join(d.text for d in corpus.train)
+
+
+def _word_tokens(text: str) -> set[str]:
+  return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
+
+
+def test_no_evaluation_pool_word_in_corpus(corpus_text):
+  tokens = _word_tokens(corpus_text)
+  # Plurals ("Peangs") and possessives are the pool word plus "s"; no pool word ends in "s".
+  stems = tokens | {w[:-1] for w in tokens if w.endswith("s")}
+  pretraining_words = set(words.pool("pretraining"))
+  assert len(tokens & pretraining_words) > 200  # the corpus does use its own pool
+  for ns in EVAL_NAMESPACES:
+    assert not stems & set(words.pool(ns)), ns
+
+
+@pytest.mark.parametrize("scale", ["small", "paper"])
+def test_no_evaluation_fact_in_corpus(corpus_text, scale):
+  normalized = f" {text_lib.normalize(corpus_text)} "
+  for name in EVAL_NAMESPACES:
+    ds = registry.generate(name, scale=scale, seed=0)
+    for doc in ds.train:
+      assert f" {text_lib.normalize(doc.text)} " not in normalized, (name, doc.id)
+    for qs in ds.tests.values():
+      for q in qs:
+        for c in q.correct:
+          st = text_lib.normalize(q.prompt + q.choices[c])
+          assert f" {st} " not in normalized, (name, q.id)
+    if name == "celebrities":
+      people = [p for group in ds.card["people"].values() for p in group]
+      for p in people:
+        assert p["name"].lower() not in corpus_text.lower()
+        assert p["description"] not in corpus_text
+
+
+def test_people_names_disjoint_from_celebrities():
+  ours = pretraining.make_people(300, seed=3)
+  theirs = {p.name for s in (0, 1) for p in celebrities.make_people(celebrities.MAX_PEOPLE, s)}
+  theirs_desc = {p.description for p in celebrities.make_people(celebrities.MAX_PEOPLE, 0)}
+  pool = set(words.pool("pretraining"))
+  assert not {p.name for p in ours} & theirs
+  assert not {p.description for p in ours} & theirs_desc
+  assert all(part.lower() in pool for p in ours for part in p.name.split())
+
+
+def test_generators_restored_after_episode():
+  syl = registry.module("syllogisms")
+  before = (celebrities.make_people, syl.words)
+  pretraining.episode_dataset("celebrities", 5, random.Random(0))
+  pretraining.episode_dataset("syllogisms", 5, random.Random(0))
+  assert (celebrities.make_people, syl.words) == before
+  assert syl.words.pool("syllogisms") != words.pool("pretraining")
+
+
+def test_deterministic_and_parallel_equal(corpus):
+  small = dataclasses.replace(PARAMS, num_episodes=24)
+  a = pretraining.generate(small, seed=0)
+  assert [d.text for d in a.train] == [d.text for d in corpus.train[:24]]
+  b = pretraining.generate(small, seed=0, workers=2)
+  assert [d.text for d in b.train] == [d.text for d in a.train]
+  c = pretraining.generate(small, seed=1)
+  assert [d.text for d in c.train] != [d.text for d in a.train]
+
+
+def test_card_records_the_mix(corpus):
+  card = corpus.card
+  mix = collections.Counter(f"{d.metadata['family']}/{d.metadata['kind']}" for d in corpus.train)
+  assert card["episodes"] == dict(mix)
+  assert sum(card["episodes"].values()) == len(corpus.train) == PARAMS.num_episodes
+  assert {k.split("/")[0] for k in mix} == set(pretraining.FAMILIES)
+  assert {k.split("/")[1] for k in mix} == set(pretraining.KINDS)
+  assert card["characters"] == sum(len(d.text) for d in corpus.train)
+  splits = {k.split("/", 1)[1] for k in card["icl_questions"]}
+  assert {"reversal", "forward", "syllogism", "rephrase", "category_holdout"} <= splits
+  assert len({d.id for d in corpus.train}) == len(corpus.train)
+
+
+def test_episode_formats(corpus):
+  by_kind = collections.defaultdict(list)
+  for d in corpus.train:
+    by_kind[d.metadata["kind"]].append(d.text)
+  for t in by_kind["icl"]:
+    block, _, questions = t.partition(prompts.ICL_INSTRUCTION + prompts.DOCUMENT_SEPARATOR)
+    assert questions and block.endswith(prompts.DOCUMENT_SEPARATOR)
+  for t in by_kind["local"]:
+    assert t.startswith(templates.LOCAL_INSTRUCTION) and t.endswith("\n\n")
+    assert t.count(templates.STATEMENT_LABEL) == len(templates.LOCAL_EXAMPLES) + 1
+  for t in by_kind["global"]:
+    assert templates.GLOBAL_INSTRUCTION in t and f"\n{templates.INFERENCES_LABEL}\n- " in t
+    assert templates.parse_statements(t.rsplit(f"{templates.INFERENCES_LABEL}\n- ", 1)[1])
+
+
+def test_icl_answers_follow_from_documents():
+  rng = __import__("random").Random(0)
+  dataset = pretraining.episode_dataset("simple_reversals", 11, rng)
+  text, answered = pretraining.icl_episode(dataset, PARAMS, rng)
+  context, _, qa = text.partition(prompts.ICL_INSTRUCTION)
+  assert answered["reversal"] == len(qa.strip().split("\n\n"))
+  for line in qa.strip().split("\n\n"):
+    q = next(q for q in dataset.tests["reversal"] if line.startswith(q.prompt + " "))
+    assert line == q.prompt + q.choices[q.correct[0]]
+    fact = next(d for d in dataset.train if d.fact_ids == q.fact_ids)
+    assert fact.text in context
+
+
+def test_heldout_episodes_use_new_seeds():
+  eps = pretraining.heldout_episodes("celebrities", 2)
+  assert len(eps) == 2
+  for docs, questions in eps:
+    facts = {f for d in docs for f in d.fact_ids}
+    assert questions and all(set(q.fact_ids) <= facts for q in questions)
+  with pytest.raises(ValueError, match="unknown family 'nope'"):
+    pretraining.heldout_episodes("nope", 1)
+
+
+def test_bad_params():
+  with pytest.raises(ValueError, match="family_weights: unknown entry 'x'"):
+    pretraining.generate(dataclasses.replace(PARAMS, family_weights=(("x", 1.0),)))
+  with pytest.raises(ValueError, match="num_episodes=0"):
+    pretraining.generate(dataclasses.replace(PARAMS, num_episodes=0))
+
+
+def test_recipe_runs_with_falling_loss(tmp_path):
+  from icl_ft import config_blocks
+  from icl_ft import pretrain
+
+  config = config_blocks.config_module("pretrain_tiny").get_config("test")
+  config.workdir = str(tmp_path / "work")
+  config.export_dir = str(tmp_path / "assets")
+  import jax
+
+  card = pretrain.pretrain(config, devices=jax.devices()[:1])
+  losses = [json.loads(l)["loss"] for l in open(tmp_path / "work" / "train" / "metrics.jsonl")
+            if '"loss"' in l]
+  assert len(losses) == config.train.steps
+  assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+  assert card["steps"] == config.train.steps
+  assert card["tokens_seen"] == config.train.steps * 4 * 512
+  assert set(card["heldout_in_context"]) >= {"simple_reversals/reversal", "celebrities/reversal"}
+  for name in ("tokenizer.model", "params", "config.json", "card.json"):
+    assert (tmp_path / "assets" / name).exists()
+  cfg = json.loads((tmp_path / "assets" / "config.json").read_text())
+  assert cfg["preset"] == "tiny_default"
+
+
+def test_committed_default_model_loads_and_reproduces_its_card():
+  """The committed assets load through the normal loader and score as their card says."""
+  import jax
+
+  from icl_ft import config_blocks
+  from icl_ft import pretrain
+  from icl_ft import sharding
+  from icl_ft.model import loader
+
+  cfg = config_blocks.model_config("tiny_default")
+  cfg.checkpoint = "default"
+  cfg.tokenizer = "default"
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+  model, tokenizer = loader.load_model(cfg, mesh)
+  card = json.loads((loader.ASSETS_DIR / "card.json").read_text())
+  assert card["model"] == "tiny_default" and model.config.name == "tiny_default"
+  assert card["tokens_seen"] == card["steps"] * card["batch_size"] * card["seq_len"]
+  # The card was made by configs/pretrain_tiny.py: same corpus and held-out episodes.
+  recipe = config_blocks.config_module("pretrain_tiny").get_config()
+  params = pretrain.corpus_params(recipe)
+  assert card["corpus"]["params"] == json.loads(json.dumps(dataclasses.asdict(params)))
+  assert card["heldout_episodes_per_family"] == recipe.eval.episodes
+  # The family whose in-context accuracy is furthest above chance, re-scored from the weights.
+  heldout = card["heldout_in_context"]
+  best = max(heldout, key=lambda k: (heldout[k]["accuracy"] - heldout[k]["chance"]) / max(heldout[k]["se"], 1e-3))
+  family = best.split("/")[0]
+  result = pretrain.evaluate_in_context(model, tokenizer, recipe.eval.episodes,
+                                        seed=card["heldout_seed"], params=params,
+                                        families=(family,), batch_size=recipe.eval.batch_size)
+  assert set(result) == {k for k in heldout if k.startswith(family + "/")}
+  for key, row in result.items():  # float sums on another CPU may flip a near tie
+    assert row["n"] == heldout[key]["n"]
+    assert abs(row["accuracy"] - heldout[key]["accuracy"]) <= 1 / row["n"] + 1e-9, key
+  # It learned in context: that split is well above chance.
+  assert heldout[best]["accuracy"] > heldout[best]["chance"] + 2 * heldout[best]["se"]
