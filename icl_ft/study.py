@@ -226,12 +226,21 @@ class _Stages:
     self.total = total
     self.progress = progress
     self.records: list[StageRecord] = []
+    self._done: dict[str, dict[str, Any]] = {}  # key -> info, for stages already seen this call
 
   def _say(self, text: str) -> None:
     if self.progress:
       print(f"[study {len(self.records) + 1}/{self.total}] {text}", flush=True)
 
   def run(self, key: str, kind: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`fn()` once per run directory: its info (a stage asked for again is neither re-run nor
+    recorded twice; one finished by an earlier call is recorded as resumed)."""
+    if key in self._done:
+      return self._done[key]
+    self._done[key] = info = self._run(key, kind, fn)
+    return info
+
+  def _run(self, key: str, kind: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     marker = self.dir / (key.replace("/", "__") + ".json")
     if marker.is_file():
       done = json.loads(marker.read_text(encoding="utf-8"))

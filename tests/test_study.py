@@ -155,6 +155,9 @@ def test_finetuning_is_data_matched_and_reported(micro):
   assert kinds == {"data", "augment", "train", "eval", "report"}  # the model brings its tokenizer
   assert all(s["seconds"] >= 0 for s in info["stages"])
   assert info["seconds_by_kind"]["train"] > 0
+  # ft_aug_all reuses the local and global generations: each stage is recorded once.
+  keys = [s["key"] for s in info["stages"]]
+  assert len(keys) == len(set(keys)) and "augment/syllogisms/local_s0" in keys
 
 
 def test_rerun_resumes_and_a_removed_marker_reruns_only_that_stage(micro):
