@@ -28,22 +28,16 @@ ICL_FT_MULTIHOST=1, which launch_tpu.sh sets (or --config.multihost.initialize=t
 Which preset fits which slice: the table in docs/running-on-tpu.md (`python -m icl_ft.scale`).
 """
 
-import importlib.util
 import itertools
 import os
 
 import ml_collections
 
+from icl_ft import config_blocks
 from icl_ft import scale
 
-
-def _builder(name: str):
-  """configs/<name>.py's module, loaded by path (absl loads config files by path)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"icl_ft_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+# Sibling configs are loaded from this file's directory (absl loads config files by path).
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _apply_scale(config: ml_collections.ConfigDict, preset: str, topo: scale.Topology) -> None:
@@ -61,7 +55,7 @@ def _apply_scale(config: ml_collections.ConfigDict, preset: str, topo: scale.Top
 def train_config(preset: str, topology: str, dataset: str) -> ml_collections.ConfigDict:
   """Finetuning `preset` on `dataset` on a `topology` slice."""
   topo, recipe = scale.topology(topology), scale.recipe(dataset)
-  config = _builder("train").get_config(scale.check_preset(preset))
+  config = config_blocks.config_module("train", _HERE).get_config(scale.check_preset(preset))
   _apply_scale(config, preset, topo)
   config.data.dataset_dir = f"data/{dataset}"
   config.data.seq_len = recipe.seq_len
@@ -78,7 +72,7 @@ def eval_config(preset: str, topology: str, condition: str) -> ml_collections.Co
   topo = scale.topology(topology)
   if condition not in scale.CONDITIONS:
     raise ValueError(f"unknown condition {condition!r}; valid: {', '.join(scale.CONDITIONS)}")
-  config = _builder("eval").get_config(condition)
+  config = config_blocks.config_module("eval", _HERE).get_config(condition)
   _apply_scale(config, scale.check_preset(preset), topo)
   if condition == "ft":  # the finetuned weights are our own training checkpoints
     config.model.checkpoint_format = "icl_ft"

@@ -15,6 +15,8 @@ Stages (each skipped when its output exists in `workdir`, so a rerun resumes):
 can be overridden, e.g. `--config.train.steps=3000`.
 """
 
+import os
+
 import ml_collections
 
 from icl_ft import config_blocks
@@ -37,7 +39,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.tokenizer.vocab_size = 1024
   config.tokenizer.max_texts = 200_000  # lines of the corpus used to train it
 
-  config.train = config_blocks.config_module("train").get_config("tiny_default")
+  config.train = config_blocks.config_module(
+      "train", os.path.dirname(os.path.abspath(__file__))).get_config("tiny_default")
   config.train.data.format = "document"
   # Short rows: attention's [B, N, L, L] float32 scores dominate a step of this tiny model on
   # CPU, so 8 x 512 runs ~2x the tokens/s of 4 x 1024 for the same tokens per step.

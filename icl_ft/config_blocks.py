@@ -6,10 +6,12 @@ and `config.mesh = config_blocks.mesh_config()`, and the binaries pass them to
 (`loader.mesh_from_config(config.mesh)` does the latter).
 
 Config files import it as `from icl_ft import config_blocks`: it lives in the package so that
-absl's config_flags, which loads config files by path, can always import it. `config_module(name)` loads a sibling config file the same way.
+absl's config_flags, which loads config files by path, can always import it.
+`config_module(name)` loads a config file the same way.
 """
 
 import importlib.util
+import os
 import types
 from pathlib import Path
 
@@ -18,9 +20,14 @@ import ml_collections
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def config_module(name: str) -> types.ModuleType:
-  """configs/<name>.py of this checkout, loaded by path (as absl's config_flags does)."""
-  path = CONFIGS_DIR / f"{name}.py"
+def config_module(name: str, configs_dir: str | os.PathLike[str] = CONFIGS_DIR
+                  ) -> types.ModuleType:
+  """`configs_dir`/<name>.py, loaded by path (as absl's config_flags does).
+
+  The default is this checkout's configs/ (an editable install); a config file loading a
+  sibling passes its own directory, so it works wherever absl found it.
+  """
+  path = Path(configs_dir) / f"{name}.py"
   if not path.is_file():
     raise FileNotFoundError(f"config file not found: {path} (the repository's configs/ are "
                             "needed; install with `pip install -e .`)")
