@@ -15,6 +15,12 @@ positions and segment ids of the cached keys [B, S] (shared by all layers) and o
 `end_index`. A call with L new tokens writes them at [end_index, end_index + L) with
 `dynamic_update_slice` and advances end_index by L; every layer caches the full length (local
 layers mask by window instead of using a ring buffer).
+
+Without a cache (training, whole-row scoring) the keys are the queries' own tokens, and on CPU
+`self_attention` computes the same result per block of queries over only the keys that block
+can reach: later tokens (causal) and, in local layers, tokens a whole window back are skipped.
+That relies on the rule above plus contiguity: each segment is one run of tokens whose
+positions increase by at least one per token (packing, padding and prompts all are).
 """
 
 from __future__ import annotations
@@ -30,6 +36,14 @@ from icl_ft.model import layers
 # icl_ft.sharding.logical_to_sharding): k / v, and positions / segment_ids; end_index is a scalar.
 KV_AXES = ("batch", "kv_length", "kv_heads", "head_dim")
 INDEX_AXES = ("batch", "kv_length")
+
+# Query block of `self_attention`: at least MIN_BLOCK tokens, at most MAX_BLOCKS blocks a row
+# (each block is its own ops in the compiled program, so compile time grows with the count).
+MIN_BLOCK = 32
+MAX_BLOCKS = 16
+# Backends where `self_attention` blocks (XLA:CPU runs small score blocks ~2-3x faster than one
+# [L, L] block, forward and backward; accelerators have fused attention kernels of their own).
+BLOCKED_BACKENDS = ("cpu",)
 
 # Replaces masked scores (finite, so fully-masked rows give no NaN; representable in bf16).
 MASK_VALUE = -2.3819763e38
@@ -140,3 +154,33 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkms,bskh->bkmh", probs, v)  # [B, K, G*L, H]
   return out.reshape(b, kh, g, l, h).transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
+
+
+def block_size(length: int) -> int:
+  """Queries per block of `self_attention` for rows of `length` tokens."""
+  return max(MIN_BLOCK, -(-length // MAX_BLOCKS))
+
+
+def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions: jax.Array,
+                   segment_ids: jax.Array, *, window: int | None = None,
+                   logit_softcap: float | None = None, block: int | None = None) -> jax.Array:
+  """Attention of a row's tokens to the same row's tokens (no cache): q [B, L, N, H] (scaled),
+  k / v [B, L, K, H], positions / segment_ids [B, L] -> [B, L, N, H].
+
+  Equal to `dot_product_attention` with `make_mask(positions, segment_ids, positions,
+  segment_ids, window)`. With `block` < L (default: `block_size(L)` on BLOCKED_BACKENDS, else
+  no blocking) each block of queries attends only the keys it can reach (module docstring).
+  """
+  length = q.shape[1]
+  if block is None:
+    block = block_size(length) if jax.default_backend() in BLOCKED_BACKENDS else length
+  outs = []
+  for start in range(0, length, block):
+    end = min(start + block, length)
+    # Keys after `end` are later tokens; keys a whole window before `start` are out of reach.
+    first = 0 if window is None else max(0, start - window + 1)
+    mask = make_mask(positions[:, start:end], segment_ids[:, start:end],
+                     positions[:, first:end], segment_ids[:, first:end], window)
+    outs.append(dot_product_attention(q[:, start:end], k[:, first:end], v[:, first:end], mask,
+                                      logit_softcap=logit_softcap))
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)

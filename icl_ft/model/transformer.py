@@ -119,8 +119,12 @@ class Block(nnx.Module):
       v = attention.write(kv[1], v, end_index)
       new_kv = (k, v)
       k, v = k.astype(dt), v.astype(dt)
-    mask = attention.make_mask(positions, segment_ids, k_positions, k_segment_ids, self.window)
-    out = attention.dot_product_attention(q, k, v, mask, logit_softcap=self.attn_logit_softcap)
+    if kv is None:
+      out = attention.self_attention(q, k, v, positions, segment_ids, window=self.window,
+                                     logit_softcap=self.attn_logit_softcap)
+    else:
+      mask = attention.make_mask(positions, segment_ids, k_positions, k_segment_ids, self.window)
+      out = attention.dot_product_attention(q, k, v, mask, logit_softcap=self.attn_logit_softcap)
     out = out.reshape(b * l, n * h) @ self.o[...].astype(dt).reshape(n * h, d)
     out = out.reshape(b, l, d)
     return out, new_kv
