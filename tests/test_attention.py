@@ -29,7 +29,7 @@ def test_blocked_self_attention_equals_dense(window, softcap):
   rng = np.random.default_rng(0)
   b, l, n, k, h = 3, 70, 4, 2, 8
   q, kk, v = (jnp.asarray(rng.normal(size=s).astype(np.float32))
-              for s in ((b, l, n, h), (b, l, k, h), (b, l, k, h)))
+              for s in ((b, l, n, h), (b, k, l, h), (b, k, l, h)))
   pos, seg = _packed_rows(rng, b, l)
 
   def dense(q, kk, v):

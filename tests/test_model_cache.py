@@ -101,7 +101,7 @@ def test_cache_pytree_and_errors():
   leaves = jax.tree.leaves(cache)
   assert len(leaves) == 2 * cfg.num_layers + 3
   assert cache.end_index.shape == () and cache.end_index.dtype == jnp.int32
-  assert cache.k[0].shape == (2, 8, cfg.num_kv_heads, cfg.head_dim)
+  assert cache.k[0].shape == (2, cfg.num_kv_heads, 8, cfg.head_dim)
   assert cache.k[0].dtype == jnp.float32 and cache.segment_ids.dtype == jnp.int32
   mapped = jax.tree.map(lambda x: x, cache)
   assert isinstance(mapped, attention.KVCache)

@@ -10,7 +10,7 @@ increase within a segment (they restart per packed segment). A padding query att
 its scores are all replaced by a large negative *finite* number, so its softmax is uniform
 rather than NaN (its output is meaningless but finite).
 
-KV cache (`KVCache`, a pytree usable under jax.jit): per layer k and v [B, S, K, H], plus the
+KV cache (`KVCache`, a pytree usable under jax.jit): per layer k and v [B, K, S, H], plus the
 positions and segment ids of the cached keys [B, S] (shared by all layers) and one scalar
 `end_index`. A call with L new tokens writes them at [end_index, end_index + L) with
 `dynamic_update_slice` and advances end_index by L; every layer caches the full length (local
@@ -34,7 +34,9 @@ from icl_ft.model import layers
 
 # Logical axis names of the cache arrays (for sharding a cache, e.g. with
 # icl_ft.sharding.logical_to_sharding): k / v, and positions / segment_ids; end_index is a scalar.
-KV_AXES = ("batch", "kv_length", "kv_heads", "head_dim")
+# k / v are kv-head major, [B, K, S, H]: the layout the score and value matmuls read directly,
+# so decoding does not transpose the whole cache at every step.
+KV_AXES = ("batch", "kv_heads", "kv_length", "head_dim")
 INDEX_AXES = ("batch", "kv_length")
 
 # Query block of `self_attention`: at least MIN_BLOCK tokens, at most MAX_BLOCKS blocks a row
@@ -53,8 +55,8 @@ MASK_VALUE = -2.3819763e38
 class KVCache:
   """Keys / values of every layer and the positions / segment ids of the cached tokens."""
 
-  k: tuple[jax.Array, ...]     # per layer [B, S, K, H]
-  v: tuple[jax.Array, ...]     # per layer [B, S, K, H]
+  k: tuple[jax.Array, ...]     # per layer [B, K, S, H]
+  v: tuple[jax.Array, ...]     # per layer [B, K, S, H]
   positions: jax.Array         # [B, S] int32
   segment_ids: jax.Array       # [B, S] int32; 0 = empty slot / padding
   end_index: jax.Array         # [] int32: slots [0, end_index) are written
@@ -80,7 +82,7 @@ jax.tree_util.register_dataclass(
 def init_cache(num_layers: int, batch_size: int, max_len: int, num_kv_heads: int,
                head_dim: int, dtype=jnp.float32) -> KVCache:
   """An empty cache: zeros, segment ids 0 (nothing attendable), end_index 0."""
-  shape = (batch_size, max_len, num_kv_heads, head_dim)
+  shape = (batch_size, num_kv_heads, max_len, head_dim)
   zeros = lambda: jnp.zeros(shape, dtype)  # noqa: E731
   return KVCache(
       k=tuple(zeros() for _ in range(num_layers)),
@@ -116,11 +118,13 @@ def check_fits(cache: KVCache, batch_size: int, length: int) -> None:
                      f"{cache.max_len}")
 
 
-def write(buffer: jax.Array, new: jax.Array, end_index: jax.Array) -> jax.Array:
-  """`new` [B, L, ...] written into `buffer` [B, S, ...] at slot end_index."""
+def write(buffer: jax.Array, new: jax.Array, end_index: jax.Array, axis: int = 1) -> jax.Array:
+  """`new` written into `buffer` at slot end_index of `axis` (the length axis: 1 for
+  positions / segment ids [B, S], 2 for keys / values [B, K, S, H])."""
   zero = jnp.zeros((), jnp.int32)
-  start = (zero, jnp.asarray(end_index, jnp.int32)) + (zero,) * (buffer.ndim - 2)
-  return jax.lax.dynamic_update_slice(buffer, new.astype(buffer.dtype), start)
+  start = [zero] * buffer.ndim
+  start[axis] = jnp.asarray(end_index, jnp.int32)
+  return jax.lax.dynamic_update_slice(buffer, new.astype(buffer.dtype), tuple(start))
 
 
 def make_mask(q_positions: jax.Array, q_segment_ids: jax.Array, k_positions: jax.Array,
@@ -136,23 +140,23 @@ def make_mask(q_positions: jax.Array, q_segment_ids: jax.Array, k_positions: jax
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
                           logit_softcap: float | None = None) -> jax.Array:
-  """Grouped-query attention. q [B, L, N, H] (already scaled), k / v [B, S, K, H],
-  mask [B, L, S] -> [B, L, N, H]. Query head n uses kv head n // (N / K). Scores and softmax
-  in float32."""
+  """Grouped-query attention. q [B, L, N, H] (already scaled), k / v [B, K, S, H] (the cache
+  layout), mask [B, L, S] -> [B, L, N, H]. Query head n uses kv head n // (N / K). Scores and
+  softmax in float32."""
   b, l, n, h = q.shape
-  kh = k.shape[2]
+  kh = k.shape[1]
   g = n // kh
   # Queries of a kv group stacked along one axis, [B, K, G*L, H]: every matmul (forward and
   # backward) is then a plain batched gemm with one contracting axis, which XLA:CPU runs far
   # faster than the [B, L, K, G, H] einsum (whose key gradient contracts over g and l).
   qg = q.reshape(b, l, kh, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kh, g * l, h)
-  logits = jnp.einsum("bkmh,bskh->bkms", qg, k, preferred_element_type=jnp.float32)
+  logits = jnp.einsum("bkmh,bksh->bkms", qg, k, preferred_element_type=jnp.float32)
   logits = layers.softcap(logits, logit_softcap)
-  s = k.shape[1]
+  s = k.shape[2]
   mask = jnp.broadcast_to(mask[:, None, None, :, :], (b, 1, g, l, s)).reshape(b, 1, g * l, s)
   logits = jnp.where(mask, logits, MASK_VALUE)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkms,bskh->bkmh", probs, v)  # [B, K, G*L, H]
+  out = jnp.einsum("bkms,bksh->bkmh", probs, v)  # [B, K, G*L, H]
   return out.reshape(b, kh, g, l, h).transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
 
 
@@ -165,7 +169,7 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions: jax.Arra
                    segment_ids: jax.Array, *, window: int | None = None,
                    logit_softcap: float | None = None, block: int | None = None) -> jax.Array:
   """Attention of a row's tokens to the same row's tokens (no cache): q [B, L, N, H] (scaled),
-  k / v [B, L, K, H], positions / segment_ids [B, L] -> [B, L, N, H].
+  k / v [B, K, L, H], positions / segment_ids [B, L] -> [B, L, N, H].
 
   Equal to `dot_product_attention` with `make_mask(positions, segment_ids, positions,
   segment_ids, window)`. With `block` < L (default: `block_size(L)` on BLOCKED_BACKENDS, else
@@ -181,6 +185,6 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions: jax.Arra
     first = 0 if window is None else max(0, start - window + 1)
     mask = make_mask(positions[:, start:end], segment_ids[:, start:end],
                      positions[:, first:end], segment_ids[:, first:end], window)
-    outs.append(dot_product_attention(q[:, start:end], k[:, first:end], v[:, first:end], mask,
+    outs.append(dot_product_attention(q[:, start:end], k[:, :, first:end], v[:, :, first:end], mask,
                                       logit_softcap=logit_softcap))
   return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)

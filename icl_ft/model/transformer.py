@@ -96,7 +96,7 @@ class Block(nnx.Module):
              k_positions: jax.Array, k_segment_ids: jax.Array,
              kv: tuple[jax.Array, jax.Array] | None, end_index: jax.Array | None
              ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Self-attention of x [B, L, D]; with kv (cached k, v [B, S, K, H]) the new keys are
+    """Self-attention of x [B, L, D]; with kv (cached k, v [B, K, S, H]) the new keys are
     written at end_index and attended together with the cached ones."""
     dt = x.dtype
     b, l, d = x.shape
@@ -113,10 +113,11 @@ class Block(nnx.Module):
     q = layers.apply_rope(q, positions, base=self.rope_base, scale=self.rope_scale)
     k = layers.apply_rope(k, positions, base=self.rope_base, scale=self.rope_scale)
     q = q * jnp.asarray(self.query_scale, dt)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, L, H], the cache layout
     new_kv = None
     if kv is not None:
-      k = attention.write(kv[0], k, end_index)
-      v = attention.write(kv[1], v, end_index)
+      k = attention.write(kv[0], k, end_index, axis=2)
+      v = attention.write(kv[1], v, end_index, axis=2)
       new_kv = (k, v)
       k, v = k.astype(dt), v.astype(dt)
     if kv is None:
