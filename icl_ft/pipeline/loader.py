@@ -13,10 +13,10 @@ Pipeline (all grain, in this order):
    separately, so the boundary never merges into one piece).
 2. `grain.MapDataset.source(...).shuffle(seed).repeat(num_epochs)`: a fresh permutation per
    epoch (grain reseeds the shuffle with `seed + epoch`), epochs back to back.
-3. `grain.experimental.BestFitPackIterDataset` (FirstFit on grain versions without it): many
-   examples per row of `seq_len` tokens; `num_packing_bins` rows are filled at a time (default:
-   about one epoch's worth of rows, clamped to [8, 64]) and emitted in a seeded random order;
-   the window closes when the next example fits in no row.
+3. `packing.PackIterDataset`: many whole examples per row of `seq_len` tokens;
+   `num_packing_bins` rows are open at a time (default: about one epoch's worth of rows,
+   clamped to [8, 64]); an example goes into the row it fills most tightly, and when it fits
+   in none the fullest row is emitted and the example starts a new one.
 4. `.batch(global_batch_size)`; a final short batch is padded with empty rows (all zeros).
 5. Each host keeps its contiguous slice of rows of every global batch.
 
@@ -47,13 +47,12 @@ import grain
 import numpy as np
 
 from icl_ft.datasets import records
-from icl_ft.pipeline import formats
+from icl_ft.pipeline import formats, packing
 
 BATCH_KEYS: tuple[str, ...] = ("tokens", "positions", "segment_ids", "loss_mask")
 EXAMPLE_IDS_KEY = "example_ids"
-# Default rows packed at a time: about one epoch's worth, clamped to this range. More bins
-# pack tighter (a window closes when an example fits in none of them), but a window that spans
-# many epochs of a tiny dataset would interleave their rows.
+# Default rows open at a time: about one epoch's worth, clamped to this range. More bins pack
+# tighter, but rows open across many epochs of a tiny dataset would interleave those epochs.
 MIN_PACKING_BINS, MAX_PACKING_BINS = 8, 64
 
 
@@ -184,12 +183,6 @@ def _check_lengths(examples: Sequence[formats.Example], elements: Sequence[Mappi
 # ---- the pipeline ------------------------------------------------------------------------
 
 
-def _packer_cls():
-  experimental = grain.experimental
-  cls = getattr(experimental, "BestFitPackIterDataset", None)
-  return cls if cls is not None else experimental.FirstFitPackIterDataset
-
-
 def _process_index_and_count() -> tuple[int, int]:
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -208,8 +201,7 @@ def data_parallel_size(mesh) -> int:
 
 
 class _FinishBatch:
-  """Renames the packer's keys, pads a short final global batch with empty rows, keeps this
-  host's rows."""
+  """Pads a short final global batch with empty rows, keeps this host's rows."""
 
   def __init__(self, global_batch_size: int, shard_index: int, shard_count: int, pad_id: int):
     self._rows = global_batch_size
@@ -218,19 +210,9 @@ class _FinishBatch:
     self._pad_id = pad_id
 
   def __call__(self, packed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    segment_ids = packed["tokens_segment_ids"]
-    is_pad = segment_ids == 0
-    out = {
-        "tokens": np.where(is_pad, self._pad_id, packed["tokens"]),
-        "positions": packed["tokens_positions"],
-        "segment_ids": segment_ids,
-        "loss_mask": packed["loss_mask"],
-    }
-    if EXAMPLE_IDS_KEY in packed:
-      out[EXAMPLE_IDS_KEY] = np.where(is_pad, -1, packed[EXAMPLE_IDS_KEY])
-    missing = self._rows - segment_ids.shape[0]
+    missing = self._rows - packed["segment_ids"].shape[0]
     result = {}
-    for key, value in out.items():
+    for key, value in packed.items():
       value = np.asarray(value, dtype=np.int32)
       if missing:
         fill = {"tokens": self._pad_id, EXAMPLE_IDS_KEY: -1}.get(key, 0)
@@ -287,13 +269,11 @@ def make_train_dataset(
 
   if not with_example_ids:  # packing depends on lengths only: the same rows either way
     elements = [{k: e[k] for k in ("tokens", "loss_mask")} for e in elements]
-  ds = grain.MapDataset.source(elements).shuffle(seed=seed).repeat(num_epochs)
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  length_struct = {k: seq_len for k in elements[0]}
-  ds = _packer_cls()(ds, length_struct=length_struct, num_packing_bins=num_packing_bins, seed=seed,
-                     shuffle_bins=True)
-  ds = ds.batch(global_batch_size, drop_remainder=False)
   pad_id = int(getattr(tokenizer, "pad_id", 0))
+  source = grain.MapDataset.source(elements).shuffle(seed=seed).repeat(num_epochs)
+  ds = packing.PackIterDataset(source, seq_len=seq_len, num_bins=num_packing_bins,
+                               pad_values={"tokens": pad_id, EXAMPLE_IDS_KEY: -1})
+  ds = ds.batch(global_batch_size, drop_remainder=False)
   return ds.map(_FinishBatch(global_batch_size, shard_index, shard_count, pad_id))
 
 
@@ -326,7 +306,7 @@ def make_train_iterator(
     num_epochs: passes over the data; None repeats forever.
     shard_index, shard_count: this host's slice of every global batch; default
       jax.process_index() / jax.process_count().
-    num_packing_bins: rows packed at a time (default about one epoch's rows, clamped to
+    num_packing_bins: rows open at a time (default about one epoch's rows, clamped to
       [8, 64]); more bins, less padding.
     with_example_ids: add `example_ids` (see `TrainBatch`), for tests and debugging.
     mesh: if given, check now that global_batch_size divides over its data x fsdp axes.
