@@ -43,7 +43,8 @@ BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 # Arguments per benchmark (others run with none). Order = run order.
 ARGS: dict[str, list[str]] = {
     "packing": [],
-    "scoring": ["--questions", "16", "--warmup", "4", "--naive_batch", "4"],
+    # The whole `small` semantic_structure ICL evaluation (151 questions): what the target names.
+    "scoring": ["--warmup", "4", "--naive_batch", "4"],
     "sampling": [],
     "train": [],
     "forward": [],

@@ -272,13 +272,11 @@ def eval_dry_run(config: Any) -> DryRunReport:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
 
   from icl_ft import scoring  # pylint: disable=g-import-not-at-top
   from icl_ft import sharding  # pylint: disable=g-import-not-at-top
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
   from icl_ft.model import memory  # pylint: disable=g-import-not-at-top
-  from icl_ft.model.attention import repeat_cache  # pylint: disable=g-import-not-at-top
 
   cfg = loader.model_config_from(config.model)
   mesh, rules = _mesh(config)
@@ -298,7 +296,7 @@ def eval_dry_run(config: Any) -> DryRunReport:
     sizes.append(min(scoring.bucket_length(ctx % chunk), chunk) if sizes
                  else scoring.bucket_length(ctx))
   suffix_len = scoring.bucket_length(longest)
-  slots = sum(sizes) + suffix_len
+  slots = sum(sizes)  # the context only: suffix rows attend it as a shared prefix
 
   graphdef, abs_state, _ = sharding.abstract_transformer(cfg, mesh, rules)
   state = abs_state  # the scorer's nnx.split(model) state, abstract
@@ -306,14 +304,6 @@ def eval_dry_run(config: Any) -> DryRunReport:
   replicated = sharding.replicated(mesh)
   cache1 = jax.eval_shape(lambda: model.init_cache(1, slots))
   cache1 = jax.tree.map(lambda x: _abstract(x, replicated), cache1)
-  batch_axes = sharding.data_sharding(mesh, rules).spec[0]
-  cache_b = jax.eval_shape(lambda c: repeat_cache(c, batch_size), cache1)
-
-  def row_sharded(x):  # as scoring._Mesh.repeat_cache: leading batch dim over the data axes
-    spec = PartitionSpec(batch_axes) if x.ndim >= 1 and x.shape[0] == batch_size else PartitionSpec()
-    return _abstract(x, NamedSharding(mesh, spec))
-
-  cache_b = jax.tree.map(row_sharded, cache_b)
   longest_chunk = max(sizes)
   ints = lambda shape, s: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s)
   data = sharding.data_sharding(mesh, rules)
@@ -325,7 +315,7 @@ def eval_dry_run(config: Any) -> DryRunReport:
   first = jax.ShapeDtypeStruct((cfg.vocab_size,), jnp.float32, sharding=replicated)
   mask = jax.ShapeDtypeStruct((batch_size, suffix_len), jnp.bool_, sharding=data)
   suffix = _compile("suffix step", scoring._suffix_fn, mesh, rules,  # pylint: disable=protected-access
-                    graphdef, state, cache_b, first, ints((batch_size, suffix_len), data),
+                    graphdef, state, cache1, first, ints((batch_size, suffix_len), data),
                     ints((batch_size, suffix_len), data), ints((batch_size, suffix_len), data), mask)
   est = memory.estimate(cfg, mesh, batch_size, suffix_len, rules)
 
@@ -333,7 +323,7 @@ def eval_dry_run(config: Any) -> DryRunReport:
     return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                for x in jax.tree.leaves(tree))
 
-  cache_bytes = per_device(cache1) + per_device(cache_b)
+  cache_bytes = per_device(cache1)
   notes = (f"context {ctx} tokens ({len(sizes)} prefill chunk(s) of <= {chunk}), questions "
            f"<= {longest} tokens (suffix {suffix_len}), cache {slots} slots: from {source}",)
   return DryRunReport(

@@ -10,10 +10,10 @@ log-probability of its tokens, their count, and the mean per token; the predicti
 argmax of the sum (`metric="sum"`, the default) or of the mean (`metric="mean"`); ties go to
 the lowest index.
 
-`ContextScorer` (the fast path) prefills the shared context once into the model's KV cache
-(`model.init_cache` + `model(...)` in fixed-size chunks), repeats the cache to the batch size
-(`repeat_cache`), and runs every (question, choice) continuation against it, `batch_size` rows
-at a time: rows are right-padded with segment id 0 to the scorer's fixed, bucketed
+`ContextScorer` (the fast path) prefills the shared context once into a batch-1 KV cache
+(`model.init_cache` + `model(...)` in fixed-size chunks) and runs every (question, choice)
+continuation against it as a shared prefix (`model(..., prefix=cache)`: every row attends the
+one cached context, never repeated per row), `batch_size` rows at a time: rows are right-padded with segment id 0 to the scorer's fixed, bucketed
 `max_suffix_len`, so one compiled step serves a whole evaluation, and the suffix positions
 continue after the context (`len(context tokens) + i`). The continuation's first token is
 scored with the context's last logits (kept from the prefill), the rest with the suffix's own.
@@ -21,8 +21,8 @@ The cost is one context pass plus a short pass per row, instead of a full-length
 (`score_questions_naive`, the reference; both agree to float tolerance, see tests).
 
 With a mesh, batches are sharded over ("data", "fsdp") (`sharding.data_sharding`) and the
-repeated cache along its batch dimension; `batch_size` must then be a multiple of the
-data-parallel size.
+batch-1 context cache is replicated; `batch_size` must then be a multiple of the data-parallel
+size.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _prefill_fn(graphdef, state, cache, tokens, positions, segments, last):
 def _suffix_fn(graphdef, state, cache, first_logprobs, tokens, positions, segments, mask):
   """Summed log-probs and counts of the masked suffix tokens of each row: ([B], [B])."""
   model = nnx.merge(graphdef, state)
-  logits, _ = model(tokens, positions, segments, cache=cache)
+  logits, _ = model(tokens, positions, segments, prefix=cache)
   rest = _token_logprobs(logits, tokens)  # [B, L-1]: suffix tokens 1..L-1
   first = first_logprobs[tokens[:, 0]][:, None]  # [B, 1]: suffix token 0, from the context
   lp = jnp.concatenate([first, rest], axis=1)  # [B, L]
@@ -368,16 +368,16 @@ class ContextScorer:
     scores = scorer.score(questions)          # any number of calls; the prefill is reused
 
   Args:
-    model: the Transformer (model contract: `init_cache`, `__call__(..., cache=)`).
+    model: the Transformer (model contract: `init_cache`, `__call__(..., cache=, prefix=)`).
     tokenizer: a Tokenizer (`encode`/`encode_batch`, `bos_id`).
     context: shared text after BOS ("" or None: BOS only).
     batch_size: (question, choice) rows per forward pass (fixed; the last batch is padded).
-    max_suffix_len: longest prompt + choice, in tokens, this scorer accepts (sets the cache
-      size; longer rows raise ContextTooLongError). Default: 256.
+    max_suffix_len: longest prompt + choice, in tokens, this scorer accepts (the fixed suffix
+      length of every batch; longer rows raise ContextTooLongError). Default: 256.
     max_len: the model's maximum sequence length (default `model.config.max_seq_len`).
     prefill_chunk: context tokens per prefill call (bounds the [chunk, vocab] logits).
     metric: "sum" or "mean" (which log-prob picks the prediction).
-    mesh, rules: shard batches / cache on this mesh (None: default device placement).
+    mesh, rules: shard batches on this mesh (None: default device placement).
   """
 
   def __init__(self, model: Any, tokenizer: Any, context: str | None = None, *,
@@ -409,10 +409,11 @@ class ContextScorer:
   def _prefill(self, chunk: int) -> None:
     with self._mesh.context():
       cache, first, padded = prefill_context(self._graphdef, self._state, self.context_ids,
-                                             chunk=chunk, extra_slots=self.max_suffix_len)
+                                             chunk=chunk)
       self._ctx_slots = padded
       self._first_logprobs = first  # [V] log p(. | context)
-      self._cache = self._mesh.repeat_cache(cache, self.batch_size)
+      self._cache = cache  # batch 1: the shared prefix of every row
+      jax.block_until_ready(first)  # so stats["prefill_s"] is the prefill's time
 
   # -- suffix batches ------------------------------------------------------
   @staticmethod

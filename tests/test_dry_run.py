@@ -85,7 +85,7 @@ def test_eval_binary_dry_run_tiny(capsys):
   assert "dry run (eval): tiny_gemma3" in out
   assert "prefill step" in out and "suffix step" in out
   assert "context 600 tokens (3 prefill chunk(s) of <= 256)" in out
-  assert "cache 704 slots" in out  # 256 + 256 + 128 context slots + 64 suffix
+  assert "cache 640 slots" in out  # 256 + 256 + 128 context slots (suffixes: a shared prefix)
 
   c.dry_run_context_tokens = 5000  # tiny's max_seq_len is 4096
   assert eval_bin.execute(c) == 1

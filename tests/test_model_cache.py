@@ -74,6 +74,7 @@ def test_repeat_cache_scores_continuations(case):
   step = _cached(model)
   prefix_logits, cache = step(prefix, np.arange(prefix_len, dtype=np.int32)[None],
                               np.ones((1, prefix_len), np.int32), cache)
+  shared = cache  # batch 1, with `width` empty slots after the prefix
   cache = attention.repeat_cache(cache, len(cont_lens))
   assert cache.batch_size == len(cont_lens) and cache.k[0].shape[0] == len(cont_lens)
   c_toks, c_pos, c_seg = mt.padded_inputs(conts, cont_lens)
@@ -89,9 +90,13 @@ def test_repeat_cache_scores_continuations(case):
                         c_pos], 1).astype(np.int32)
   seg = np.concatenate([np.ones((len(cont_lens), prefix_len), np.int32), c_seg], 1)
   ref = np.asarray(_forward(model)(seqs, pos, seg))
+  # The same rows against the batch-1 cache as a shared prefix (never repeated).
+  prefixed = np.asarray(jax.jit(lambda t, p, s, c: model(t, p, s, prefix=c)[0])(
+      c_toks, c_pos, c_seg, shared))
   for b, n in enumerate(cont_lens):
     np.testing.assert_allclose(np.asarray(prefix_logits)[0], ref[b, :prefix_len], **TOL)
     np.testing.assert_allclose(logits[b, :n], ref[b, prefix_len:prefix_len + n], **TOL)
+    np.testing.assert_allclose(prefixed[b, :n], ref[b, prefix_len:prefix_len + n], **TOL)
 
 
 def test_cache_pytree_and_errors():
@@ -112,4 +117,8 @@ def test_cache_pytree_and_errors():
     model(ones[:, :3], ones[:, :3], ones[:, :3], cache=cache)
   with pytest.raises(ValueError, match="batch size 1 but the cache has 2"):
     model(ones[:1, :1], ones[:1, :1], ones[:1, :1], cache=cache)
+  with pytest.raises(ValueError, match="shared prefix has batch size 1, got 2"):
+    model(ones[:1, :1], ones[:1, :1], ones[:1, :1], prefix=cache)
+  with pytest.raises(ValueError, match="cache or prefix, not both"):
+    model(ones[:1, :1], ones[:1, :1], ones[:1, :1], cache=cache, prefix=cache)
   assert model.init_cache(1, 4, dtype=jnp.bfloat16).v[0].dtype == jnp.bfloat16

@@ -188,3 +188,35 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions: jax.Arra
     outs.append(dot_product_attention(q[:, start:end], k[:, :, first:end], v[:, :, first:end], mask,
                                       logit_softcap=logit_softcap))
   return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
+def shared_prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions: jax.Array,
+                            segment_ids: jax.Array, prefix: tuple[jax.Array, ...], *,
+                            window: int | None = None,
+                            logit_softcap: float | None = None) -> jax.Array:
+  """Rows that all continue one prefix: each row's tokens attend the shared prefix and their own
+  row. q [B, L, N, H] (scaled), k / v [B, K, L, H], positions / segment_ids [B, L]; prefix =
+  (k, v [1, K, S, H], positions, segment_ids [1, S]) -> [B, L, N, H].
+
+  Equal to `dot_product_attention` over the prefix repeated to B rows and followed by each
+  row's keys (one softmax over both), without repeating it: the prefix scores and values are
+  one matmul per kv head over all rows' queries, reading the prefix once.
+  """
+  b, l, n, h = q.shape
+  kh = k.shape[1]
+  g = n // kh
+  pk, pv, ppos, pseg = prefix
+  s = pk.shape[2]
+  qg = q.reshape(b, l, kh, g, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, L, H]
+  shared = jnp.einsum("bkglh,ksh->bkgls", qg, pk[0], preferred_element_type=jnp.float32)
+  own = jnp.einsum("bkglh,bksh->bkgls", qg, k, preferred_element_type=jnp.float32)
+  logits = layers.softcap(jnp.concatenate([shared, own], axis=-1), logit_softcap)
+  mask = jnp.concatenate([
+      make_mask(positions, segment_ids, jnp.broadcast_to(ppos, (b, s)),
+                jnp.broadcast_to(pseg, (b, s)), window),
+      make_mask(positions, segment_ids, positions, segment_ids, window)], axis=-1)  # [B, L, S+L]
+  logits = jnp.where(mask[:, None, None], logits, MASK_VALUE)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, K, G, L, S+L]
+  out = (jnp.einsum("bkgls,ksh->bkglh", probs[..., :s], pv[0])
+         + jnp.einsum("bkgls,bksh->bkglh", probs[..., s:], v))  # [B, K, G, L, H]
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)

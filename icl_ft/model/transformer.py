@@ -94,10 +94,13 @@ class Block(nnx.Module):
 
   def attend(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array,
              k_positions: jax.Array, k_segment_ids: jax.Array,
-             kv: tuple[jax.Array, jax.Array] | None, end_index: jax.Array | None
+             kv: tuple[jax.Array, jax.Array] | None, end_index: jax.Array | None,
+             prefix: tuple[jax.Array, ...] | None = None
              ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Self-attention of x [B, L, D]; with kv (cached k, v [B, K, S, H]) the new keys are
-    written at end_index and attended together with the cached ones."""
+    written at end_index and attended together with the cached ones; with `prefix` (this
+    layer's k, v [1, K, S, H] and the prefix positions, segment ids [1, S]) every row also
+    attends that shared prefix."""
     dt = x.dtype
     b, l, d = x.shape
     n, kh, h = self.q.shape[1], self.k.shape[1], self.k.shape[2]
@@ -120,7 +123,11 @@ class Block(nnx.Module):
       v = attention.write(kv[1], v, end_index, axis=2)
       new_kv = (k, v)
       k, v = k.astype(dt), v.astype(dt)
-    if kv is None:
+    if prefix is not None:
+      out = attention.shared_prefix_attention(q, k, v, positions, segment_ids, prefix,
+                                              window=self.window,
+                                              logit_softcap=self.attn_logit_softcap)
+    elif kv is None:
       out = attention.self_attention(q, k, v, positions, segment_ids, window=self.window,
                                      logit_softcap=self.attn_logit_softcap)
     else:
@@ -141,10 +148,10 @@ class Block(nnx.Module):
     return (hidden @ self.down[...].astype(dt)).reshape(b, l, d)
 
   def __call__(self, x, positions, segment_ids, k_positions, k_segment_ids, kv=None,
-               end_index=None):
+               end_index=None, prefix=None):
     h = self.pre_attention_norm(x)
     a, new_kv = self.attend(h, positions, segment_ids, k_positions, k_segment_ids, kv,
-                            end_index)
+                            end_index, prefix)
     if self.post_attention_norm is not None:
       a = self.post_attention_norm(a)
     x = x + a
@@ -179,9 +186,19 @@ class Transformer(nnx.Module):
                                 cfg.head_dim, self.compute_dtype if dtype is None else dtype)
 
   def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-               cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
-    """Logits float32 [B, L, V] and the updated cache (None when cache is None)."""
+               cache: KVCache | None = None, prefix: KVCache | None = None
+               ) -> tuple[jax.Array, KVCache | None]:
+    """Logits float32 [B, L, V] and the updated cache (None when cache is None).
+
+    `prefix`: a batch-1 cache that every row continues (read only, never repeated): each row
+    attends its slots [0, end_index) and then its own tokens, as if the prefix were cached in
+    every row. Not combined with `cache`.
+    """
     cfg = self.config
+    if cache is not None and prefix is not None:
+      raise ValueError("pass cache or prefix, not both")
+    if prefix is not None and prefix.batch_size != 1:
+      raise ValueError(f"a shared prefix has batch size 1, got {prefix.batch_size}")
     if tokens.ndim != 2 or positions.shape != tokens.shape or segment_ids.shape != tokens.shape:
       raise ValueError(f"tokens {tokens.shape}, positions {positions.shape} and segment_ids "
                        f"{segment_ids.shape} must all be [B, L]")
@@ -202,7 +219,9 @@ class Transformer(nnx.Module):
     new_k, new_v = [], []
     for i, block in enumerate(self.layers):
       kv = None if cache is None else (cache.k[i], cache.v[i])
-      x, layer_kv = block(x, positions, segment_ids, k_positions, k_segment_ids, kv, end)
+      shared = None if prefix is None else (prefix.k[i], prefix.v[i], prefix.positions,
+                                            prefix.segment_ids)
+      x, layer_kv = block(x, positions, segment_ids, k_positions, k_segment_ids, kv, end, shared)
       if layer_kv is not None:
         new_k.append(layer_kv[0])
         new_v.append(layer_kv[1])
