@@ -59,6 +59,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "train": ["--sizes", "small", "--reps", "1", "--steps", "1", "--peak_n", "256"],
     "forward": ["--sizes", "small", "--reps", "1", "--calls", "1"],
     "profile_step": ["--size", "small", "--reps", "1"],
+    "attention": ["--shapes", "2x64x4x1x16", "--reps", "1"],
 }
 
 # (key in the summary, target, comparison) for the table and the `targets_met` map.
