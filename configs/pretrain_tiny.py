@@ -42,8 +42,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train = config_blocks.config_module(
       "train", os.path.dirname(os.path.abspath(__file__))).get_config("tiny_default")
   config.train.data.format = "document"
-  # Short rows: attention's [B, N, L, L] float32 scores dominate a step of this tiny model on
-  # CPU, so 8 x 512 runs ~2x the tokens/s of 4 x 1024 for the same tokens per step.
+  # Short rows: with dense attention, whose [B, N, L, L] float32 scores dominated a step of this
+  # tiny model on CPU, 8 x 512 ran ~2x the tokens/s of 4 x 1024 for the same tokens per step.
   config.train.data.seq_len = 512
   config.train.data.batch_size = 8
   # Constant after warmup: the run can be stopped at any checkpoint (2 shared CPU cores).
