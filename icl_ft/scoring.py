@@ -13,7 +13,8 @@ the lowest index.
 `ContextScorer` (the fast path) prefills the shared context once into a batch-1 KV cache
 (`model.init_cache` + `model(...)` in fixed-size chunks) and runs every (question, choice)
 continuation against it as a shared prefix (`model(..., prefix=cache)`: every row attends the
-one cached context, never repeated per row), `batch_size` rows at a time: rows are right-padded with segment id 0 to the scorer's fixed, bucketed
+one cached context, never repeated per row), `batch_size` rows at a time: rows are
+right-padded with segment id 0 to the scorer's fixed, bucketed
 `max_suffix_len`, so one compiled step serves a whole evaluation, and the suffix positions
 continue after the context (`len(context tokens) + i`). The continuation's first token is
 scored with the context's last logits (kept from the prefill), the rest with the suffix's own.

@@ -138,6 +138,13 @@ def make_mask(q_positions: jax.Array, q_segment_ids: jax.Array, k_positions: jax
   return mask
 
 
+def _probabilities(logits: jax.Array, mask: jax.Array, logit_softcap: float | None,
+                   dtype) -> jax.Array:
+  """Softmax over the last axis of float32 scores, soft-capped, masked keys excluded."""
+  logits = jnp.where(mask, layers.softcap(logits, logit_softcap), MASK_VALUE)
+  return jax.nn.softmax(logits, axis=-1).astype(dtype)
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
                           logit_softcap: float | None = None) -> jax.Array:
   """Grouped-query attention. q [B, L, N, H] (already scaled), k / v [B, K, S, H] (the cache
@@ -151,11 +158,9 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   # faster than the [B, L, K, G, H] einsum (whose key gradient contracts over g and l).
   qg = q.reshape(b, l, kh, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kh, g * l, h)
   logits = jnp.einsum("bkmh,bksh->bkms", qg, k, preferred_element_type=jnp.float32)
-  logits = layers.softcap(logits, logit_softcap)
   s = k.shape[2]
   mask = jnp.broadcast_to(mask[:, None, None, :, :], (b, 1, g, l, s)).reshape(b, 1, g * l, s)
-  logits = jnp.where(mask, logits, MASK_VALUE)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  probs = _probabilities(logits, mask, logit_softcap, v.dtype)
   out = jnp.einsum("bkms,bksh->bkmh", probs, v)  # [B, K, G*L, H]
   return out.reshape(b, kh, g, l, h).transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
 
@@ -185,8 +190,8 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions: jax.Arra
     first = 0 if window is None else max(0, start - window + 1)
     mask = make_mask(positions[:, start:end], segment_ids[:, start:end],
                      positions[:, first:end], segment_ids[:, first:end], window)
-    outs.append(dot_product_attention(q[:, start:end], k[:, :, first:end], v[:, :, first:end], mask,
-                                      logit_softcap=logit_softcap))
+    outs.append(dot_product_attention(q[:, start:end], k[:, :, first:end], v[:, :, first:end],
+                                      mask, logit_softcap=logit_softcap))
   return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
 
 
@@ -210,13 +215,12 @@ def shared_prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions:
   qg = q.reshape(b, l, kh, g, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, L, H]
   shared = jnp.einsum("bkglh,ksh->bkgls", qg, pk[0], preferred_element_type=jnp.float32)
   own = jnp.einsum("bkglh,bksh->bkgls", qg, k, preferred_element_type=jnp.float32)
-  logits = layers.softcap(jnp.concatenate([shared, own], axis=-1), logit_softcap)
   mask = jnp.concatenate([
       make_mask(positions, segment_ids, jnp.broadcast_to(ppos, (b, s)),
                 jnp.broadcast_to(pseg, (b, s)), window),
       make_mask(positions, segment_ids, positions, segment_ids, window)], axis=-1)  # [B, L, S+L]
-  logits = jnp.where(mask[:, None, None], logits, MASK_VALUE)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, K, G, L, S+L]
+  probs = _probabilities(jnp.concatenate([shared, own], axis=-1), mask[:, None, None],
+                         logit_softcap, v.dtype)  # [B, K, G, L, S+L]
   out = (jnp.einsum("bkgls,ksh->bkglh", probs[..., :s], pv[0])
          + jnp.einsum("bkgls,bksh->bkglh", probs[..., s:], v))  # [B, K, G, L, H]
   return out.transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)

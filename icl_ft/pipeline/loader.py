@@ -203,11 +203,12 @@ def data_parallel_size(mesh) -> int:
 class _FinishBatch:
   """Pads a short final global batch with empty rows, keeps this host's rows."""
 
-  def __init__(self, global_batch_size: int, shard_index: int, shard_count: int, pad_id: int):
+  def __init__(self, global_batch_size: int, shard_index: int, shard_count: int,
+               pad_values: Mapping[str, int]):
     self._rows = global_batch_size
     per_host = global_batch_size // shard_count
     self._slice = slice(shard_index * per_host, (shard_index + 1) * per_host)
-    self._pad_id = pad_id
+    self._pad_values = pad_values
 
   def __call__(self, packed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     missing = self._rows - packed["segment_ids"].shape[0]
@@ -215,7 +216,7 @@ class _FinishBatch:
     for key, value in packed.items():
       value = np.asarray(value, dtype=np.int32)
       if missing:
-        fill = {"tokens": self._pad_id, EXAMPLE_IDS_KEY: -1}.get(key, 0)
+        fill = self._pad_values.get(key, 0)
         value = np.concatenate([value, np.full((missing, value.shape[1]), fill, np.int32)])
       result[key] = value[self._slice]
     return result
@@ -269,12 +270,13 @@ def make_train_dataset(
 
   if not with_example_ids:  # packing depends on lengths only: the same rows either way
     elements = [{k: e[k] for k in ("tokens", "loss_mask")} for e in elements]
-  pad_id = int(getattr(tokenizer, "pad_id", 0))
+  # Padding in packed rows and in the empty rows of a short last batch alike.
+  pad_values = {"tokens": int(getattr(tokenizer, "pad_id", 0)), EXAMPLE_IDS_KEY: -1}
   source = grain.MapDataset.source(elements).shuffle(seed=seed).repeat(num_epochs)
   ds = packing.PackIterDataset(source, seq_len=seq_len, num_bins=num_packing_bins,
-                               pad_values={"tokens": pad_id, EXAMPLE_IDS_KEY: -1})
+                               pad_values=pad_values)
   ds = ds.batch(global_batch_size, drop_remainder=False)
-  return ds.map(_FinishBatch(global_batch_size, shard_index, shard_count, pad_id))
+  return ds.map(_FinishBatch(global_batch_size, shard_index, shard_count, pad_values))
 
 
 def make_train_iterator(

@@ -60,16 +60,14 @@ class _PackIterator(grain.DatasetIterator):
     self._pad_values = pad_values
     self._next = 0
     self._rows: list[list[int]] = []  # source indices of each open row
+    self._examples: list[list[Mapping[str, np.ndarray]]] = []  # and their examples, read once
     self._used: list[int] = []  # tokens used in each open row
-
-  def _length(self, index: int) -> int:
-    return len(self._source[index]["tokens"])
 
   def _take(self, row: int) -> dict[str, np.ndarray]:
     """Removes open row `row` and returns it assembled."""
-    indices = self._rows.pop(row)
+    self._rows.pop(row)
     self._used.pop(row)
-    return self._assemble([self._source[i] for i in indices])
+    return self._assemble(self._examples.pop(row))
 
   def _assemble(self, examples: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     n = self._seq_len
@@ -87,18 +85,21 @@ class _PackIterator(grain.DatasetIterator):
 
   def __next__(self) -> dict[str, np.ndarray]:
     while self._next < self._size:
-      index, length = self._next, self._length(self._next)
+      index, example = self._next, self._source[self._next]
+      length = len(example["tokens"])
       self._next += 1
       fits = [r for r, used in enumerate(self._used) if used + length <= self._seq_len]
       if fits:  # best fit: the row this example fills most tightly
         row = max(fits, key=lambda r: self._used[r])
         self._rows[row].append(index)
+        self._examples[row].append(example)
         self._used[row] += length
         continue
       full = None
       if len(self._rows) == self._num_bins:  # emit the fullest row, start a new one
         full = self._take(int(np.argmax(self._used)))
       self._rows.append([index])
+      self._examples.append([example])
       self._used.append(length)
       if full is not None:
         return full
@@ -115,4 +116,5 @@ class _PackIterator(grain.DatasetIterator):
                        "saved by another version of the pipeline?")
     self._next = int(state["next_index"])
     self._rows = [[int(i) for i in r] for r in state["open_rows"]]
-    self._used = [sum(self._length(i) for i in r) for r in self._rows]
+    self._examples = [[self._source[i] for i in r] for r in self._rows]
+    self._used = [sum(len(e["tokens"]) for e in r) for r in self._examples]
