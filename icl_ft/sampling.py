@@ -7,9 +7,11 @@
 
 Every row is `[BOS] + context + prompt + generated`. The context is tokenized separately
 from each prompt and prefilled once at batch 1 (`scoring.prefill_context`, chunked, the same
-code as the scorer); per batch it is repeated to `batch_size` rows (`repeat_cache`; on a mesh,
-born sharded along the batch), the prompts are right-padded to a bucketed length and
-prefilled in one call (padding has segment id 0, so it is never attended), and then a
+code as the scorer) and every row attends it as a shared prefix (`model(..., prefix=)`: read
+once per step for all rows, never repeated to the batch); each batch's rows get their own
+cache for prompt and generated tokens only (on a mesh, born sharded along the batch), the
+prompts are right-padded to a bucketed length and prefilled in one call (padding has
+segment id 0, so it is never attended), and then a
 `jax.lax.while_loop` inside one jit samples a token, updates the per-row stop state and
 runs the model on that token, until `max_new_tokens` or every row has stopped. Positions
 continue each row's own text (`n_ctx + len(prompt) + t`), so padding changes nothing.
@@ -41,6 +43,7 @@ import numpy as np
 from flax import nnx
 
 from icl_ft import scoring
+from icl_ft.model import layers
 
 FINISH_REASONS = ("stop", "eos", "length")
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -88,10 +91,10 @@ class PrefilledContext:
   """A shared context in a batch-1 KV cache (reuse it across `generate` calls)."""
 
   ids: tuple[int, ...]  # [BOS] + context tokens
-  cache: Any  # batch-1 KVCache: `slots` context slots + `room` free ones
+  cache: Any  # batch-1 KVCache of the context: `slots` slots, all written
   logprobs: jax.Array  # [V] log p(. | context)
   slots: int  # padded context length in the cache
-  room: int  # free slots for prompt + generated tokens
+  room: int  # prompt + generated tokens the context leaves within the model's max length
 
   @property
   def num_tokens(self) -> int:
@@ -192,7 +195,7 @@ def _sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: j
   """
 
   def argmax(logits):
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return layers.argmax(logits)
 
   def nucleus(logits):
     scaled = logits.astype(jnp.float32) / temperature
@@ -208,11 +211,13 @@ def _sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: j
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _generate_fn(graphdef, options, state, cache, ctx_logprobs, tokens, positions, segments,
-                 lengths, row_ids, active, allowed, tables, stop_lengths, eos_id, seed,
+def _generate_fn(graphdef, options, state, prefix, cache, ctx_logprobs, tokens, positions,
+                 segments, lengths, row_ids, active, allowed, tables, stop_lengths, eos_id, seed,
                  greedy, temperature, top_p):
   """Prompt prefill + the decode loop; (generated [B, T], counts [B], reasons [B], steps).
 
+  prefix: the batch-1 context cache every row continues; cache: the rows' own (empty) cache
+  for prompt + generated tokens.
   options = (max_new_tokens,). lengths [B]: real prompt tokens per row (0: the first
   token comes from the context). active [B]: false on the batch's padding rows (they start
   done). eos_id: -1 = none. reasons: 0 length, 1 stop, 2 eos.
@@ -220,7 +225,7 @@ def _generate_fn(graphdef, options, state, cache, ctx_logprobs, tokens, position
   (max_new,) = options
   model = nnx.merge(graphdef, state)
   b = tokens.shape[0]
-  logits, cache = model(tokens, positions, segments, cache=cache)  # [B, P, V]
+  logits, cache = model(tokens, positions, segments, cache=cache, prefix=prefix)  # [B, P, V]
   last = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
   first = jnp.where((lengths > 0)[:, None], jax.nn.log_softmax(last.astype(jnp.float32)),
                     ctx_logprobs[None])  # [B, V]
@@ -250,7 +255,7 @@ def _generate_fn(graphdef, options, state, cache, ctx_logprobs, tokens, position
     done = done | finished
     stop_state = jnp.minimum(new_state, stop_lengths[None, :] - 1)
     pos = (next_pos + t)[:, None]
-    logits, cache = model(tok[:, None], pos, jnp.ones_like(pos), cache=cache)
+    logits, cache = model(tok[:, None], pos, jnp.ones_like(pos), cache=cache, prefix=prefix)
     logits = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32))
     return t + 1, cache, logits, stop_state, done, out, counts, reasons
 
@@ -289,6 +294,8 @@ class Sampler:
     self.max_len = scoring._model_max_len(model) if max_len is None else int(max_len)  # pylint: disable=protected-access
     self.prefill_chunk = int(prefill_chunk)
     self._graphdef, self._state = nnx.split(model)
+    self._init_cache = model.init_cache
+    self._empty: dict[int, Any] = {}
     self.vocab_rows = int(model.config.vocab_size)
     n_tok = int(tokenizer.vocab_size)
     if n_tok > self.vocab_rows:
@@ -320,12 +327,20 @@ class Sampler:
     start = time.perf_counter()
     with self._mesh.context():
       cache, logprobs, slots = scoring.prefill_context(
-          self._graphdef, self._state, ids, chunk=self.prefill_chunk, extra_slots=room)
+          self._graphdef, self._state, ids, chunk=self.prefill_chunk)
     jax.block_until_ready(logprobs)
     self.stats["prefill_s"] += time.perf_counter() - start
     return PrefilledContext(tuple(ids), cache, logprobs, slots, room)
 
   # -- generation ------------------------------------------------------------
+  def _empty_cache(self, length: int) -> Any:
+    """The rows' own empty cache of `length` slots (made once per length: never donated,
+    so every batch starts from the same one)."""
+    if length not in self._empty:
+      make = functools.partial(self._init_cache, self.batch_size, length)
+      self._empty[length] = self._mesh.new(make, self.batch_size)
+    return self._empty[length]
+
   def _tables(self, stops: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     if not stops:  # a never-completed dummy automaton (same shapes as one short stop string)
       return np.zeros((1, 8, self.vocab_rows), np.int32), np.full((1,), 1 << 30, np.int32)
@@ -394,11 +409,11 @@ class Sampler:
           lengths[j] = k
           rows[j] = i
         positions = np.tile(n_ctx + np.arange(p_len, dtype=np.int32), (b, 1))
-        cache = self._mesh.repeat_cache(context.cache, b)
         put = self._mesh.batch
         out, counts, reasons, steps = _generate_fn(
-            self._graphdef, options, self._state, cache, context.logprobs, put(tokens),
-            put(positions), put(segments), put(lengths), put(rows), put(active), self._allowed,
+            self._graphdef, options, self._state, context.cache, self._empty_cache(p_len + t_new),
+            context.logprobs, put(tokens), put(positions), put(segments), put(lengths),
+            put(rows), put(active), self._allowed,
             tables, stop_lengths, eos, np.uint32(params.seed), np.bool_(greedy),
             np.float32(max(params.temperature, 1e-6)), np.float32(params.top_p))
         out, counts = self._mesh.fetch(out), self._mesh.fetch(counts)

@@ -182,12 +182,6 @@ def _choice_score(total: float, count: int) -> ChoiceScore:
 # ---------------------------------------------------------------------------
 
 
-def _repeat_cache(cache: Any, n: int) -> Any:
-  from icl_ft.model.attention import repeat_cache  # pylint: disable=g-import-not-at-top
-
-  return repeat_cache(cache, n)
-
-
 def _model_max_len(model: Any) -> int | None:
   cfg = getattr(model, "config", None) or getattr(model, "cfg", None)
   value = getattr(cfg, "max_seq_len", None)
@@ -293,21 +287,20 @@ class _Mesh:
     axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
     return math.prod(self.mesh.shape[a] for a in axes)
 
-  def repeat_cache(self, cache: Any, batch: int) -> Any:
-    """The batch-1 cache repeated to `batch` rows; on a mesh, born sharded along the batch."""
+  def new(self, make: Any, batch: int) -> Any:
+    """The pytree `make()` builds (e.g. an empty [batch, ...] KV cache), created under jit;
+    on a mesh, leaves with a leading `batch` dimension are born sharded along the batch."""
     if self.mesh is None:
-      return _repeat_cache(cache, batch)
+      return jax.jit(make)()
     from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
     from icl_ft import sharding  # pylint: disable=g-import-not-at-top
     batch_axes = sharding.data_sharding(self.mesh, self.rules).spec[0]
-    shapes = jax.eval_shape(lambda c: _repeat_cache(c, batch), cache)
 
-    def one(x):  # leaves with a leading batch dimension go on the data axes
+    def one(x):
       spec = PartitionSpec(batch_axes) if x.ndim >= 1 and x.shape[0] == batch else PartitionSpec()
       return NamedSharding(self.mesh, spec)
 
-    out = jax.tree.map(one, shapes)
-    return jax.jit(lambda c: _repeat_cache(c, batch), out_shardings=out)(cache)
+    return jax.jit(make, out_shardings=jax.tree.map(one, jax.eval_shape(make)))()
 
 
 # Public name of the placement helper: icl_ft.sampling shares it.

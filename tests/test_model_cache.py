@@ -93,10 +93,20 @@ def test_repeat_cache_scores_continuations(case):
   # The same rows against the batch-1 cache as a shared prefix (never repeated).
   prefixed = np.asarray(jax.jit(lambda t, p, s, c: model(t, p, s, prefix=c)[0])(
       c_toks, c_pos, c_seg, shared))
+  # The shared prefix plus each row's own cache (a 4-token chunk, then one token at a time).
+  own = model.init_cache(len(cont_lens), width)
+  decode = jax.jit(lambda t, p, s, c, pre: model(t, p, s, cache=c, prefix=pre))
+  pieces = []
+  for sl in [slice(0, 4)] + [slice(i, i + 1) for i in range(4, width)]:
+    out, own = decode(c_toks[:, sl], c_pos[:, sl], c_seg[:, sl], own, shared)
+    pieces.append(np.asarray(out))
+  decoded = np.concatenate(pieces, axis=1)
+  assert own.k[0].shape[2] == width  # the rows cache only their own tokens
   for b, n in enumerate(cont_lens):
     np.testing.assert_allclose(np.asarray(prefix_logits)[0], ref[b, :prefix_len], **TOL)
     np.testing.assert_allclose(logits[b, :n], ref[b, prefix_len:prefix_len + n], **TOL)
     np.testing.assert_allclose(prefixed[b, :n], ref[b, prefix_len:prefix_len + n], **TOL)
+    np.testing.assert_allclose(decoded[b, :n], ref[b, prefix_len:prefix_len + n], **TOL)
 
 
 def test_cache_pytree_and_errors():
@@ -119,6 +129,4 @@ def test_cache_pytree_and_errors():
     model(ones[:1, :1], ones[:1, :1], ones[:1, :1], cache=cache)
   with pytest.raises(ValueError, match="shared prefix has batch size 1, got 2"):
     model(ones[:1, :1], ones[:1, :1], ones[:1, :1], prefix=cache)
-  with pytest.raises(ValueError, match="cache or prefix, not both"):
-    model(ones[:1, :1], ones[:1, :1], ones[:1, :1], cache=cache, prefix=cache)
   assert model.init_cache(1, 4, dtype=jnp.bfloat16).v[0].dtype == jnp.bfloat16

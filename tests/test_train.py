@@ -13,9 +13,11 @@ from flax import nnx
 
 from icl_ft import checkpoints
 from icl_ft import sharding
+from icl_ft.model import layers
 from icl_ft.train import loop
 from icl_ft.train import metrics as metrics_lib
 from icl_ft.train import optimizer as optimizer_lib
+from icl_ft.train import step as step_lib
 
 import train_setup
 
@@ -32,6 +34,21 @@ def _opt_cfg(**kw):
   for k, v in kw.items():
     cfg[k] = v
   return cfg
+
+
+def test_argmax_first_maximum_and_accuracy_count():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 4, size=(64, 33)).astype(np.float32)  # many ties
+  x[3] = -np.inf
+  x[5, 7] = np.inf
+  assert np.array_equal(np.asarray(layers.argmax(x)), np.argmax(x, axis=-1))
+  tokens = rng.integers(0, 33, size=(4, 16)).astype(np.int32)
+  mask = (rng.random((4, 16)) < 0.7).astype(np.int32)
+  logits = x[:64].reshape(4, 16, 33)
+  sums = step_lib.masked_cross_entropy(logits, tokens, mask)
+  targets = np.concatenate([tokens[:, 1:], np.zeros_like(tokens[:, :1])], axis=1)
+  want = np.sum((np.argmax(logits, -1) == targets) * mask)
+  assert float(sums["correct"]) == want and float(sums["count"]) == mask.sum()
 
 
 def test_schedules():

@@ -197,16 +197,22 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions: jax.Arra
 
 def shared_prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions: jax.Array,
                             segment_ids: jax.Array, prefix: tuple[jax.Array, ...], *,
+                            k_positions: jax.Array | None = None,
+                            k_segment_ids: jax.Array | None = None,
                             window: int | None = None,
                             logit_softcap: float | None = None) -> jax.Array:
   """Rows that all continue one prefix: each row's tokens attend the shared prefix and their own
-  row. q [B, L, N, H] (scaled), k / v [B, K, L, H], positions / segment_ids [B, L]; prefix =
-  (k, v [1, K, S, H], positions, segment_ids [1, S]) -> [B, L, N, H].
+  row's keys. q [B, L, N, H] (scaled), positions / segment_ids [B, L] (the queries'); k / v
+  [B, K, S', H] with k_positions / k_segment_ids [B, S'] (the row's own keys: its tokens, or
+  its cache after they were written; default: the queries' own); prefix = (k, v [1, K, S, H],
+  positions, segment_ids [1, S]) -> [B, L, N, H].
 
   Equal to `dot_product_attention` over the prefix repeated to B rows and followed by each
   row's keys (one softmax over both), without repeating it: the prefix scores and values are
   one matmul per kv head over all rows' queries, reading the prefix once.
   """
+  if k_positions is None:
+    k_positions, k_segment_ids = positions, segment_ids
   b, l, n, h = q.shape
   kh = k.shape[1]
   g = n // kh
@@ -218,9 +224,9 @@ def shared_prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions:
   mask = jnp.concatenate([
       make_mask(positions, segment_ids, jnp.broadcast_to(ppos, (b, s)),
                 jnp.broadcast_to(pseg, (b, s)), window),
-      make_mask(positions, segment_ids, positions, segment_ids, window)], axis=-1)  # [B, L, S+L]
+      make_mask(positions, segment_ids, k_positions, k_segment_ids, window)], axis=-1)
   probs = _probabilities(jnp.concatenate([shared, own], axis=-1), mask[:, None, None],
-                         logit_softcap, v.dtype)  # [B, K, G, L, S+L]
+                         logit_softcap, v.dtype)  # [B, K, G, L, S + S']
   out = (jnp.einsum("bkgls,ksh->bkglh", probs[..., :s], pv[0])
          + jnp.einsum("bkgls,bksh->bkglh", probs[..., s:], v))  # [B, K, G, L, H]
   return out.transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)

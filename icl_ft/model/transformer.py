@@ -100,7 +100,7 @@ class Block(nnx.Module):
     """Self-attention of x [B, L, D]; with kv (cached k, v [B, K, S, H]) the new keys are
     written at end_index and attended together with the cached ones; with `prefix` (this
     layer's k, v [1, K, S, H] and the prefix positions, segment ids [1, S]) every row also
-    attends that shared prefix."""
+    attends that shared prefix (before its own keys, cached or not)."""
     dt = x.dtype
     b, l, d = x.shape
     n, kh, h = self.q.shape[1], self.k.shape[1], self.k.shape[2]
@@ -125,7 +125,8 @@ class Block(nnx.Module):
       k, v = k.astype(dt), v.astype(dt)
     if prefix is not None:
       out = attention.shared_prefix_attention(q, k, v, positions, segment_ids, prefix,
-                                              window=self.window,
+                                              k_positions=k_positions,
+                                              k_segment_ids=k_segment_ids, window=self.window,
                                               logit_softcap=self.attn_logit_softcap)
     elif kv is None:
       out = attention.self_attention(q, k, v, positions, segment_ids, window=self.window,
@@ -191,12 +192,11 @@ class Transformer(nnx.Module):
     """Logits float32 [B, L, V] and the updated cache (None when cache is None).
 
     `prefix`: a batch-1 cache that every row continues (read only, never repeated): each row
-    attends its slots [0, end_index) and then its own tokens, as if the prefix were cached in
-    every row. Not combined with `cache`.
+    attends its slots [0, end_index) and then its own tokens (and, with `cache`, its own cached
+    ones), as if the prefix were cached in every row. `cache` then holds only the rows' own
+    tokens, and positions continue the prefix's.
     """
     cfg = self.config
-    if cache is not None and prefix is not None:
-      raise ValueError("pass cache or prefix, not both")
     if prefix is not None and prefix.batch_size != 1:
       raise ValueError(f"a shared prefix has batch size 1, got {prefix.batch_size}")
     if tokens.ndim != 2 or positions.shape != tokens.shape or segment_ids.shape != tokens.shape:

@@ -24,6 +24,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from icl_ft.model import layers
+
 BATCH_KEYS = ("tokens", "positions", "segment_ids", "loss_mask")
 
 
@@ -39,7 +41,7 @@ def masked_cross_entropy(logits: jax.Array, tokens: jax.Array, loss_mask: jax.Ar
   targets = next_tokens(tokens)  # [B, L]
   mask = loss_mask.astype(jnp.float32)  # [B, L]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, L]
-  hits = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  hits = (layers.argmax(logits) == targets).astype(jnp.float32)
   return {"loss_sum": jnp.sum(ce * mask), "correct": jnp.sum(hits * mask), "count": jnp.sum(mask)}
 
 
