@@ -1,7 +1,7 @@
 """Decode throughput: icl_ft.sampling (KV cache, compiled while_loop) vs Hugging Face `generate`.
 
     python bench/sampling.py [--preset tiny] [--batch 32] [--prompt 32] [--new 128] [--reps 3]
-                             [--hf_attn sdpa]
+                             [--hf_attn sdpa] [--context 0]
 
 Same model on both sides (a fresh init of the preset, copied into the Hugging Face Gemma class
 with the parity-tested conversion, tests/model_testing.py via bench/_common.py), float32, the
@@ -14,6 +14,12 @@ transfer of the tokens; a warm-up call first (compilation excluded), then `--rep
 side, alternating; medians. Decode tokens/s = batch x new tokens / seconds. Also reports the
 fraction of rows whose greedy tokens are identical on both sides. The last line is one JSON
 object; `decode_ratio_vs_hf` = HF seconds / our seconds.
+
+`--context N`: every row continues one shared context of `[BOS]` + N - 1 random ids, prefilled
+once per side outside the timing (ours: `Sampler.prefill`, attended as a shared prefix; HF: a
+`DynamicCache` of the context, deep-copied and repeated to the batch in every call, which is
+timed, then `generate` with that cache and `context + prompt` as input ids: its documented
+prompt-reuse recipe). The prompts then have `--prompt` random ids each (no BOS).
 """
 
 from __future__ import annotations
@@ -45,13 +51,24 @@ class IdTokenizer:
     return " ".join(str(i) for i in ids)
 
 
-def ours(model, prompts: np.ndarray, new: int):
-  """A closure generating `new` greedy tokens per row with icl_ft.sampling; [B, new] ids."""
+def ours(model, prompts: np.ndarray, new: int, context: np.ndarray):
+  """A closure generating `new` greedy tokens per row with icl_ft.sampling; [B, new] ids.
+
+  `context`: [BOS] + shared context ids, prefilled once (the prompts then have no BOS), or
+  empty: `[BOS]` once and each prompt's first id is its BOS.
+  """
   tok = IdTokenizer(model.config.vocab_size)
-  sampler = sampling.Sampler(model, tok, batch_size=prompts.shape[0])
+  sampler = sampling.Sampler(model, tok, batch_size=prompts.shape[0],
+                             max_len=max(model.config.max_seq_len,
+                                         len(context) + prompts.shape[1] + new))
   params = sampling.SamplingParams(max_new_tokens=new, stop_at_eos=False)
-  context = sampler.prefill(None, room=prompts.shape[1] + new)  # [BOS] once, reused per call
-  rows = [list(p[1:]) for p in prompts]  # the prompt after BOS
+  room = prompts.shape[1] + new
+  if len(context):
+    context = sampler.prefill(None, context_ids=[int(i) for i in context], room=room)
+    rows = [list(p) for p in prompts]
+  else:
+    context = sampler.prefill(None, room=room)  # [BOS] once, reused per call
+    rows = [list(p[1:]) for p in prompts]  # the prompt after BOS
 
   def run():
     outs = sampler.generate_ids(rows, params, context=context)
@@ -60,23 +77,39 @@ def ours(model, prompts: np.ndarray, new: int):
   return run
 
 
-def hf(model, prompts: np.ndarray, new: int, attn: str):
-  """A closure generating `new` greedy tokens per row with HF `generate`; [B, new] ids."""
+def hf(model, prompts: np.ndarray, new: int, attn: str, context: np.ndarray):
+  """A closure generating `new` greedy tokens per row with HF `generate`; [B, new] ids.
+
+  With a `context`, its DynamicCache is prefilled once; each call copies it to the batch.
+  """
+  import copy  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
+  from transformers import DynamicCache  # pylint: disable=g-import-not-at-top
 
   net = _common.hf_twin(model, attn).eval()
   net.generation_config.eos_token_id = None
   net.generation_config.pad_token_id = 0
-  ids = torch.from_numpy(prompts.astype(np.int64))
+  b = prompts.shape[0]
+  ctx = torch.from_numpy(context.astype(np.int64))[None]  # [1, C]
+  ids = torch.cat([ctx.expand(b, -1), torch.from_numpy(prompts.astype(np.int64))], dim=1)
   mask = torch.ones_like(ids)
+  prefilled = None
+  if len(context):
+    prefilled = DynamicCache(config=net.config)
+    with torch.inference_mode():
+      net(input_ids=ctx, past_key_values=prefilled, use_cache=True)
 
   run_cache = net.generation_config.cache_implementation or "dynamic"
 
   def run():
     with torch.inference_mode():
+      kwargs = {}
+      if prefilled is not None:
+        kwargs["past_key_values"] = copy.deepcopy(prefilled)
+        kwargs["past_key_values"].batch_repeat_interleave(b)
       out = net.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new,
-                         min_new_tokens=new, do_sample=False, use_cache=True)
-    return out[:, prompts.shape[1]:].numpy()
+                         min_new_tokens=new, do_sample=False, use_cache=True, **kwargs)
+    return out[:, ids.shape[1]:].numpy()
 
   run.cache = run_cache
   return run
@@ -96,15 +129,22 @@ def main() -> None:
   parser.add_argument("--new", type=int, default=128, help="new tokens per row")
   parser.add_argument("--reps", type=int, default=3)
   parser.add_argument("--hf_attn", default="sdpa", help="HF attention: sdpa (default) or eager")
+  parser.add_argument("--context", type=int, default=0,
+                      help="shared context tokens before every prompt, with BOS (0: none)")
   args = parser.parse_args()
 
   cfg = model_config.get_preset(args.preset, dtype="float32")
   model = Transformer(cfg, rngs=nnx.Rngs(params=0))
   rng = np.random.default_rng(0)
   prompts = rng.integers(3, cfg.vocab_size, size=(args.batch, args.prompt)).astype(np.int32)
-  prompts[:, 0] = 2  # BOS
-  ours_run = ours(model, prompts, args.new)
-  hf_run = hf(model, prompts, args.new, args.hf_attn)
+  context = np.zeros((0,), np.int32)
+  if args.context:
+    context = rng.integers(3, cfg.vocab_size, size=(args.context,)).astype(np.int32)
+    context[0] = 2  # BOS
+  else:
+    prompts[:, 0] = 2  # BOS
+  ours_run = ours(model, prompts, args.new, context)
+  hf_run = hf(model, prompts, args.new, args.hf_attn, context)
   load_before = _common.load_average()
   a, b = ours_run(), hf_run()  # also the warm-up (compiles ours)
   same_rows = float(np.mean(np.all(a == b, axis=1)))
@@ -115,6 +155,7 @@ def main() -> None:
   out = {
       "device": jax.devices()[0].platform, "preset": args.preset, "family": cfg.family,
       "batch": args.batch, "prompt_tokens": args.prompt, "new_tokens": args.new,
+      "context_tokens": args.context,
       "hf_attn": args.hf_attn, "hf_cache": hf_run.cache, "torch_threads": _torch_threads(),
       "ours_seconds": round(ours_s, 4), "hf_seconds": round(hf_s, 4),
       "ours_decode_tokens_per_s": round(new_tokens / ours_s),

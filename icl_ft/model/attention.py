@@ -219,14 +219,33 @@ def shared_prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions:
   pk, pv, ppos, pseg = prefix
   s = pk.shape[2]
   qg = q.reshape(b, l, kh, g, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, L, H]
-  shared = jnp.einsum("bkglh,ksh->bkgls", qg, pk[0], preferred_element_type=jnp.float32)
+  # The prefix part as one [M, H] x [H, S] matmul per kv head, M = B*G*L queries, in the
+  # layouts the matmuls want (the prefix is the big operand: it is never transposed, and
+  # neither are its [K, M, S] scores). The two parts share one softmax through their
+  # maxima and sums instead of a concatenation.
+  qm = qg.transpose(1, 0, 2, 3, 4).reshape(kh, b * g * l, h)  # [K, M, H]
+  shared = jnp.einsum("kmh,ksh->kms", qm, pk[0], preferred_element_type=jnp.float32)
+  shared_mask = make_mask(positions, segment_ids, jnp.broadcast_to(ppos, (b, s)),
+                          jnp.broadcast_to(pseg, (b, s)), window)  # [B, L, S]
+  shared_mask = jnp.broadcast_to(shared_mask[:, None], (b, g, l, s)).reshape(1, b * g * l, s)
+  shared = jnp.where(shared_mask, layers.softcap(shared, logit_softcap), MASK_VALUE)
   own = jnp.einsum("bkglh,bksh->bkgls", qg, k, preferred_element_type=jnp.float32)
-  mask = jnp.concatenate([
-      make_mask(positions, segment_ids, jnp.broadcast_to(ppos, (b, s)),
-                jnp.broadcast_to(pseg, (b, s)), window),
-      make_mask(positions, segment_ids, k_positions, k_segment_ids, window)], axis=-1)
-  probs = _probabilities(jnp.concatenate([shared, own], axis=-1), mask[:, None, None],
-                         logit_softcap, v.dtype)  # [B, K, G, L, S + S']
-  out = (jnp.einsum("bkgls,ksh->bkglh", probs[..., :s], pv[0])
-         + jnp.einsum("bkgls,bksh->bkglh", probs[..., s:], v))  # [B, K, G, L, H]
+  own_mask = make_mask(positions, segment_ids, k_positions, k_segment_ids, window)  # [B, L, S']
+  own = jnp.where(own_mask[:, None, None], layers.softcap(own, logit_softcap), MASK_VALUE)
+
+  def to_rows(x):  # [K, M, ...] -> [B, K, G, L, ...]
+    return x.reshape(kh, b, g, l, *x.shape[2:]).transpose(1, 0, 2, 3, *range(4, x.ndim + 2))
+
+  def to_heads(x):  # [B, K, G, L] -> [K, M]
+    return x.transpose(1, 0, 2, 3).reshape(kh, b * g * l)
+
+  top = jnp.maximum(to_rows(jnp.max(shared, axis=-1)), jnp.max(own, axis=-1))  # [B, K, G, L]
+  shared_e = jnp.exp(shared - to_heads(top)[..., None])  # [K, M, S]
+  own_e = jnp.exp(own - top[..., None])  # [B, K, G, L, S']
+  total = to_rows(jnp.sum(shared_e, axis=-1)) + jnp.sum(own_e, axis=-1)  # [B, K, G, L]
+  out = (to_rows(jnp.einsum("kms,ksh->kmh", shared_e.astype(v.dtype), pv[0],
+                            preferred_element_type=jnp.float32))
+         + jnp.einsum("bkgls,bksh->bkglh", own_e.astype(v.dtype), v,
+                      preferred_element_type=jnp.float32))  # [B, K, G, L, H]
+  out = (out / total[..., None]).astype(v.dtype)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
