@@ -9,7 +9,16 @@ over that piece's inputs and parameters, so forward and backward are both counte
 cross-entropy), `model_fwd` (the whole model's logits, forward only), `loss_grad` (the whole
 loss and gradients) and `step` (the whole train step with AdamW, as bench/train.py). Times
 alternate piece by piece each repetition (medians); the per-layer pieces are multiplied by
-the number of layers in `sum_of_pieces`. The last line is one JSON object.
+the number of layers in `sum_of_pieces`.
+
+`matmul_floor`: every weight matmul of the step (each layer's q/k/v/o projections and
+gate/up/down, and the tied output projection; forward, input gradient and weight gradient of
+each) timed alone as one jitted float32 `lax.dot_general` of its shape and contraction, and
+summed: the time the step would take if it did nothing but those matmuls, one after the
+other at their standalone speed (the attention core's own matmuls are not in it:
+bench/attention.py times that core). `matmul_floor_torch_ms`: the same matmuls in PyTorch
+(`a @ b`, `a @ b.T`, `a.T @ b`), each shape timed right after ours. The last line is one JSON
+object.
 """
 
 from __future__ import annotations
@@ -27,6 +36,51 @@ from flax import nnx  # pylint: disable=wrong-import-order
 import train as train_bench  # pylint: disable=wrong-import-order
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
 from icl_ft.train import step as step_lib  # pylint: disable=wrong-import-order
+
+
+def weight_matmuls(cfg, tokens: int) -> list[tuple[int, int, int]]:
+  """(M, K, N) of every forward weight matmul of one step: [M, K] @ [K, N]."""
+  d, f, n, k, h = cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  layer = [(tokens, d, n * h), (tokens, d, k * h), (tokens, d, k * h), (tokens, n * h, d),
+           (tokens, d, f), (tokens, d, f), (tokens, f, d)]
+  return layer * cfg.num_layers + [(tokens, d, cfg.vocab_size)]
+
+
+def matmul_floor(cfg, tokens: int, reps: int) -> dict[str, float]:
+  """Summed standalone times of the step's weight matmuls, forward and both gradients."""
+  dims = {"forward": (((1,), (0,)), ((), ())),      # x [M, K] @ w [K, N]
+          "input_grad": (((1,), (1,)), ((), ())),   # dy [M, N] @ w[K, N]^T
+          "weight_grad": (((0,), (0,)), ((), ()))}  # x[M, K]^T @ dy [M, N]
+  import torch  # pylint: disable=g-import-not-at-top
+
+  torch_ops = {"forward": lambda a, b: a @ b, "input_grad": lambda a, b: a @ b.T,
+               "weight_grad": lambda a, b: a.T @ b}
+  cache: dict = {}
+  total = {"ours": 0.0, "torch": 0.0}
+  flops = 0.0
+  for m, k, n in weight_matmuls(cfg, tokens):
+    for kind, shapes in (("forward", ((m, k), (k, n))), ("input_grad", ((m, n), (k, n))),
+                         ("weight_grad", ((m, k), (m, n)))):
+      key = (kind, shapes)
+      if key not in cache:
+        a = jax.random.normal(jax.random.key(0), shapes[0], jnp.float32)
+        b = jax.random.normal(jax.random.key(1), shapes[1], jnp.float32)
+        ta, tb = torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))
+        dot = jax.jit(lambda a, b, dn=dims[kind]: jax.lax.dot_general(a, b, dn))
+        # One side at a time: torch's OpenMP threads spin after each call, and interleaving
+        # would charge that to the next XLA call.
+        cache[key] = {
+            "ours": _common.median(_common.interleaved(
+                {"ours": lambda: dot(a, b).block_until_ready()}, reps)["ours"]),
+            "torch": _common.median(_common.interleaved(
+                {"torch": lambda: torch_ops[kind](ta, tb)}, reps)["torch"])}
+      for side in total:
+        total[side] += cache[key][side]
+      flops += 2.0 * m * k * n
+  return {"matmul_floor_ms": round(1e3 * total["ours"], 2),
+          "matmul_floor_torch_ms": round(1e3 * total["torch"], 2),
+          "matmul_floor_gflop": round(flops / 1e9, 3),
+          "matmul_floor_gflop_per_s": round(flops / total["ours"] / 1e9, 1)}
 
 
 def main() -> None:
@@ -93,7 +147,12 @@ def main() -> None:
   print(f"{'head':>10}: {ms['head']:8.2f} ms = {ms['head'] / ms['step']:.0%} of the step")
   for k in ("model_fwd", "loss_grad", "step", "sum_of_pieces"):
     print(f"{k:>10}: {ms[k]:8.2f} ms")
-  print(json.dumps({"size": args.size, "family": args.family, "ms": ms, "load": load},
+  floor = matmul_floor(cfg, args.batch * args.seq, max(3, args.reps))
+  print(f"matmul floor (weight matmuls alone, summed): {floor['matmul_floor_ms']:.2f} ms "
+        f"({floor['matmul_floor_gflop_per_s']} GFLOP/s) = "
+        f"{floor['matmul_floor_ms'] / ms['step']:.0%} of the step; the same matmuls in PyTorch: "
+        f"{floor['matmul_floor_torch_ms']:.2f} ms")
+  print(json.dumps({"size": args.size, "family": args.family, "ms": ms, "load": load, **floor},
                    sort_keys=True))
 
 
