@@ -76,3 +76,60 @@ def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict[str, list[float]]
 
 def median(xs: list[float]) -> float:
   return statistics.median(xs)
+
+
+def dump_hlo_to(path: str) -> None:
+  """Makes XLA write every compiled program's optimized HLO text under `path` (call before the
+  first computation: XLA reads XLA_FLAGS when the backend starts)."""
+  flags = f"--xla_dump_to={path} --xla_dump_hlo_as_text --xla_dump_hlo_pass_re=^$"
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+
+
+def hlo_ops(path: str) -> dict[str, str]:
+  """"module:op" -> "shape  what" (the JAX operations it came from) for the HLO dumped under
+  `path` (`dump_hlo_to`), from the optimized programs' text."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+
+  ops = {}
+  pattern = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) .*?op_name=\"([^\"]*)\"", re.M)
+  for name in sorted(glob.glob(f"{path}/*after_optimizations.txt")):
+    module = os.path.basename(name).split(".")[1]  # module_0007.jit_f.cpu_after_... -> jit_f
+    with open(name) as f:
+      for op, shape, where in pattern.findall(f.read()):
+        what = "/".join(p for p in where.split("/")[-2:] if p not in ("body", "while"))
+        ops[f"{module}:{op}"] = f"{shape.split('{')[0]}  {what}"
+  return ops
+
+
+def op_profile(fn, calls: int = 1) -> dict[str, float]:
+  """Microseconds per call spent in each compiled op (XLA thunk) while `fn` runs `calls` times.
+
+  From a `jax.profiler` trace (its Perfetto JSON): the durations of the events XLA emits per
+  executed op, summed by "module:op" (e.g. `jit_f:ynn_fusion.12`, a matmul); Python frames, runtime
+  wrappers and control flow (whose events span the ops inside) are left out. Ops that run
+  concurrently each count their own time.
+  """
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  # Runtime frames, and control flow (a while / cond event spans the ops it runs).
+  wrappers = ("$", "ThunkExecutor", "Pjit", "CommonPjRt", "PjRt", "Slinky", "np.asarray", "end:",
+              "while", "cond", "call")
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      for _ in range(calls):
+        fn()
+    (path,) = glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)
+    with gzip.open(path) as f:
+      events = json.load(f)["traceEvents"]
+  totals: dict[str, float] = {}
+  for e in events:
+    if e.get("ph") == "X" and not e["name"].startswith(wrappers):
+      key = f"{e.get('args', {}).get('hlo_module', '?')}:{e['name']}"
+      totals[key] = totals.get(key, 0.0) + e["dur"] / calls
+  return dict(sorted(totals.items(), key=lambda kv: -kv[1]))

@@ -236,6 +236,11 @@ def details(runs: dict[str, dict]) -> list[str]:
     ms = res["ms"]
     lines.append(f"- step profile ({res['size']}), ms: " + ", ".join(
         f"{k} {v}" for k, v in ms.items()))
+    if "matmul_floor_ms" in res:
+      lines.append(f"- weight-matmul floor ({res['size']}: the step's projection, MLP and output "
+                   f"matmuls alone, summed): ours {res['matmul_floor_ms']} ms "
+                   f"({res['matmul_floor_gflop_per_s']} GFLOP/s), PyTorch "
+                   f"{res['matmul_floor_torch_ms']} ms")
   return lines
 
 

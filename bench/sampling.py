@@ -1,7 +1,7 @@
 """Decode throughput: icl_ft.sampling (KV cache, compiled while_loop) vs Hugging Face `generate`.
 
     python bench/sampling.py [--preset tiny] [--batch 32] [--prompt 32] [--new 128] [--reps 3]
-                             [--hf_attn sdpa] [--context 0]
+                             [--hf_attn sdpa] [--context 0] [--profile 0]
 
 Same model on both sides (a fresh init of the preset, copied into the Hugging Face Gemma class
 with the parity-tested conversion, tests/model_testing.py via bench/_common.py), float32, the
@@ -20,6 +20,11 @@ once per side outside the timing (ours: `Sampler.prefill`, attended as a shared 
 `DynamicCache` of the context, deep-copied and repeated to the batch in every call, which is
 timed, then `generate` with that cache and `context + prompt` as input ids: its documented
 prompt-reuse recipe). The prompts then have `--prompt` random ids each (no BOS).
+
+`--profile K`: after the timing, one more call of ours under the JAX profiler; prints the K
+ops with the most time per decode step, each with its shape and the JAX operation it came
+from (`_common.op_profile`, `_common.hlo_ops`: XLA dumps the optimized HLO to a temporary
+folder), and the total of all ops (the prompt prefill counted in, spread over the steps).
 """
 
 from __future__ import annotations
@@ -131,7 +136,14 @@ def main() -> None:
   parser.add_argument("--hf_attn", default="sdpa", help="HF attention: sdpa (default) or eager")
   parser.add_argument("--context", type=int, default=0,
                       help="shared context tokens before every prompt, with BOS (0: none)")
+  parser.add_argument("--profile", type=int, default=0,
+                      help="print the K ops with the most time per decode step (0: none)")
   args = parser.parse_args()
+  hlo_dir = None
+  if args.profile:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    hlo_dir = tempfile.mkdtemp(prefix="hlo_")
+    _common.dump_hlo_to(hlo_dir)
 
   cfg = model_config.get_preset(args.preset, dtype="float32")
   model = Transformer(cfg, rngs=nnx.Rngs(params=0))
@@ -166,6 +178,15 @@ def main() -> None:
   }
   print(f"ours {out['ours_decode_tokens_per_s']} tok/s, HF {out['hf_decode_tokens_per_s']} tok/s",
         flush=True)
+  if args.profile:
+    import shutil  # pylint: disable=g-import-not-at-top
+    per_step = {k: v / args.new for k, v in _common.op_profile(ours_run).items()}
+    names = _common.hlo_ops(hlo_dir)
+    shutil.rmtree(hlo_dir, ignore_errors=True)
+    print(f"ops per decode step: {sum(per_step.values()):.0f} us in {len(per_step)} ops; top:")
+    for k, v in list(per_step.items())[:args.profile]:
+      print(f"  {v:7.1f} us  {k:36s} {names.get(k, '')}")
+    out["profile_us_per_step"] = round(sum(per_step.values()), 1)
   print(json.dumps(out, sort_keys=True))
 
 
