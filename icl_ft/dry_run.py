@@ -9,9 +9,10 @@ shardings):
 - train: `icl_ft.train.step.TrainStep`'s train step (params and AdamW state donated) on a
   [data.batch_size, data.seq_len] batch;
 - eval: `icl_ft.scoring`'s prefill step (batch 1, `scoring.prefill_chunk` tokens into a cache
-  of context + suffix slots) and suffix step (`scoring.batch_size` rows of `max_suffix_len`
-  tokens against the repeated cache). The context length is the real one when the datasets and
-  tokenizer are configured (tokenization only), else `dry_run_context_tokens`.
+  of the context's slots) and suffix step (`scoring.batch_size` rows of `max_suffix_len`
+  tokens attending that batch-1 cache as a shared prefix). The context length is the real one
+  when the datasets and tokenizer are configured (tokenization only), else
+  `dry_run_context_tokens`.
 
 XLA's `compiled.memory_analysis()` gives per-device argument, output, alias and temp bytes;
 the peak of a step is arguments + outputs - aliased (donated) + temp. `cost_analysis()` gives
