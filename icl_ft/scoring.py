@@ -307,13 +307,14 @@ class _Mesh:
 Placement = _Mesh
 
 
-def prefill_context(graphdef: Any, state: Any, context_ids: Sequence[int], *, chunk: int = 1024,
-                    extra_slots: int = 0) -> tuple[Any, jax.Array, int]:
+def prefill_context(graphdef: Any, state: Any, context_ids: Sequence[int], *, chunk: int = 1024
+                    ) -> tuple[Any, jax.Array, int]:
   """Prefills `context_ids` into a batch-1 KV cache, in chunks; (cache, logprobs, slots).
 
   Full `chunk`-token calls, then the rest padded to its bucket (segment id 0), so the cache
-  holds few empty slots. The cache has `slots + extra_slots` entries (`slots` = the padded
-  context length, `end_index`); `logprobs` [V] is log p(. | context) at its last token. Call
+  holds few empty slots. The cache has `slots` entries (the padded context length,
+  `end_index`), all written: callers attend it as a shared prefix (`model(..., prefix=)`), so
+  it needs no room after the context; `logprobs` [V] is log p(. | context) at its last token. Call
   under the mesh context (`Placement.context()`) when sharded; shared by ContextScorer and
   icl_ft.sampling.
   """
@@ -331,7 +332,7 @@ def prefill_context(graphdef: Any, state: Any, context_ids: Sequence[int], *, ch
   positions = np.arange(padded, dtype=np.int32)[None]
   segments = (np.arange(padded) < n).astype(np.int32)[None]
   model = nnx.merge(graphdef, state)
-  cache = model.init_cache(1, padded + int(extra_slots))
+  cache = model.init_cache(1, padded)
   first, start = None, 0
   for size in sizes:
     sl = slice(start, start + size)

@@ -108,7 +108,7 @@ def check_fits(cache: KVCache, batch_size: int, length: int) -> None:
   """Raises ValueError if L new tokens do not fit (checked when end_index is concrete)."""
   if batch_size != cache.batch_size:
     raise ValueError(f"inputs have batch size {batch_size} but the cache has "
-                     f"{cache.batch_size} (repeat_cache(cache, n) broadcasts a prefix)")
+                     f"{cache.batch_size} (rows continuing a batch-1 cache: pass it as prefix=)")
   try:
     end = int(cache.end_index)
   except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
@@ -138,11 +138,10 @@ def make_mask(q_positions: jax.Array, q_segment_ids: jax.Array, k_positions: jax
   return mask
 
 
-def _probabilities(logits: jax.Array, mask: jax.Array, logit_softcap: float | None,
-                   dtype) -> jax.Array:
-  """Softmax over the last axis of float32 scores, soft-capped, masked keys excluded."""
-  logits = jnp.where(mask, layers.softcap(logits, logit_softcap), MASK_VALUE)
-  return jax.nn.softmax(logits, axis=-1).astype(dtype)
+def _masked_scores(logits: jax.Array, mask: jax.Array, logit_softcap: float | None
+                   ) -> jax.Array:
+  """Float32 scores soft-capped, masked keys replaced by MASK_VALUE."""
+  return jnp.where(mask, layers.softcap(logits, logit_softcap), MASK_VALUE)
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
@@ -160,7 +159,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   logits = jnp.einsum("bkmh,bksh->bkms", qg, k, preferred_element_type=jnp.float32)
   s = k.shape[2]
   mask = jnp.broadcast_to(mask[:, None, None, :, :], (b, 1, g, l, s)).reshape(b, 1, g * l, s)
-  probs = _probabilities(logits, mask, logit_softcap, v.dtype)
+  probs = jax.nn.softmax(_masked_scores(logits, mask, logit_softcap), axis=-1).astype(v.dtype)
   out = jnp.einsum("bkms,bksh->bkmh", probs, v)  # [B, K, G*L, H]
   return out.reshape(b, kh, g, l, h).transpose(0, 3, 1, 2, 4).reshape(b, l, n, h)
 
@@ -228,10 +227,10 @@ def shared_prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions:
   shared_mask = make_mask(positions, segment_ids, jnp.broadcast_to(ppos, (b, s)),
                           jnp.broadcast_to(pseg, (b, s)), window)  # [B, L, S]
   shared_mask = jnp.broadcast_to(shared_mask[:, None], (b, g, l, s)).reshape(1, b * g * l, s)
-  shared = jnp.where(shared_mask, layers.softcap(shared, logit_softcap), MASK_VALUE)
+  shared = _masked_scores(shared, shared_mask, logit_softcap)
   own = jnp.einsum("bkglh,bksh->bkgls", qg, k, preferred_element_type=jnp.float32)
   own_mask = make_mask(positions, segment_ids, k_positions, k_segment_ids, window)  # [B, L, S']
-  own = jnp.where(own_mask[:, None, None], layers.softcap(own, logit_softcap), MASK_VALUE)
+  own = _masked_scores(own, own_mask[:, None, None], logit_softcap)
 
   def to_rows(x):  # [K, M, ...] -> [B, K, G, L, ...]
     return x.reshape(kh, b, g, l, *x.shape[2:]).transpose(1, 0, 2, 3, *range(4, x.ndim + 2))
