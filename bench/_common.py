@@ -41,14 +41,21 @@ def load_average() -> list[float]:
   return [round(x, 2) for x in os.getloadavg()]
 
 
+def weight_matmuls(cfg, tokens: int) -> list[tuple[int, int, int]]:
+  """(M, K, N) of every forward weight matmul of a pass over `tokens` tokens, [M, K] @ [K, N]:
+  each layer's q, k, v, o projections and gate, up, down, then the tied output projection."""
+  d, f, n, k, h = cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  layer = [(tokens, d, n * h), (tokens, d, k * h), (tokens, d, k * h), (tokens, n * h, d),
+           (tokens, d, f), (tokens, d, f), (tokens, f, d)]
+  return layer * cfg.num_layers + [(tokens, d, cfg.vocab_size)]
+
+
 def matmul_flops_per_token(cfg, seq_len: int) -> float:
   """Forward matmul FLOPs per token: projections, MLP, tied output, attention (causal half)."""
-  d, f, n, k, h, v = (cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads,
-                      cfg.head_dim, cfg.vocab_size)
-  per_layer = 2 * d * (n * h + 2 * k * h) + 2 * n * h * d + 2 * 3 * d * f
+  weights = sum(2 * k * n for _, k, n in weight_matmuls(cfg, 1))
   # scores + weighted sum, average over causal positions: 2 matmuls * 2 FLOPs * N*H * L / 2.
-  attn = 2 * n * h * seq_len
-  return cfg.num_layers * (per_layer + attn) + 2 * d * v
+  attn = 2 * cfg.num_heads * cfg.head_dim * seq_len
+  return weights + cfg.num_layers * attn
 
 
 def hf_twin(model, attn_implementation: str = "sdpa"):
@@ -106,9 +113,9 @@ def op_profile(fn, calls: int = 1) -> dict[str, float]:
   """Microseconds per call spent in each compiled op (XLA thunk) while `fn` runs `calls` times.
 
   From a `jax.profiler` trace (its Perfetto JSON): the durations of the events XLA emits per
-  executed op, summed by "module:op" (e.g. `jit_f:ynn_fusion.12`, a matmul); Python frames, runtime
-  wrappers and control flow (whose events span the ops inside) are left out. Ops that run
-  concurrently each count their own time.
+  executed op, summed by "module:op" (e.g. `jit_f:ynn_fusion.12`, a matmul); Python frames,
+  runtime wrappers and control flow (whose events span the ops inside) are left out. Ops that
+  run concurrently each count their own time.
   """
   import glob  # pylint: disable=g-import-not-at-top
   import gzip  # pylint: disable=g-import-not-at-top

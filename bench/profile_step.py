@@ -38,14 +38,6 @@ from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import
 from icl_ft.train import step as step_lib  # pylint: disable=wrong-import-order
 
 
-def weight_matmuls(cfg, tokens: int) -> list[tuple[int, int, int]]:
-  """(M, K, N) of every forward weight matmul of one step: [M, K] @ [K, N]."""
-  d, f, n, k, h = cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  layer = [(tokens, d, n * h), (tokens, d, k * h), (tokens, d, k * h), (tokens, n * h, d),
-           (tokens, d, f), (tokens, d, f), (tokens, f, d)]
-  return layer * cfg.num_layers + [(tokens, d, cfg.vocab_size)]
-
-
 def matmul_floor(cfg, tokens: int, reps: int) -> dict[str, float]:
   """Summed standalone times of the step's weight matmuls, forward and both gradients."""
   dims = {"forward": (((1,), (0,)), ((), ())),      # x [M, K] @ w [K, N]
@@ -58,7 +50,7 @@ def matmul_floor(cfg, tokens: int, reps: int) -> dict[str, float]:
   cache: dict = {}
   total = {"ours": 0.0, "torch": 0.0}
   flops = 0.0
-  for m, k, n in weight_matmuls(cfg, tokens):
+  for m, k, n in _common.weight_matmuls(cfg, tokens):
     for kind, shapes in (("forward", ((m, k), (k, n))), ("input_grad", ((m, n), (k, n))),
                          ("weight_grad", ((m, k), (m, n)))):
       key = (kind, shapes)
