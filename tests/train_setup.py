@@ -16,6 +16,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_CONFIG = os.path.join(REPO, "configs", "train.py")
 
 
+def read_scalars(directory: str | os.PathLike[str]) -> list[tuple[int, dict[str, float]]]:
+  """(step, {tag: value}) of every event with scalars in `directory`, read by TensorBoard's own loader."""
+  from tensorboard.backend.event_processing import event_file_loader
+  from tensorboard.util import tensor_util
+
+  out = []
+  for name in sorted(os.listdir(directory)):
+    for event in event_file_loader.EventFileLoader(os.path.join(directory, name)).Load():
+      if event.HasField("summary"):
+        out.append((event.step, {v.tag: float(tensor_util.make_ndarray(v.tensor))
+                                 for v in event.summary.value}))
+  return out
+
+
 def apply_overrides(config, overrides: dict[str, Any]):
   """Sets `config.a.b = v` for each `a__b=v` of `overrides`; returns `config`."""
   for key, value in overrides.items():

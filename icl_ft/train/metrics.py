@@ -1,8 +1,7 @@
 """Training metrics: a JSONL log and TensorBoard event files (no TensorFlow needed).
 
 `MetricsWriter(workdir)` appends one JSON object per record to `workdir/metrics.jsonl` and
-writes scalars to `workdir/tensorboard/events.out.tfevents.*` (the TFRecord-framed `Event`
-protos TensorBoard reads, encoded here by hand: a few fields of two protos and a CRC32C).
+writes scalars to `workdir/tensorboard/events.out.tfevents.*` through tensorboardX.
 Only process 0 writes; on other processes the writer is a no-op.
 
 On resume, `truncate_after(step)` drops JSONL records of steps after the restored checkpoint
@@ -15,190 +14,35 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import struct
-import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from tensorboardX import SummaryWriter
 
 from icl_ft import fileio
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tensorboard"
 
-# ---------------------------------------------------------------------------
-# CRC32C (Castagnoli) and TFRecord framing
-# ---------------------------------------------------------------------------
-
-
-def _crc32c_table() -> list[int]:
-  table = []
-  for i in range(256):
-    crc = i
-    for _ in range(8):
-      crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-    table.append(crc)
-  return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for b in data:
-    crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(data: bytes) -> bytes:
-  """One TFRecord: length, its masked CRC, the data, its masked CRC."""
-  header = struct.pack("<Q", len(data))
-  return header + struct.pack("<I", _masked_crc(header)) + data + struct.pack("<I", _masked_crc(data))
-
-
-def read_tfrecords(path: str | os.PathLike[str]) -> Iterator[bytes]:
-  """The records of a TFRecord file (CRCs checked)."""
-  with open(path, "rb") as f:
-    while header := f.read(8):
-      (length,) = struct.unpack("<Q", header)
-      (hcrc,) = struct.unpack("<I", f.read(4))
-      if hcrc != _masked_crc(header):
-        raise ValueError(f"{path}: corrupt record header")
-      data = f.read(length)
-      (dcrc,) = struct.unpack("<I", f.read(4))
-      if dcrc != _masked_crc(data):
-        raise ValueError(f"{path}: corrupt record data")
-      yield data
-
-
-# ---------------------------------------------------------------------------
-# The Event / Summary protos (tensorflow/core/util/event.proto, summary.proto)
-# ---------------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-  n &= (1 << 64) - 1
-  out = bytearray()
-  while True:
-    byte = n & 0x7F
-    n >>= 7
-    if n:
-      out.append(byte | 0x80)
-    else:
-      out.append(byte)
-      return bytes(out)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-  return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
-def encode_event(wall_time: float, step: int, *, file_version: str | None = None,
-                 scalars: Mapping[str, float] | None = None) -> bytes:
-  """An `Event` proto: wall_time (1), step (2), file_version (3) or summary (5) of scalars."""
-  out = _varint(1 << 3 | 1) + struct.pack("<d", wall_time) + _varint(2 << 3 | 0) + _varint(step)
-  if file_version is not None:
-    out += _len_field(3, file_version.encode())
-  if scalars:
-    summary = b""
-    for tag, value in scalars.items():
-      # Summary.Value: tag (1), simple_value (2, float).
-      v = _len_field(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", float(value))
-      summary += _len_field(1, v)
-    out += _len_field(5, summary)
-  return out
-
-
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-  shift = n = 0
-  while True:
-    b = buf[i]
-    i += 1
-    n |= (b & 0x7F) << shift
-    shift += 7
-    if not b & 0x80:
-      return n, i
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
-  i = 0
-  while i < len(buf):
-    key, i = _read_varint(buf, i)
-    field, wire = key >> 3, key & 7
-    if wire == 0:
-      value, i = _read_varint(buf, i)
-    elif wire == 1:
-      value, i = buf[i:i + 8], i + 8
-    elif wire == 5:
-      value, i = buf[i:i + 4], i + 4
-    elif wire == 2:
-      length, i = _read_varint(buf, i)
-      value, i = buf[i:i + length], i + length
-    else:
-      raise ValueError(f"unsupported wire type {wire}")
-    yield field, wire, value
-
-
-def decode_event(data: bytes) -> dict[str, Any]:
-  """Inverse of `encode_event` (for tests): {wall_time, step, file_version?, scalars}."""
-  out: dict[str, Any] = {"step": 0, "scalars": {}}
-  for field, _, value in _fields(data):
-    if field == 1:
-      out["wall_time"] = struct.unpack("<d", value)[0]
-    elif field == 2:
-      out["step"] = value
-    elif field == 3:
-      out["file_version"] = value.decode()
-    elif field == 5:
-      for f, _, v in _fields(value):
-        if f == 1:
-          tag, simple = None, None
-          for f2, _, v2 in _fields(v):
-            if f2 == 1:
-              tag = v2.decode()
-            elif f2 == 2:
-              simple = struct.unpack("<f", v2)[0]
-          out["scalars"][tag] = simple
-  return out
-
-
-def read_events(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
-  """All events of the event files in `directory`, file by file in name order."""
-  events = []
-  for name in sorted(os.listdir(directory)):
-    if name.startswith("events.out.tfevents."):
-      events.extend(decode_event(r) for r in read_tfrecords(os.path.join(directory, name)))
-  return events
-
 
 class EventFileWriter:
-  """Appends scalar summaries to a new TensorBoard event file in `logdir`."""
+  """Scalar summaries in a TensorBoard event file under `logdir` (written by tensorboardX)."""
 
   def __init__(self, logdir: str | os.PathLike[str]):
-    os.makedirs(logdir, exist_ok=True)
-    now = time.time()
-    name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}.0"
-    self.path = os.path.join(logdir, name)
-    self._f = open(self.path, "ab")
-    self._f.write(tfrecord(encode_event(now, 0, file_version="brain.Event:2")))
-    self._f.flush()
+    # A live TensorBoard sees new points within half a minute; close() writes the rest.
+    self._writer = SummaryWriter(logdir=os.fspath(logdir), flush_secs=30)
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
-    finite = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
-    if finite:
-      self._f.write(tfrecord(encode_event(time.time(), int(step), scalars=finite)))
+    """Writes the finite values (TensorBoard draws NaN/inf as gaps at best)."""
+    for tag, value in values.items():
+      if value is not None and math.isfinite(float(value)):
+        self._writer.add_scalar(tag, float(value), int(step))
 
   def flush(self) -> None:
-    self._f.flush()
+    self._writer.flush()
 
   def close(self) -> None:
-    self._f.close()
+    self._writer.close()
 
 
 # ---------------------------------------------------------------------------
