@@ -110,6 +110,9 @@ def test_committed_study_table_and_figure_are_rebuilt_from_its_summary(tmp_path)
   text = table.read_text()
   assert "± 0.000" not in text.split("Finetuning data")[0]
   assert "the same documents" not in text and "| semantic_structure | all | 3 |" in text
+  pivot = text.split("\n\n")[1]  # the accuracy table, as the README quotes it
+  assert pivot.startswith("| dataset | split | pretrained | icl |") and pivot in (
+      ROOT / "README.md").read_text()
   per_seed = report.read_summary(run)
   for r in per_seed:  # summary.json's se is the binomial one
     assert r["se"] == pytest.approx(math.sqrt(r["accuracy"] * (1 - r["accuracy"]) / r["n"]))
