@@ -18,6 +18,7 @@ backend, PNG written atomically).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -231,11 +232,11 @@ def _title(dataset: str, split: str) -> str:
   return f"{dataset.replace('_', ' ')}\n{split.replace('_', ' ')}"
 
 
-def _panel_grid(plt: Any, n: int, title: str, extra_height: float = 0.0):
+def _panel_grid(plt: Any, n: int, title: str):
   """A figure with n panels on a grid (shared y), the axes of the panels and the spare slots."""
   nrows, ncols = grid_shape(n)
   w, h = PANEL_INCHES
-  fig, axes = plt.subplots(nrows, ncols, figsize=(0.6 + w * ncols, 0.9 + extra_height + h * nrows),
+  fig, axes = plt.subplots(nrows, ncols, figsize=(0.6 + w * ncols, 0.9 + h * nrows),
                            sharey=True, squeeze=False, layout="constrained")
   flat = list(axes.flat)
   if title:  # wrapped to the figure's width (~0.09 in per character at 11 pt)
@@ -362,7 +363,7 @@ def audit_figure(audits: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     shares.append({k: v / max(1, p["generated"]) for k, v in merged.items()})
   labels = [lab for lab in AUDIT_LABELS if any(lab in s for s in shares)]
   labels += sorted({lab for s in shares for lab in s} - set(labels))
-  others = iter(report.OTHER_COLORS)
+  others = itertools.cycle(report.OTHER_COLORS)
   fig, ax = plt.subplots(figsize=(7.5, max(2.2, 1.3 + 0.32 * len(pooled))), layout="constrained")
   y = list(range(len(pooled)))[::-1]  # first row on top
   left = [0.0] * len(pooled)

@@ -100,16 +100,18 @@ def order_rows(rows: Iterable[Mapping[str, Any]], datasets: Sequence[str] = (),
   rows = [dict(r) for r in rows]
   ds_rank = {d: i for i, d in enumerate(datasets)}
   split_rank = {(d, s): i for d, ss in (splits or {}).items() for i, s in enumerate(ss)}
-  seen: dict[Any, int] = {}
+  seen_ds: dict[str, int] = {}
+  seen_split: dict[tuple[str, str], int] = {}
+  seen_cond: dict[str, int] = {}
   for r in rows:
-    seen.setdefault(r["dataset"], len(seen))
-    seen.setdefault((r["dataset"], r["split"]), len(seen))
-    seen.setdefault(r["condition"], len(seen))
+    seen_ds.setdefault(r["dataset"], len(seen_ds))
+    seen_split.setdefault((r["dataset"], r["split"]), len(seen_split))
+    seen_cond.setdefault(r["condition"], len(seen_cond))
   return sorted(rows, key=lambda r: (
-      ds_rank.get(r["dataset"], len(ds_rank)), seen[r["dataset"]],
+      ds_rank.get(r["dataset"], len(ds_rank)), seen_ds[r["dataset"]],
       split_rank.get((r["dataset"], r["split"]), len(split_rank)),
-      seen[(r["dataset"], r["split"])], condition_rank(r["condition"]), seen[r["condition"]],
-      r.get("seed", -1)))
+      seen_split[(r["dataset"], r["split"])], condition_rank(r["condition"]),
+      seen_cond[r["condition"]], r.get("seed", -1)))
 
 
 # ---------------------------------------------------------------------------
