@@ -26,11 +26,13 @@ Outputs in `<results_dir>/<run>/`:
   train/<dataset>/<condition>_s<seed>/   icl-ft-train workdir (checkpoints/, metrics.jsonl)
   eval/<dataset>/<condition>[_s<seed>]/  icl-ft-eval run (questions.jsonl, summary.json, table.md)
   stages/<stage>.json              completion markers (seconds and what the stage produced)
-  summary.json                     rows {dataset, split, condition, seed, accuracy, se, n, chance}
-  table.md                         accuracy ± SE per dataset x split x condition (seeds pooled),
-                                   then the finetuning data of every finetuned condition
-  figure.png                       one panel per dataset: a bar per condition per split, SE bars,
-                                   the chance level as a dashed line
+  summary.json                     rows {dataset, split, condition, seed, accuracy, se, n, chance,
+                                   subset_se, subsets} (icl_ft.report: se is binomial)
+  table.md                         accuracy ± binomial SE per dataset x split x condition (seeds
+                                   pooled), the paper's subset SE labelled, augmentation
+                                   usability, then the finetuning data of every finetuned condition
+  figure.png                       a panel per (dataset, split): a bar per condition, SE bars,
+                                   the chance level as a dashed line (icl_ft.plots)
   study.json                       settings, model, devices, per-stage timings, finetuning data
 
 Resuming: a stage whose marker exists is skipped; an interrupted training resumes from its
