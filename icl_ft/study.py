@@ -26,11 +26,13 @@ Outputs in `<results_dir>/<run>/`:
   train/<dataset>/<condition>_s<seed>/   icl-ft-train workdir (checkpoints/, metrics.jsonl)
   eval/<dataset>/<condition>[_s<seed>]/  icl-ft-eval run (questions.jsonl, summary.json, table.md)
   stages/<stage>.json              completion markers (seconds and what the stage produced)
-  summary.json                     rows {dataset, split, condition, seed, accuracy, se, n, chance}
-  table.md                         accuracy ± SE per dataset x split x condition (seeds pooled),
-                                   then the finetuning data of every finetuned condition
-  figure.png                       one panel per dataset: a bar per condition per split, SE bars,
-                                   the chance level as a dashed line
+  summary.json                     rows {dataset, split, condition, seed, accuracy, se, n, chance,
+                                   subset_se, subsets} (icl_ft.report: se is binomial)
+  table.md                         accuracy ± binomial SE per dataset x split x condition (seeds
+                                   pooled), the paper's subset SE labelled, augmentation
+                                   usability, then the finetuning data of every finetuned condition
+  figure.png                       a panel per (dataset, split): a bar per condition, SE bars,
+                                   the chance level as a dashed line (icl_ft.plots)
   study.json                       settings, model, devices, per-stage timings, finetuning data
 
 Resuming: a stage whose marker exists is skipped; an interrupted training resumes from its
@@ -694,40 +696,37 @@ def collect_records(evals: Sequence[tuple[str, str, int, Path]]) -> list[dict[st
 
 
 def _ordered(rows: list[dict[str, Any]], names: Sequence[str],
-             datasets: Mapping[str, records.Dataset], conditions: Sequence[str]
-             ) -> list[dict[str, Any]]:
-  split_order = {(n, s): i for n in names for i, s in enumerate(datasets[n].tests)}
-  return sorted(rows, key=lambda r: (names.index(r["dataset"]),
-                                     split_order.get((r["dataset"], r["split"]), 99),
-                                     conditions.index(r["condition"]), r.get("seed", -1)))
+             datasets: Mapping[str, records.Dataset]) -> list[dict[str, Any]]:
+  return report.order_rows(rows, names, {n: list(datasets[n].tests) for n in names})
 
 
 def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, records.Dataset],
                  conditions: Sequence[str], evals: Sequence[tuple[str, str, int, Path]],
                  finetuning: Sequence[Mapping[str, Any]], subsamples: Mapping[str, Any], *,
                  figure: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
-  """Writes summary.json, table.md and figure.png; returns (rows, pooled rows, table text)."""
+  """Writes summary.json, table.md and figure.png; returns (rows, pooled rows, table text).
+
+  Conditions are ordered by report.CONDITION_ORDER (`conditions` only selects); the
+  augmentation usability comes from the augment stages' markers (stages/augment__*.json).
+  """
+  from icl_ft import plots  # pylint: disable=g-import-not-at-top
+
+  del conditions  # the rows hold exactly the conditions that ran
   recs = collect_records(evals)
   rows = []
   for seed in sorted({r["seed"] for r in recs}):
     rows += [{**row, "seed": seed} for row in report.summarize(r for r in recs if r["seed"] == seed)]
-  rows = _ordered(rows, names, datasets, conditions)
-  table_rows = _ordered(report.summarize(recs), names, datasets, conditions)
+  rows = _ordered(rows, names, datasets)
+  table_rows = _ordered(report.summarize(recs), names, datasets)
   seeds = sorted({r["seed"] for r in recs})
   fileio.atomic_write(run_dir / SUMMARY_FILE, json.dumps(rows, indent=2) + "\n")
-  icl = ", ".join(f"{n} {sorted(set(v.values()))[0] if len(set(v.values())) == 1 else v}"
-                  for n, v in subsamples.items())
-  table = (f"Study `{run_dir.name}`: accuracy ± SE (standard error across question subsets), "
-           f"seeds {seeds} pooled; chance = a uniform random choice.\n\n"
-           + report.pivot_table(table_rows, conditions=[
-               c for c in conditions if any(r["condition"] == c for r in table_rows)])
-           + (f"\nICL documents subsample factor: {icl}.\n" if icl else "")
-           + ("\nFinetuning data (the same documents and steps for every finetuned condition "
-              "of a dataset):\n\n" + report.finetuning_table(finetuning) if finetuning else ""))
+  stages = [json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted((run_dir / "stages").glob("augment__*.json"))]
+  table = report.study_table(run_dir.name, table_rows, seeds, subsamples, finetuning,
+                             report.audits_from_stages(stages))
   fileio.atomic_write(run_dir / TABLE_FILE, table)
   if figure:
-    report.plot_results(table_rows, run_dir / FIGURE_FILE,
-                        title=f"icl_ft study `{run_dir.name}`")
+    plots.accuracy_figure(table_rows, run_dir / FIGURE_FILE, title=plots.study_title(run_dir.name))
   return rows, table_rows, table
 
 

@@ -19,7 +19,7 @@ from icl_ft.datasets import records
 from icl_ft.model import loader
 from icl_ft.pipeline import formats
 
-ROW_KEYS = {"dataset", "split", "condition", "accuracy", "se", "n", "chance", "seed"}
+ROW_KEYS = {*report.SUMMARY_KEYS, "seed"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -218,9 +218,11 @@ def _record(dataset, split, condition, subset, correct, qid):
 def test_report_arithmetic_per_seed_and_pooled(tmp_path):
   ds = records.Dataset(name="d", train=(), tests={"s": ()}, card={})
   evals = []
-  # Seed 0: subset a 2/2, subset b 0/2 -> 0.5, se = std([1, 0]) / sqrt(2) = 0.5.
-  # Seed 1: subset a 1/2, subset b 1/2 -> 0.5, se = 0.
-  # Pooled: a 3/4, b 1/4 -> 0.5, se = sqrt(((.75-.5)^2 + (.25-.5)^2) / 1) / sqrt(2) = 0.25.
+  # Seed 0: subset a 2/2, subset b 0/2 -> 0.5, se = sqrt(.25 / 4) = 0.25;
+  #   subset_se = std([1, 0]) / sqrt(2) = 0.5.
+  # Seed 1: subset a 1/2, subset b 1/2 -> 0.5, se = 0.25; subset_se = 0 (equal subsets).
+  # Pooled: 4/8 = 0.5, se = sqrt(.25 / 8); subsets a 3/4, b 1/4:
+  #   subset_se = sqrt(((.75-.5)^2 + (.25-.5)^2) / 1) / sqrt(2) = 0.25.
   outcomes = {0: [("a", True), ("a", True), ("b", False), ("b", False)],
               1: [("a", True), ("a", False), ("b", True), ("b", False)]}
   for seed, outs in outcomes.items():
@@ -229,31 +231,43 @@ def test_report_arithmetic_per_seed_and_pooled(tmp_path):
     lines = [json.dumps(_record("d", "s", "ft", sub, ok, f"q{i}")) for i, (sub, ok) in enumerate(outs)]
     (d / "questions.jsonl").write_text("\n".join(lines) + "\n")
     evals.append(("d", "ft", seed, d))
-  rows, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds}, ["ft"], evals, [], {},
-                                           figure=True)
+  # An augment stage's marker, as _Stages writes it: its audit is the table's usability row.
+  (tmp_path / "stages").mkdir()
+  (tmp_path / "stages" / "augment__d__local_s0.json").write_text(json.dumps(
+      {"key": "augment/d/local_s0", "kind": "augment", "seconds": 1.0,
+       "info": {"audit": {"total": 6, "correct": 2, "precision": 0.5,
+                          "counts": {"inference": 2, "false": 2, "unparsed": 2}}}}))
+  finetuning = [{"dataset": "d", "condition": c, "seed": 0, "steps": 5, "batch_size": 8,
+                 "seq_len": sl, "loss_tokens_seen": t, "epochs": e}
+                for c, sl, t, e in (("ft", 256, 400, 40.0), ("ft_split", 128, 200, 19.0))]
+  rows, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds}, ["ft"], evals, finetuning,
+                                           {}, figure=True)
   assert [(r["seed"], r["accuracy"], r["n"]) for r in rows] == [(0, 0.5, 4), (1, 0.5, 4)]
-  assert rows[0]["se"] == pytest.approx(0.5) and rows[1]["se"] == pytest.approx(0.0)
+  assert rows[0]["se"] == pytest.approx(0.25) and rows[1]["se"] == pytest.approx(0.25)
+  assert rows[0]["subset_se"] == pytest.approx(0.5) and rows[1]["subset_se"] == 0.0
   assert len(pooled) == 1 and pooled[0]["n"] == 8 and pooled[0]["accuracy"] == 0.5
-  assert pooled[0]["se"] == pytest.approx(0.25) and pooled[0]["chance"] == 0.5
-  assert "| d | s | 0.500 ± 0.250 | 0.500 |" in table
+  assert pooled[0]["se"] == pytest.approx(math.sqrt(0.25 / 8)) and pooled[0]["chance"] == 0.5
+  assert pooled[0]["subset_se"] == pytest.approx(0.25)
+  assert "| d | s | 0.500 ± 0.177 | 0.500 |" in table  # the binomial SE is the ±
+  assert "| d | s | 0.500 ± 0.250 | 0.500 |" in table  # the paper's, labelled, below
+  assert "| d | local | 1 | 6 | 4 | 2 |" in table  # usability: generated, parsed, true
+  assert "the same documents" not in table and "seq len 128, 256" in table
   assert json.loads((tmp_path / "summary.json").read_text()) == rows
   assert (tmp_path / "figure.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_figure_has_a_panel_per_dataset_and_refuses_no_rows(tmp_path):
-  from matplotlib import image
-
-  rows = [{"dataset": d, "split": s, "condition": c, "accuracy": a, "se": 0.05, "n": 10,
-           "chance": 0.5}
-          for d, splits in (("x", ("s1", "s2")), ("y", ("t",)))
-          for s in splits for c, a in (("icl", 0.9), ("ft", 0.4))]
-  one = report.plot_results(rows[:2], tmp_path / "one.png")
-  three = report.plot_results(rows, tmp_path / "three.png", title="t")
-  assert one.read_bytes()[:8] == PNG_MAGIC
-  assert image.imread(three).shape[1] > image.imread(one).shape[1]  # wider: more panels/splits
-  with pytest.raises(ValueError, match="no summary rows"):
-    report.plot_results([], tmp_path / "none.png")
-  assert not (tmp_path / "none.png").exists()
+def test_report_orders_conditions_by_the_one_order(tmp_path):
+  ds = records.Dataset(name="d", train=(), tests={"s": ()}, card={})
+  evals = []
+  for condition in ("ft_aug_local", "ft", "icl"):  # run order differs from the table's
+    d = tmp_path / condition
+    d.mkdir()
+    (d / "questions.jsonl").write_text(json.dumps(_record("d", "s", condition, "a", True, "q")) + "\n")
+    evals.append(("d", condition, 0, d))
+  _, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds}, ["ft_aug_local", "ft", "icl"],
+                                        evals, [], {}, figure=False)
+  assert [r["condition"] for r in pooled] == ["icl", "ft", "ft_aug_local"]
+  assert "| dataset | split | icl | ft | ft_aug_local | chance |" in table
 
 
 def test_finetuning_table_formats_numbers():
