@@ -297,7 +297,8 @@ def test_environment_variables_stand_in_for_flags():
 
 def test_uncommitted_config_is_refused_before_copy(tmp_path):
   """copy ships HEAD: a config only in the working tree would be missing on the workers."""
-  config = ROOT / "configs" / f"uncommitted_{tmp_path.name}.py"
+  # At the root, hidden: nothing globs it (tests/test_configs.py globs configs/*.py).
+  config = ROOT / f".uncommitted_{tmp_path.name}.py"
   config.write_text("")
   try:
     result = _launch("--print", "copy", "run", *POD, "--config", f"{config.relative_to(ROOT)}:x")
