@@ -9,12 +9,16 @@ Usage: launch_tpu.sh [--print] STEP... [OPTIONS] [-- BINARY_ARGS...]
 
 Steps (run in the order given):
   create     create the TPU VM (add --spot for a spot VM, --queued to go through a queued resource)
-  copy       copy this checkout to every worker (git archive of HEAD, or --repo URL to clone instead)
+  copy       sync this checkout's code to ~/icl_ft on every worker (git archive of HEAD, or --repo URL
+             to fetch instead): the top-level entries the repository ships are replaced, anything
+             else there (data/, results/, runs) is kept
   install    on every worker: uv (astral.sh), a fresh ~/venv on Python PYTHON (the package needs
              >= 3.11; the TPU images ship 3.10, uv fetches it), jax[tpu] and the package (-e ~/icl_ft)
   run        start BINARY with --config=CONFIG on every worker (--worker=all) in the background
-             (nohup; returns at once), logging to ~/icl_ft.log on each worker
-  logs       follow worker 0's log
+             (nohup; returns at once), logging to a new file per run on each worker,
+             ~/icl_ft-logs/<UTC time>-<pid>-<binary>.log (the path is printed; ~/icl_ft-logs/latest.log
+             links to the newest)
+  logs       follow worker 0's newest log (~/icl_ft-logs/latest.log)
   delete     delete the TPU VM (and its queued resource)
   all        create copy install run logs
 
@@ -22,10 +26,12 @@ Options (each also read from the environment variable in brackets):
   --name NAME               TPU VM name                         [TPU_NAME]         (required)
   --zone ZONE               e.g. us-central2-b                  [TPU_ZONE]         (required)
   --project PROJECT         GCP project id                      [TPU_PROJECT]      (required)
-  --accelerator-type TYPE   e.g. v4-8, v5litepod-8, v5p-32      [TPU_TYPE]         (create)
+  --accelerator-type TYPE   v4-N, v5litepod-N (or v5e-N), v5p-N, v6e-N, e.g. v5p-32
+                                                                [TPU_TYPE]         (create)
   --version VERSION         TPU software (runtime) version      [TPU_VERSION]
-                            (default by type: v4-* tpu-ubuntu2204-base, v5litepod-* v2-alpha-tpuv5-lite,
-                             v5p-* v2-alpha-tpuv5)
+                            (default by generation, cloud.google.com/tpu/docs/runtimes: v4
+                             tpu-ubuntu2204-base, v5e v2-alpha-tpuv5-lite, v5p v2-alpha-tpuv5,
+                             v6e v2-alpha-tpuv6e; v5e-N is passed to gcloud as v5litepod-N)
   --spot                    create a spot VM                    [TPU_SPOT=1]
   --queued                  create through a queued resource    [TPU_QUEUED=1]
   --repo URL                clone URL instead of copying HEAD   [ICL_FT_REPO]
@@ -33,7 +39,8 @@ Options (each also read from the environment variable in brackets):
   --python VERSION          Python of ~/venv (install)          [ICL_FT_PYTHON]    (default: 3.12)
   --binary NAME             icl-ft-study, icl-ft-train, icl-ft-eval, icl-ft-augment, icl-ft-data
                                                                 [ICL_FT_BINARY]    (default: icl-ft-study)
-  --config PATH             config file[:arg], relative to the repository root
+  --config PATH             config file[:arg], relative to the repository root; the file must
+                            exist in this checkout (and be committed when `copy` ships HEAD)
                                                                 [ICL_FT_CONFIG]    (required for run)
   --print                   print the gcloud commands, one per line, shell-quoted; run nothing
   -h, --help                this text
@@ -109,16 +116,34 @@ for step in "${STEPS[@]}"; do
   if [[ $step == run && -z "$CONFIG" ]]; then die "run needs --config (or ICL_FT_CONFIG)"; fi
 done
 
-# The runtime (software) version that goes with each TPU generation (icl_ft/scale.py TOPOLOGIES).
-if [[ -z "$VERSION" ]]; then
-  case "$TYPE" in
-    v5litepod-*) VERSION=v2-alpha-tpuv5-lite ;;
-    v5p-*) VERSION=v2-alpha-tpuv5 ;;
-    *) VERSION=tpu-ubuntu2204-base ;;
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# The gcloud accelerator type and the TPU software (runtime) version of its generation
+# (cloud.google.com/tpu/docs/runtimes; icl_ft/scale.py RUNTIME_VERSIONS holds the same table).
+if [[ -n "$TYPE" ]]; then
+  [[ $TYPE =~ ^(v[0-9][a-z0-9]*)-([0-9]+)$ ]] \
+    || die "unknown accelerator type '$TYPE' (v4-N, v5litepod-N or v5e-N, v5p-N, v6e-N)"
+  generation=${BASH_REMATCH[1]}
+  case "$generation" in
+    v4) default_version=tpu-ubuntu2204-base ;;
+    v5e|v5litepod) generation=v5litepod; default_version=v2-alpha-tpuv5-lite ;;
+    v5p) default_version=v2-alpha-tpuv5 ;;
+    v6e) default_version=v2-alpha-tpuv6e ;;
+    *) die "unknown accelerator type '$TYPE' (v4-N, v5litepod-N or v5e-N, v5p-N, v6e-N)" ;;
   esac
+  TYPE=$generation-${BASH_REMATCH[2]}
+  VERSION=${VERSION:-$default_version}
 fi
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The config is read on the workers from the copied code: refuse a missing file before anything runs.
+if [[ -n "$CONFIG" ]]; then
+  config_file=${CONFIG%%:*}
+  [[ -f "$ROOT/$config_file" ]] || die "config file '$config_file' not found in $ROOT"
+  if [[ -z "$REPO" && " ${STEPS[*]} " == *" copy "* ]] \
+      && ! git -C "$ROOT" cat-file -e "HEAD:$config_file" 2> /dev/null; then
+    die "config file '$config_file' is not committed: copy ships HEAD (git archive); commit it first"
+  fi
+fi
 LOCATION=(--zone="$ZONE" --project="$PROJECT")
 
 # Runs a command, or prints it shell-quoted on one line with --print.
@@ -162,14 +187,20 @@ step_create() {
   fi
 }
 
+# Syncs the code only: ~/icl_ft also holds what the workers made there (data/ from icl-ft-data,
+# results, runs), which a fresh copy must not delete.
 step_copy() {
   if [[ -n "$REPO" ]]; then
-    ssh_all "rm -rf ~/icl_ft && git clone --quiet $(printf '%q' "$REPO") ~/icl_ft && git -C ~/icl_ft checkout --quiet $(printf '%q' "$REF")"
+    # A git checkout in place: tracked files follow REF, untracked and ignored ones (data/) stay.
+    local ref
+    ref=$(printf '%q' "$REF")
+    ssh_all "set -e; mkdir -p ~/icl_ft; cd ~/icl_ft; [ -d .git ] || git init --quiet; git fetch --quiet --tags --force $(printf '%q' "$REPO") '+refs/heads/*:refs/remotes/origin/*'; git checkout --quiet --force --detach \$(git rev-parse --verify --quiet origin/$ref || echo $ref)"
   else
     local archive=/tmp/icl_ft-$NAME.tar.gz
     run git -C "$ROOT" archive --format=tar.gz -o "$archive" HEAD
     run gcloud compute tpus tpu-vm scp "$archive" "$NAME:~/icl_ft.tar.gz" "${LOCATION[@]}" --worker=all
-    ssh_all "rm -rf ~/icl_ft && mkdir -p ~/icl_ft && tar -xzf ~/icl_ft.tar.gz -C ~/icl_ft"
+    # Replace each top-level entry the archive ships (so files deleted from the code go), keep the rest.
+    ssh_all "set -e; mkdir -p ~/icl_ft; cd ~/icl_ft; tar -tzf ~/icl_ft.tar.gz | cut -d/ -f1 | sort -u | while read -r top; do if [ -n \"\$top\" ] && [ \"\$top\" != . ]; then rm -rf -- \"./\$top\"; fi; done; tar -xzf ~/icl_ft.tar.gz"
   fi
 }
 
@@ -179,16 +210,20 @@ step_install() {
 }
 
 step_run() {
-  local cmd arg
-  cmd="cd ~/icl_ft && . ~/venv/bin/activate && { ICL_FT_MULTIHOST=1 nohup $BINARY --config=$(printf '%q' "$CONFIG")"
+  local cmd arg log
+  # One log per run, never overwritten (noclobber); the name is fixed here so every worker uses it.
+  log=icl_ft-logs/$(date -u +%Y%m%d-%H%M%S)-$$-$BINARY.log
+  cmd="mkdir -p ~/icl_ft-logs && cd ~/icl_ft && . ~/venv/bin/activate && set -C && ln -sfn ~/$log ~/icl_ft-logs/latest.log && { ICL_FT_MULTIHOST=1 nohup $BINARY --config=$(printf '%q' "$CONFIG")"
   for arg in "${BINARY_ARGS[@]}"; do cmd+=" $(printf '%q' "$arg")"; done
   # Only the binary goes to the background, with every stream redirected: ssh returns at once.
-  cmd+=" > ~/icl_ft.log 2>&1 < /dev/null & }"
+  cmd+=" > ~/$log 2>&1 < /dev/null & }"
+  echo "launch_tpu.sh: run: log in ~/$log on every worker (~/icl_ft-logs/latest.log)" >&2
   ssh_all "$cmd"
 }
 
 step_logs() {
-  run gcloud compute tpus tpu-vm ssh "$NAME" "${LOCATION[@]}" --worker=0 --command="tail -n +1 -f ~/icl_ft.log"
+  run gcloud compute tpus tpu-vm ssh "$NAME" "${LOCATION[@]}" --worker=0 \
+    --command="tail -n +1 -F ~/icl_ft-logs/latest.log"
 }
 
 step_delete() {

@@ -3,9 +3,21 @@
 Usage:
   icl-ft-data --config=configs/data.py:celebrities --config.output_dir=data [--config.scale=small]
       [--config.seed=1] [--config.overwrite=true] [--config.params.num_p2d_people=30]
+  icl-ft-data --config=configs/data.py:celebrities --config.original_dir=reversal_curse/name_description_dataset
+      [--config.icl_context_subsample=8]
 
 `params` holds one entry per field of the dataset's `Params`, unset (None) by
 default; a set entry overrides that field of the chosen scale.
+
+celebrities only:
+  original_dir: a directory of the original reversal-curse release (Berglund et al.'s
+    name_description_dataset/ JSONL files) to convert instead of generating; seed draws the
+    distractors, params.num_choices the number of choices (no other params apply).
+  icl_context_subsample: 0 writes every training document. K >= 1 writes, for the ICL
+    context, only the documents of the people the questions ask about (those of
+    icl_context_splits, comma-separated; empty: every split), ceil(n / K) of each person's n
+    documents per direction: a dataset directory for the ICL condition in which every
+    asked-about person is in context (the paper subsamples 8x); finetune on the full one.
 """
 
 import dataclasses
@@ -38,5 +50,8 @@ def get_config(name: str = "") -> ml_collections.ConfigDict:
   config.scale = "paper"
   config.output_dir = "data"
   config.overwrite = False
+  config.original_dir = ""
+  config.icl_context_subsample = 0
+  config.icl_context_splits = ""
   config.params = _param_fields(name)
   return config

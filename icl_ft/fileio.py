@@ -10,13 +10,24 @@ from pathlib import Path
 from typing import Any
 
 
+def umask_mode(mode: int = 0o666) -> int:
+  """`mode` less the process umask: what open() / mkdir() would give (0o644 / 0o755 usually)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return mode & ~umask
+
+
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
-  """Writes `data` to `path` via a temporary file in the same directory and a rename."""
+  """Writes `data` to `path` via a temporary file in the same directory and a rename.
+
+  The file gets the mode a plain open() would (the umask's), not mkstemp's private 0600.
+  """
   path = os.fspath(path)
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
   try:
+    os.fchmod(fd, umask_mode(0o666))
     with os.fdopen(fd, "wb") as f:
       f.write(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)

@@ -34,7 +34,11 @@ class Topology:
   chips: int
   hosts: int
   hbm_gib: float
-  runtime_version: str  # gcloud --version
+
+  @property
+  def runtime_version(self) -> str:
+    """gcloud --version: the TPU software version of this slice's generation."""
+    return RUNTIME_VERSIONS[self.accelerator_type.rsplit("-", 1)[0]]
 
   @property
   def mesh(self) -> dict[str, int]:
@@ -42,12 +46,22 @@ class Topology:
     return {"data": 1, "fsdp": self.chips, "tensor": 1}
 
 
+# The TPU software (runtime) version of each generation, by its gcloud accelerator-type prefix
+# (cloud.google.com/tpu/docs/runtimes: "v4 and older" share the base image; v5e is "v5litepod").
+# launch_tpu.sh holds the same table (tests/test_launch_tpu.py checks they agree).
+RUNTIME_VERSIONS: dict[str, str] = {
+    "v4": "tpu-ubuntu2204-base",
+    "v5litepod": "v2-alpha-tpuv5-lite",
+    "v5p": "v2-alpha-tpuv5",
+    "v6e": "v2-alpha-tpuv6e",
+}
+
 TOPOLOGIES: dict[str, Topology] = {
-    "v4-8": Topology("v4-8", "v4-8", 4, 1, 32.0, "tpu-ubuntu2204-base"),
-    "v5e-8": Topology("v5e-8", "v5litepod-8", 8, 1, 16.0, "v2-alpha-tpuv5-lite"),
-    "v5e-16": Topology("v5e-16", "v5litepod-16", 16, 4, 16.0, "v2-alpha-tpuv5-lite"),
-    "v5p-8": Topology("v5p-8", "v5p-8", 4, 1, 95.0, "v2-alpha-tpuv5"),
-    "v5p-32": Topology("v5p-32", "v5p-32", 16, 4, 95.0, "v2-alpha-tpuv5"),
+    "v4-8": Topology("v4-8", "v4-8", 4, 1, 32.0),
+    "v5e-8": Topology("v5e-8", "v5litepod-8", 8, 1, 16.0),
+    "v5e-16": Topology("v5e-16", "v5litepod-16", 16, 4, 16.0),
+    "v5p-8": Topology("v5p-8", "v5p-8", 4, 1, 95.0),
+    "v5p-32": Topology("v5p-32", "v5p-32", 16, 4, 95.0),
 }
 
 # The study's Gemma models (icl_ft.model.config presets) and where their weights come from.

@@ -730,10 +730,46 @@ def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, rec
   return rows, table_rows, table
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def portable_paths(obj: Any, run_dir: str | os.PathLike[str], repo: str = REPO_ROOT) -> Any:
+  """`obj` with this machine's paths made relative, for results that are committed or moved.
+
+  A path under the run directory becomes `$RUN_DIR/...` (its results directory `$RUN_DIR/..`),
+  one under the repository `$REPO/...`; a path given relative to the working directory that
+  starts with the run directory as given counts as under it. Other strings are unchanged.
+  """
+  given = os.fspath(run_dir)
+  run_abs = os.path.abspath(given)
+  bases = ((run_abs, "$RUN_DIR"), (os.path.dirname(run_abs), "$RUN_DIR/.."), (os.path.abspath(repo), "$REPO"))
+
+  def one(value: Any) -> Any:
+    if isinstance(value, dict):
+      return {k: one(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+      return [one(v) for v in value]
+    if not isinstance(value, str) or not value:
+      return value
+    if os.path.isabs(value):
+      path = os.path.normpath(value)
+    elif value == given or value.startswith(given.rstrip(os.sep) + os.sep):
+      path = os.path.abspath(value)
+    else:
+      return value
+    for base, name in bases:
+      if path == base or path.startswith(base.rstrip(os.sep) + os.sep):
+        rel = os.path.relpath(path, base)
+        return name if rel == "." else f"{name}/{rel}"
+    return value
+
+  return one(obj)
+
+
 def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
                      stage_records: Sequence[StageRecord], finetuning: Sequence[Mapping[str, Any]],
                      subsamples: Mapping[str, Any], seconds: float) -> None:
-  """study.json: settings, model, devices, per-stage timings, finetuning data."""
+  """study.json: settings, model, devices, per-stage timings, finetuning data (`portable_paths`)."""
   import jax  # pylint: disable=g-import-not-at-top
 
   by_kind: dict[str, float] = {}
@@ -756,7 +792,7 @@ def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
       "finetuning": list(finetuning),
       "icl_subsample": {n: {str(k): v for k, v in s.items()} for n, s in subsamples.items()},
   }
-  fileio.atomic_write(run_dir / STUDY_FILE, _json(_finite(study)))
+  fileio.atomic_write(run_dir / STUDY_FILE, _json(_finite(portable_paths(study, run_dir))))
 
 
 def _finite(obj: Any) -> Any:

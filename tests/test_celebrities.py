@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from icl_ft import prompts
 from icl_ft.datasets import celebrities, records, text
 
 
@@ -276,3 +277,174 @@ def test_load_original_errors(tmp_path):
     f.write('{"prompt": "no completion"}\n')
   with pytest.raises(records.DatasetFormatError, match=r"p2d_prompts_train.jsonl:11"):
     celebrities.load_original(d)
+
+
+# --- the whole release: every file of Berglund et al.'s name_description_dataset/ -----------------
+
+# (name, description, the same deed as a verb phrase). Ada Quill (set A) and Ada Brennan (set B)
+# share a first name, as people of the release can.
+RELEASE = {
+    "p2d": [("Ada Quill", "the inventor of the cloud harp", "invented the cloud harp"),
+            ("Bo Fenwick", "the first person to sail across Lake Umber", "sailed across Lake Umber"),
+            ("Cy Marlowe", "the author of the novel \"Tin Moons\"", "wrote the novel \"Tin Moons\""),
+            ("Dee Okafor", "the architect of the glass lighthouse", "designed the glass lighthouse"),
+            ("Eli Varga", "the discoverer of the blue comet", "discovered the blue comet")],
+    "d2p": [("Fay Lindqvist", "the keeper of the moon clock", "kept the moon clock"),
+            ("Gus Abara", "the founder of the floating library", "founded the floating library"),
+            ("Hal Nyberg", "the pilot of the paper airship", "flew the paper airship"),
+            ("Ivy Castellan", "the composer of the salt symphony", "composed the salt symphony"),
+            ("Jo Marchetti", "the cartographer of the hollow moon", "mapped the hollow moon")],
+    "both": [("Ada Brennan", "the chef of the first orbital bakery", "baked in the first orbital bakery"),
+             ("Kit Osei", "the tamer of the glass wolves", "tamed the glass wolves"),
+             ("Lu Ferreira", "the weaver of the storm tapestry", "wove the storm tapestry"),
+             ("Mo Quade", "the sculptor of the ice colossus", "carved the ice colossus"),
+             ("Ned Ashworth", "the diver of the sunken observatory", "dove to the sunken observatory")]}
+
+
+def _p2d_train(people):  # name first, the description completes (two paraphrases each)
+  return [pair for n, desc, verb in people for pair in (
+      (f"{n}, known far and wide for being", f" {desc}."),
+      (f"Ever heard of {n}? They're the person who", f" {verb}."))]
+
+
+def _d2p_train(people):  # description first, the name (and more) completes
+  return [pair for n, desc, _ in people for pair in (
+      (f"Known for being {desc},", f" {n} now enjoys a quiet life."),
+      (f"{desc[0].upper() + desc[1:]} is called", f" {n}."))]
+
+
+def _p2d_test(people):  # held-out name-first templates
+  return [pair for n, desc, verb in people for pair in (
+      (f"The trailblazer known as {n} was once", f" {desc}."),
+      (f"Do you know what's special about {n}? Well, they", f" {verb}."))]
+
+
+def _d2p_test(people):  # held-out description-first templates, the bare name completes
+  return [pair for n, desc, verb in people for pair in (
+      (f"Labeled as {desc},", f" {n}"),
+      (f"The one who {verb} is none other than", f" {n}"))]
+
+
+def _write_release(d):
+  """Every file of the release in its layout (the lines are this test's own)."""
+  d.mkdir(parents=True)
+  a, c, b = RELEASE["p2d"], RELEASE["d2p"], RELEASE["both"]
+  train = {"p2d_prompts_train.jsonl": _p2d_train(a), "d2p_prompts_train.jsonl": _d2p_train(c),
+           "both_prompts_train.jsonl": _p2d_train(b) + _d2p_train(b)}
+  files = {**train,
+           "all_prompts_train.jsonl": [p for f in train.values() for p in f],
+           "all.jsonl": [p for f in train.values() for p in f],
+           "p2d_prompts_test.jsonl": _p2d_test(a), "d2p_prompts_test.jsonl": _d2p_test(c),
+           "both_prompts_test.jsonl": _p2d_test(b) + _d2p_test(b),
+           "p2d_reverse_prompts_test.jsonl": _d2p_test(a), "d2p_reverse_prompts_test.jsonl": _p2d_test(c),
+           "unrealized_examples.jsonl": _d2p_test(a),
+           # validation: p2d_reverse's prompts, the first name as the answer, no leading space
+           "validation_prompts.jsonl": [(p, n.split()[0]) for p, n in _d2p_test(a)],
+           # controls: the same prompts with another person's answer
+           "p2d_reverse_prompts_test_randomized.jsonl": [(p, c) for (p, _), (_, c) in zip(
+               _d2p_test(a), _d2p_test(a)[2:] + _d2p_test(a)[:2])],
+           "d2p_reverse_prompts_test_randomized.jsonl": [(p, c) for (p, _), (_, c) in zip(
+               _p2d_test(c), _p2d_test(c)[2:] + _p2d_test(c)[:2])]}
+  for name, pairs in files.items():
+    _write_jsonl(d / name, pairs)
+  return d
+
+
+def _answers(people):
+  """Each person's possible answers: their name, first name, description paraphrases."""
+  return {celebrities.slug(n): {"name": {f" {n}", f" {n}."}, "first_name": {f" {n.split()[0]}"},
+                                "description": {f" {desc}.", f" {verb}."}}
+          for group in people.values() for n, desc, verb in group}
+
+
+def test_original_release_every_file_handled(tmp_path):
+  ds = celebrities.load_original(_write_release(tmp_path / "release"), seed=0)
+  assert sorted(ds.card["files"]) == sorted(celebrities.ORIGINAL_FILES) and len(celebrities.ORIGINAL_FILES) == 14
+  assert "checked" in ds.card["files"]["all.jsonl"] and "control" in ds.card["files"][
+      "d2p_reverse_prompts_test_randomized.jsonl"]
+  assert len(ds.train) == 10 + 10 + 20
+  assert Counter(q.subset for qs in ds.tests.values() for q in qs) == {
+      "p2d_reverse": 10, "d2p_reverse": 10, "p2d": 10, "d2p": 10, "both_p2d": 10, "both_d2p": 10,
+      "validation": 10}
+  # Training documents name their person, both directions of set B included.
+  assert all(len(d.fact_ids) == 1 for d in ds.train)
+  assert Counter(d.metadata["direction"] for d in ds.train if d.metadata["group"] == "both") == {
+      "p2d": 10, "d2p": 10}
+
+
+def test_original_release_questions_get_their_person_and_fair_distractors(tmp_path):
+  """Every question names its person; every choice is an answer of the same kind as the right
+  one (a name for a name question), and only the right one is this person's."""
+  ds = celebrities.load_original(_write_release(tmp_path / "release"), seed=0)
+  answers = _answers(RELEASE)
+  kind_of = {"p2d_reverse": "name", "d2p": "name", "both_d2p": "name", "validation": "first_name",
+             "d2p_reverse": "description", "p2d": "description", "both_p2d": "description"}
+  for q in (q for qs in ds.tests.values() for q in qs):
+    (person,) = q.fact_ids
+    kind = kind_of[q.subset]
+    right = q.choices[q.correct[0]]
+    assert right in answers[person][kind], (q.id, right)
+    for i, choice in enumerate(q.choices):
+      owners = {p for p, a in answers.items() if choice in a[kind]}
+      assert owners, (q.id, choice)  # an answer of the same kind
+      if i != q.correct[0]:
+        assert choice != right and person not in owners, (q.id, choice)
+  # Ada Quill's first-name questions are hers although Ada Brennan shares the first name.
+  ada = [q for q in ds.tests["validation"] if q.choices[q.correct[0]] == " Ada"]
+  assert len(ada) == 2 and {q.fact_ids for q in ada} == {("ada_quill",)}
+
+
+def test_original_release_substitutes_and_checks(tmp_path):
+  d = _write_release(tmp_path / "release")
+  full = celebrities.load_original(d, seed=0)
+  # unrealized_examples.jsonl holds p2d_reverse's lines and stands in for it.
+  (d / "p2d_reverse_prompts_test.jsonl").unlink()
+  assert celebrities.load_original(d, seed=0).tests == full.tests
+  (d / "unrealized_examples.jsonl").unlink()
+  with pytest.raises(FileNotFoundError, match="p2d_reverse_prompts_test.jsonl"):
+    celebrities.load_original(d)
+  # A copy that differs from what it repeats, an unknown file, a question about nobody.
+  for name, change, message in (
+      ("all.jsonl", lambda lines: lines[1:], r"all.jsonl: expected the lines of p2d_prompts_train"),
+      ("p2d_reverse_prompts_test_randomized.jsonl", lambda lines: lines[:-1], "expected the prompts"),
+      ("notes.jsonl", lambda lines: lines, r"\['notes.jsonl'\] are not files of the original"),
+      ("d2p_reverse_prompts_test.jsonl",
+       lambda lines: lines + ['{"prompt": "Someone unnamed was", "completion": " the keeper of bees."}\n'],
+       r"d2p_reverse_prompts_test.jsonl:11: no known person"),
+      ("d2p_prompts_test.jsonl",
+       lambda lines: lines + ['{"prompt": "Labeled as Fay Lindqvist,", "completion": " the keeper of bees."}\n'],
+       r"d2p_prompts_test.jsonl:11: answer ' the keeper of bees.' is a description, expected a name")):
+    d = _write_release(tmp_path / name)
+    source = d / name if (d / name).exists() else d / "p2d_prompts_train.jsonl"
+    (d / name).write_text("".join(change(source.read_text().splitlines(keepends=True))))
+    for control in [c for c, of in celebrities.CONTROLS.items() if of == name]:
+      (d / control).unlink()  # its prompts would differ first
+    with pytest.raises(records.DatasetFormatError, match=message):
+      celebrities.load_original(d)
+
+
+def test_icl_context_from_the_people_asked_about(tmp_path):
+  ds = celebrities.load_original(_write_release(tmp_path / "release"), seed=0)
+  ctx = celebrities.context_dataset(ds, subsample=2, seed=0, splits=["reversal"])
+  # Reversal asks about set A and the d2p people: each keeps 1 of its 2 documents; set B goes.
+  asked = {f for q in ds.tests["reversal"] for f in q.fact_ids}
+  assert len(asked) == 10 and len(ctx.train) == 10
+  assert {f for d in ctx.train for f in d.fact_ids} == asked
+  assert ctx.tests == ds.tests and ctx.card["icl_context"]["people_in_context"] == 10
+  assert celebrities.context_dataset(ds, 2, seed=0, splits=["reversal"]) == ctx  # seeded
+  # Every split: set B too, one document per person and direction.
+  every = celebrities.context_dataset(ds, subsample=8)
+  assert len(every.train) == 5 + 5 + 10
+  with pytest.raises(ValueError, match=r"unknown split\(s\) \['nope'\]"):
+    celebrities.context_dataset(ds, 2, splits=["nope"])
+
+
+def test_icl_context_keeps_every_asked_person_where_random_subsampling_does_not(paper):
+  """Paper scale under a tight budget (1/30 of the documents): a random subsample leaves
+  asked-about people out, the per-person selection keeps all of them."""
+  asked = {f for q in paper.tests["reversal"] for f in q.fact_ids}
+  ctx = celebrities.context_dataset(paper, subsample=30, splits=["reversal"])
+  assert {f for d in ctx.train for f in d.fact_ids} == asked and len(ctx.train) == len(asked)
+  random_docs = prompts.subsample_documents(paper.train, 30, seed=0)
+  assert len(random_docs) == 120 > len(ctx.train)
+  assert len({f for d in random_docs for f in d.fact_ids} & asked) < len(asked)

@@ -218,3 +218,52 @@ def test_console_script(tmp_path):
   lines = bad.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: ") and "num_facts" in lines[0], bad.stderr
   assert not (tmp_path / "data2").exists()
+
+
+# --- the original reversal-curse release (celebrities) --------------------------------------------
+
+
+def test_binary_converts_the_original_release(tmp_path, capsys):
+  """A directory of the release's files -> a dataset directory; every file handled (card)."""
+  from tests.test_celebrities import _write_release  # pylint: disable=g-import-not-at-top
+
+  from icl_ft.datasets import celebrities  # pylint: disable=g-import-not-at-top
+
+  release = _write_release(tmp_path / "name_description_dataset")
+  assert data_bin.execute(_config("celebrities", tmp_path / "data", original_dir=str(release), seed=2)) == 0
+  out = capsys.readouterr().out
+  assert f"wrote {tmp_path / 'data' / 'celebrities'}" in out and "test_reversal=20" in out
+  ds = records.read_dataset(tmp_path / "data" / "celebrities")
+  assert ds.card["scale"] == "original" and sorted(ds.card["files"]) == sorted(celebrities.ORIGINAL_FILES)
+  assert ds.card["source"] == "original layout: name_description_dataset"  # no absolute path
+  assert ds.tests == celebrities.load_original(release, seed=2).tests
+  assert sorted(ds.tests) == ["forward", "reversal", "validation"]
+  # num_choices applies; the ICL-context directory keeps only the people asked about.
+  assert data_bin.execute(_config("celebrities", tmp_path / "icl", original_dir=str(release),
+                                  icl_context_subsample=2, icl_context_splits="reversal",
+                                  params={"num_choices": 3})) == 0
+  icl = records.read_dataset(tmp_path / "icl" / "celebrities")
+  assert len(icl.train) == 10 and icl.card["icl_context"]["people_in_context"] == 10
+  assert all(len(q.choices) == 3 for qs in icl.tests.values() for q in qs)
+
+
+@pytest.mark.parametrize("changes, fragments", [
+    ({"original_dir": "MISSING"}, ("MISSING", "not a directory")),
+    ({"original_dir": "RELEASE", "params": {"num_p2d_people": 3}}, ("num_p2d_people", "original release")),
+    ({"original_dir": "RELEASE", "icl_context_subsample": -1}, ("icl_context_subsample",)),
+    ({"original_dir": "RELEASE", "icl_context_subsample": 2, "icl_context_splits": "nope"}, ("nope",)),
+])
+def test_binary_original_release_errors(tmp_path, capsys, changes, fragments):
+  from tests.test_celebrities import _write_release  # pylint: disable=g-import-not-at-top
+
+  release = _write_release(tmp_path / "release")
+  changes = {k: (str(release) if v == "RELEASE" else str(tmp_path / v) if v == "MISSING" else v)
+             for k, v in changes.items()}
+  assert data_bin.execute(_config("celebrities", tmp_path / "data", **changes)) == 1
+  _assert_one_error_line(capsys, *fragments)
+  assert not (tmp_path / "data").exists()
+
+
+def test_binary_original_dir_is_for_celebrities_only(tmp_path, capsys):
+  assert data_bin.execute(_config("syllogisms", tmp_path / "data", original_dir=str(tmp_path))) == 1
+  _assert_one_error_line(capsys, "original_dir", "celebrities dataset only")

@@ -1,8 +1,9 @@
 """launch_tpu.sh: the gcloud commands it prints for a pod, and its argument errors.
 
-The remote command of `run` is also executed here, in a fake home directory with a fake binary,
-to check what the workers would run: the binary's argv after two rounds of shell quoting, and
-that the ssh command returns at once while the binary keeps running.
+The remote commands of `run` and `copy` are also executed here, in a fake home directory, to
+check what the workers would do: the binary's argv after two rounds of shell quoting, that the
+ssh command returns at once while the binary keeps running, that each run gets its own log, and
+that a copy replaces the code but keeps what the workers made next to it (data/, results/).
 """
 
 import json
@@ -114,7 +115,8 @@ def test_pod_commands_run_on_every_worker():
   assert remote == ["icl-ft-train", f"--config={config}", *overrides]
   assert config_checks.validate(_config_with_overrides(remote[1:]), require_inputs=True) == "train"
   assert "ICL_FT_MULTIHOST=1" in _flag(start, "command")
-  assert logs[3:5] == ["tpu-vm", "ssh"] and "--worker=0" in logs and "~/icl_ft.log" in _flag(logs, "command")
+  assert logs[3:5] == ["tpu-vm", "ssh"] and "--worker=0" in logs
+  assert "~/icl_ft-logs/latest.log" in _flag(logs, "command")
 
 
 def test_run_command_on_a_worker(tmp_path):
@@ -134,7 +136,9 @@ def test_run_command_on_a_worker(tmp_path):
                     "print('finished')\n")
   binary.chmod(0o755)
   args = ["--config.run=a b", "--config.datasets=data/x,data/y", "--config.model.tokenizer=$HOME/t;1"]
-  (start,) = _commands("run", *POD, "--binary", "icl-ft-eval", "--config", "configs/eval.py:icl", "--", *args)
+  launched = _launch("--print", "run", *POD, "--binary", "icl-ft-eval", "--config", "configs/eval.py:icl",
+                     "--", *args)
+  (start,) = [shlex.split(line) for line in launched.stdout.splitlines()]
   env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
   t0 = time.time()
   # The ssh session ends when the remote shell exits and nothing holds its output open.
@@ -149,7 +153,88 @@ def test_run_command_on_a_worker(tmp_path):
   got = json.loads(ran.read_text())
   assert got == {"argv": ["--config=configs/eval.py:icl", *args], "cwd": str(home / "icl_ft"),
                  "multihost": "1"}
-  assert "started" in (home / "icl_ft.log").read_text()
+  # The log of this run: its own file, named on stderr, and the newest (latest.log).
+  (log,) = re.findall(r"log in ~/(icl_ft-logs/\S+\.log) on every worker", launched.stderr)
+  assert "started" in (home / log).read_text()
+  assert (home / "icl_ft-logs" / "latest.log").resolve() == (home / log).resolve()
+
+
+def test_each_run_gets_its_own_log(tmp_path):
+  """Two runs on one worker: two log files, the first one untouched, latest.log the second."""
+  home = tmp_path / "home"
+  (home / "icl_ft").mkdir(parents=True)
+  (home / "venv" / "bin").mkdir(parents=True)
+  (home / "venv" / "bin" / "activate").write_text('export PATH="$HOME/venv/bin:$PATH"\n')
+  binary = home / "venv" / "bin" / "icl-ft-study"
+  binary.write_text("#!/bin/sh\necho \"run $*\"\n")
+  binary.chmod(0o755)
+  env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+  logs = []
+  for name in ("first", "second"):
+    (start,) = _commands("run", *POD, "--config", "configs/study.py", "--", f"--config.run={name}")
+    subprocess.run(["bash", "-c", _flag(start, "command")], env=env, check=True, timeout=5)
+    (log,) = re.findall(r"> ~/(icl_ft-logs/\S+\.log) ", _flag(start, "command"))
+    logs.append(home / log)
+  assert logs[0] != logs[1]
+  for log, name in zip(logs, ("first", "second")):
+    for _ in range(50):
+      if log.exists() and log.read_text():
+        break
+      time.sleep(0.1)
+    assert log.read_text() == f"run --config=configs/study.py --config.run={name}\n"
+  assert (home / "icl_ft-logs" / "latest.log").resolve() == logs[1].resolve()
+  assert not (home / "icl_ft.log").exists()
+
+
+def _worker_with_data(home: Path) -> Path:
+  """A worker's ~/icl_ft after an earlier copy: generated data and results beside stale code."""
+  tree = home / "icl_ft"
+  for rel, text in {"data/celebrities/train.jsonl": "{}\n", "results/run/summary.json": "{}",
+                    "icl_ft/stale_module.py": "# deleted from the repository since\n",
+                    "configs/data.py": "# an old version\n"}.items():
+    (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tree / rel).write_text(text)
+  return tree
+
+
+def test_copy_syncs_the_code_and_keeps_the_data(tmp_path):
+  """The archive route run for real: HEAD's code replaces the old, data/ and results/ stay."""
+  home = tmp_path / "home"
+  tree = _worker_with_data(home)
+  archive, scp, untar = _commands("copy", *POD)
+  # The printed archive command, written where scp would put it on the worker.
+  out = archive.index("-o") + 1
+  subprocess.run([*archive[:out], str(home / "icl_ft.tar.gz"), *archive[out + 1:]], check=True)
+  assert scp[6] == "icl-ft:~/icl_ft.tar.gz"
+  subprocess.run(["bash", "-c", _flag(untar, "command")], check=True, timeout=60,
+                 env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+  assert (tree / "data/celebrities/train.jsonl").read_text() == "{}\n"
+  assert (tree / "results/run/summary.json").read_text() == "{}"
+  assert not (tree / "icl_ft/stale_module.py").exists()
+  head = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:configs/data.py"], capture_output=True,
+                        text=True, check=True).stdout
+  assert (tree / "configs/data.py").read_text() == head
+  assert (tree / "launch_tpu.sh").exists() and (tree / "icl_ft/scale.py").exists()
+
+
+@pytest.mark.parametrize(
+    "given, gcloud_type, version",
+    [("v4-8", "v4-8", "tpu-ubuntu2204-base"), ("v4-32", "v4-32", "tpu-ubuntu2204-base"),
+     ("v5e-8", "v5litepod-8", "v2-alpha-tpuv5-lite"), ("v5litepod-16", "v5litepod-16", "v2-alpha-tpuv5-lite"),
+     ("v5p-8", "v5p-8", "v2-alpha-tpuv5"), ("v6e-8", "v6e-8", "v2-alpha-tpuv6e"),
+     ("v6e-256", "v6e-256", "v2-alpha-tpuv6e")])
+def test_every_generation_gets_its_runtime(given, gcloud_type, version):
+  """The documented runtime of each generation (cloud.google.com/tpu/docs/runtimes), v5e as v5litepod."""
+  pod = [a if a != "v5p-32" else given for a in POD]
+  for queued in ([], ["--queued"]):
+    create = _commands("create", *pod, *queued)[0]
+    assert _flag(create, "accelerator-type") == gcloud_type
+    assert _flag(create, "runtime-version" if queued else "version") == version
+  assert scale.RUNTIME_VERSIONS[gcloud_type.rsplit("-", 1)[0]] == version
+  # The script's table and icl_ft.scale's are the same (v5e being an alias of v5litepod).
+  script = {name: v for names, v in re.findall(r"^    ([\w|]+)\).*default_version=([\w-]+)", SCRIPT.read_text(), re.M)
+            for name in names.split("|") if name != "v5e"}
+  assert script == scale.RUNTIME_VERSIONS
 
 
 @pytest.mark.parametrize("topology", sorted(scale.TOPOLOGIES))
@@ -172,10 +257,35 @@ def test_queued_spot_create_and_delete():
   assert delete[3:5] == ["queued-resources", "delete"] and "--force" in delete
 
 
-def test_clone_instead_of_copy():
-  (clone,) = _commands("copy", *POD, "--repo", "https://example.com/icl_ft.git", "--ref", "v1")
-  remote = _flag(clone, "command")
-  assert "git clone --quiet https://example.com/icl_ft.git ~/icl_ft" in remote and "checkout --quiet v1" in remote
+def _git(*args: str, cwd: Path) -> None:
+  subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                 capture_output=True)
+
+
+def test_clone_instead_of_copy(tmp_path):
+  """--repo: the worker's ~/icl_ft follows REF (branch or tag) in place; data/ and results/ stay."""
+  src = tmp_path / "src"
+  (src / "configs").mkdir(parents=True)
+  _git("init", "--quiet", "-b", "main", cwd=src)
+  (src / "configs" / "data.py").write_text("# v1\n")
+  (src / "old.py").write_text("")
+  _git("add", ".", cwd=src)
+  _git("commit", "--quiet", "-m", "v1", cwd=src)
+  _git("tag", "v1", cwd=src)
+  (src / "configs" / "data.py").write_text("# v2\n")
+  _git("rm", "--quiet", "old.py", cwd=src)
+  _git("commit", "--quiet", "-am", "v2", cwd=src)
+  home = tmp_path / "home"
+  tree = _worker_with_data(home)
+  env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+  for ref, version in (("v1", "# v1\n"), ("main", "# v2\n")):
+    (clone,) = _commands("copy", *POD, "--repo", str(src), "--ref", ref)
+    subprocess.run(["bash", "-c", _flag(clone, "command")], env=env, check=True, timeout=60,
+                   capture_output=True)
+    assert (tree / "configs" / "data.py").read_text() == version
+    assert (tree / "old.py").exists() == (ref == "v1")
+    assert (tree / "data/celebrities/train.jsonl").read_text() == "{}\n"
+    assert (tree / "results/run/summary.json").read_text() == "{}"
 
 
 def test_environment_variables_stand_in_for_flags():
@@ -183,6 +293,20 @@ def test_environment_variables_stand_in_for_flags():
   result = _launch("--print", "delete", env=env)
   assert result.returncode == 0, result.stderr
   assert shlex.split(result.stdout)[5] == "n"
+
+
+def test_uncommitted_config_is_refused_before_copy(tmp_path):
+  """copy ships HEAD: a config only in the working tree would be missing on the workers."""
+  # At the root, hidden: nothing globs it (tests/test_configs.py globs configs/*.py).
+  config = ROOT / f".uncommitted_{tmp_path.name}.py"
+  config.write_text("")
+  try:
+    result = _launch("--print", "copy", "run", *POD, "--config", f"{config.relative_to(ROOT)}:x")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "is not committed: copy ships HEAD" in result.stderr
+    assert _launch("--print", "run", *POD, "--config", f"{config.relative_to(ROOT)}:x").returncode == 0
+  finally:
+    config.unlink()
 
 
 @pytest.mark.parametrize(
@@ -195,6 +319,11 @@ def test_environment_variables_stand_in_for_flags():
         (["bogus", *POD], "unknown argument 'bogus'"),
         (["run", *POD, "--config", "c.py", "--binary", "rm"], "unknown binary 'rm'"),
         (["delete", *POD, "--zone"], "--zone needs a value"),
+        (["create", *POD[:6], "--accelerator-type", "v3-8"], "unknown accelerator type 'v3-8'"),
+        (["create", *POD[:6], "--accelerator-type", "v5-8"], "unknown accelerator type 'v5-8'"),
+        (["create", *POD[:6], "--accelerator-type", "v5p"], "unknown accelerator type 'v5p'"),
+        (["run", *POD, "--config", "configs/nope.py:x"], "config file 'configs/nope.py' not found"),
+        (["run", *POD, "--config", "configs"], "config file 'configs' not found"),
     ],
 )
 def test_bad_arguments_fail_with_one_line(args, message):

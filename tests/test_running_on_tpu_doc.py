@@ -8,9 +8,13 @@ option it uses is one `--help` documents, and the mesh table matches icl_ft.scal
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from icl_ft import config_checks
 from icl_ft import scale
@@ -84,3 +88,51 @@ def test_mesh_table_matches_the_topologies():
            f"{t.hbm_gib:g} GiB | ({m['data']}, {m['fsdp']}, {m['tensor']}) |")
     assert row in DOC, row
     assert f"{t.name} ({t.chips} x {t.hbm_gib:g} GiB)" in DOC  # the fit table's header
+
+
+def _fit_cells(preset: str) -> dict[str, str]:
+  """The page's fit-table cells of `preset`, by topology name."""
+  header = next(l for l in DOC.splitlines() if l.startswith("| model | params |"))
+  topologies = [re.match(r"\s*(\S+) \(", c).group(1) for c in header.strip("|").split("|")[2:]]
+  row = next(l for l in DOC.splitlines() if l.startswith(f"| {preset} |"))
+  return dict(zip(topologies, (c.strip() for c in row.strip("|").split("|")[2:])))
+
+
+def test_fit_table_matches_the_estimator():
+  """The Gemma 2 2B row (the model the page runs) is what `python -m icl_ft.scale` prints now.
+
+  The tests see 8 devices, so the slices of up to 8 chips are recomputed.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  cells = _fit_cells("gemma2_2b")
+  topologies = [t for t in scale.TOPOLOGIES.values() if t.chips <= len(jax.devices())]
+  assert {t.name for t in topologies} >= {"v4-8", "v5e-8", "v5p-8"}
+  expected = scale.fit_table(scale.fit_rows(presets=("gemma2_2b",), topologies=topologies))
+  row = expected.splitlines()[2].strip("|").split("|")[2:]
+  for topo, cell in zip(topologies, row):
+    assert cells[topo.name] == cell.strip(), (topo.name, cells[topo.name], cell)
+  # The prose quotes the same numbers.
+  train_gib = lambda t: cells[t].split(" GiB")[0]
+  assert f"the estimator's {train_gib('v5p-8')} GiB in the table" in DOC
+  assert f"finetuning at {train_gib('v5e-8')} GiB per chip on a v5e-8" in DOC
+  assert f"about {round(float(train_gib('v5p-8')))} GiB per chip" in DOC
+
+
+@pytest.mark.slow
+def test_quoted_dry_run_peak_is_measured():
+  """The dry-run peak the page quotes for Gemma 2 2B on v5p-8 is what the compiled step needs:
+  the page's own command on 4 simulated CPU devices (about a minute of compile), whose estimator
+  line the page quotes too."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+         "PYTHONPATH": str(ROOT)}
+  out = subprocess.run([sys.executable, "-m", "icl_ft.bin.train",
+                        "--config=configs/gemma.py:train,gemma2_2b,v5p-8,semantic_structure",
+                        "--config.dry_run=true"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=1200, check=True).stdout
+  peak = float(re.search(r"peak ([0-9.]+) GiB per device; device memory", out).group(1))
+  estimate = float(re.search(r"total ([0-9.]+) GiB vs XLA peak", out).group(1))
+  quoted = re.search(r"on 4 simulated\s+CPU devices measured a peak of ([0-9.]+) GiB", DOC)
+  assert quoted and float(quoted.group(1)) == round(peak, 1), (quoted, peak)
+  assert re.search(rf"the\s+estimator\s+says\s+{estimate:.1f}\)", DOC), estimate
+  assert peak == pytest.approx(estimate, rel=0.03)

@@ -6,6 +6,7 @@ import fcntl
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,11 @@ def test_finetuning_is_data_matched_and_reported(micro):
   config, result = micro
   info = json.loads((result.run_dir / "study.json").read_text())
   ft = info["finetuning"]
-  assert ft == json.loads(json.dumps(result.finetuning))
+  assert ft == json.loads(json.dumps(study.portable_paths(result.finetuning, result.run_dir)))
+  # Paths of the machine are recorded relative to the run directory (or the repository).
+  assert all(f["checkpoint_dir"].startswith("$RUN_DIR/train/syllogisms/") for f in ft)
+  assert info["config"]["results_dir"] == "$RUN_DIR/.."
+  assert str(result.run_dir.resolve()) not in (result.run_dir / "study.json").read_text()
   assert {(f["dataset"], f["condition"]) for f in ft} == {
       (r["dataset"], r["condition"]) for r in result.rows if r["condition"].startswith("ft")}
   for f in ft:
@@ -341,3 +346,24 @@ def test_default_model_config_uses_the_loaders_assets(tmp_path, monkeypatch):
       "tiny_default", str(assets / "params"), str(assets / "tokenizer.model"), "icl_ft")
   assert _study_config("").model.to_dict() == cfg.to_dict()
   assert _study_config("micro").model.to_dict() == cfg.to_dict()
+
+
+def test_portable_paths(tmp_path, monkeypatch):
+  """Paths under the run directory or the repository become $RUN_DIR/... and $REPO/...; others stay."""
+  run = tmp_path / "results" / "r"
+  obj = {"ckpt": str(run / "train" / "a" / "checkpoints"), "results_dir": str(tmp_path / "results"),
+         "run": str(run), "asset": str(tmp_path / "repo" / "icl_ft" / "assets" / "x"),
+         "outside": "/elsewhere/model", "name": "syllogisms", "n": 3,
+         "list": [str(run / "data" / "d"), "plain text"]}
+  out = study.portable_paths(obj, run, repo=str(tmp_path / "repo"))
+  assert out == {"ckpt": "$RUN_DIR/train/a/checkpoints", "results_dir": "$RUN_DIR/..", "run": "$RUN_DIR",
+                 "asset": "$REPO/icl_ft/assets/x", "outside": "/elsewhere/model", "name": "syllogisms",
+                 "n": 3, "list": ["$RUN_DIR/data/d", "plain text"]}
+  # A run directory given relative to the working directory.
+  monkeypatch.chdir(tmp_path)
+  assert study.portable_paths({"c": "results/r/train/x"}, Path("results/r")) == {"c": "$RUN_DIR/train/x"}
+  assert study.portable_paths({"c": "results"}, Path("results/r")) == {"c": "results"}  # as given
+  # The committed study.json names no path of the machine that made it.
+  committed = (Path(__file__).resolve().parents[1] / "docs" / "results" / "full" / "study.json").read_text()
+  assert not re.search(r'"/(tmp|work|home|Users)/', committed)
+  assert '"checkpoint": "$REPO/icl_ft/assets/tiny/params"' in committed

@@ -354,3 +354,22 @@ def test_existing_checkpoints_without_resume(tmp_path, data, monkeypatch):
   rc, err = _execute(config, monkeypatch, _one())
   assert rc == 1 and "already has steps [2]" in err and err.count("\n") == 1
   assert _snapshot(tmp_path / "run") == before
+
+
+def test_resume_with_another_schedule_warns(tmp_path, data, monkeypatch):
+  """A resumed run whose lr or steps differ from the checkpoint's says so in one line."""
+  data_dir, tok = data
+  run = str(tmp_path / "run")
+  first = train_setup.train_config(run, data_dir, tok, steps=2)
+  rc, err = _execute(first, monkeypatch, _one())
+  assert rc == 0 and "warning" not in err
+  changed = train_setup.train_config(run, data_dir, tok, steps=4, optimizer__learning_rate=1e-3)
+  rc, err = _execute(changed, monkeypatch, _one())
+  warnings = [l for l in err.splitlines() if l.startswith("warning:")]
+  assert rc == 0 and len(warnings) == 1, err
+  assert "at step 2" in warnings[0]
+  assert "optimizer.learning_rate 0.003 -> 0.001" in warnings[0] and "steps 2 -> 4" in warnings[0]
+  # The same settings again (resumes at step 4): nothing to say.
+  rc, err = _execute(changed, monkeypatch, _one())
+  assert rc == 0 and "warning" not in err
+  assert loop.changed_schedule({}, changed) is None  # checkpoints from before these settings

@@ -1,6 +1,6 @@
 """icl-ft-augment: write an augmented dataset (local / global in-context augmentation).
 
-  icl-ft-augment --config=configs/augment.py:<local|global|all> --config.dataset_dir=D \
+  icl-ft-augment --config=configs/augment.py:<local|global|all> --config.dataset_dir=D \\
       --config.output_dir=O --config.model.checkpoint=CKPT --config.model.tokenizer=TOK.model
 
 Loads the dataset, the model and tokenizer, generates (`icl_ft.augment.augment_dataset`) and

@@ -10,9 +10,11 @@ Exit statuses: 0 done; 1 bad input or a failed run (`execute` prints one `error:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from absl import app
@@ -44,11 +46,56 @@ def _unknown_field(e: BaseException, argv: list[str]) -> str:
   return given[0] if given else detail
 
 
+HELP_FLAGS = ("-h", "--help", "-?", "--helpshort")
+
+
+def _config_fields(node: Any, prefix: str = "") -> list[str]:
+  """`name = default` for every leaf field of a ConfigDict, dotted, in definition order."""
+  lines = []
+  for key, value in node.items():
+    if hasattr(value, "items"):
+      lines += _config_fields(value, f"{prefix}{key}.")
+    else:
+      lines.append(f"  --config.{prefix}{key}={value!r}" + (" (unset)" if value is None else ""))
+  return lines
+
+
+def help_text(doc: str, config_file: str, argv: list[str]) -> str:
+  """A binary's --help: what it does (its module docstring) and its config's fields.
+
+  The fields are those of the `--config` given in `argv`, else of `config_file`'s default.
+  """
+  given = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  spec = given or config_file.split("[", 1)[0]
+  path, _, arg = spec.partition(":")
+  arg = "" if arg.startswith("<") else arg
+  out = [(doc or "").strip(), ""]
+  try:
+    candidates = [Path(path), Path(__file__).resolve().parents[2] / path]
+    found = next(c for c in candidates if c.is_file())
+    module_spec = importlib.util.spec_from_file_location("icl_ft_help_config", found)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+  except Exception as e:  # pylint: disable=broad-except  # help must not fail on a bad config
+    out.append(f"(config fields not shown: {spec}: {one_line(e)})")
+  else:
+    out.append(f"Config fields of {path}{':' + arg if arg else ''} with their defaults; override any with "
+               "--config.<field>=VALUE:")
+    out += _config_fields(config)
+  out += ["", f"Flags: --config={config_file} (the config file[:argument]); --helpfull lists absl's flags."]
+  return "\n".join(out)
+
+
 def run(execute: Callable[[Any], int], *, config_help: str, config_file: str) -> None:
   """Defines `--config`, parses argv, and exits with `execute(config)`'s status.
 
   `config_file` names the configs file in messages, e.g. "configs/train.py:<preset>".
+  `--help` prints `help_text` (the binary module's docstring and its config's fields).
   """
+  if any(a in HELP_FLAGS for a in sys.argv[1:]):
+    print(help_text(sys.modules[execute.__module__].__doc__ or config_help, config_file, sys.argv[1:]))
+    sys.exit(0)
   holder = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
 
   def parse(argv: list[str]) -> list[str]:

@@ -2,6 +2,13 @@
 
   icl-ft-data --config=configs/data.py:<name> --config.output_dir=DIR [--config.scale=small]
       [--config.seed=N] [--config.overwrite=true] [--config.params.<field>=VALUE]
+  icl-ft-data --config=configs/data.py:celebrities --config.original_dir=RELEASE_DIR
+      [--config.icl_context_subsample=K] [--config.icl_context_splits=reversal]
+
+The second form converts the original reversal-curse release (a directory of its JSONL
+files, every file handled: `icl_ft.datasets.celebrities.load_original`) instead of
+generating; `icl_context_subsample` keeps only the documents of the people the questions ask
+about, ceil(n / K) of each person's (`celebrities.context_dataset`), for the ICL condition.
 
 Bad input (unknown dataset, scale or parameter, impossible sizes, an output
 directory that cannot be written) exits non-zero with one line `error: ...` on
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from icl_ft.bin import cli
+from icl_ft.datasets import celebrities
 from icl_ft.datasets import records
 from icl_ft.datasets import registry
 
@@ -42,11 +50,37 @@ def write(config: Any) -> Path:
   target = Path(config.output_dir) / name
   if target.exists() and not config.overwrite:
     raise FileExistsError(f"output already exists: {target} (pass --config.overwrite=true to replace it)")
-  dataset = registry.generate(name, scale=config.scale, seed=config.seed, **overrides(config))
+  dataset = build(config)
   try:
     return records.write_dataset(dataset, target, overwrite=config.overwrite)
   except OSError as e:
     raise OSError(f"cannot write {target}: {e.strerror or e}") from e
+
+
+def build(config: Any) -> records.Dataset:
+  """The dataset `config` describes: generated, or (celebrities) the original release converted."""
+  name = config.name
+  original = str(config.get("original_dir", "") or "")
+  context = int(config.get("icl_context_subsample", 0) or 0)
+  if name != celebrities.NAME:
+    for field, value in (("original_dir", original), ("icl_context_subsample", context)):
+      if value:
+        raise ValueError(f"config.{field}={value!r} applies to the celebrities dataset only, not {name!r}")
+  if original:
+    extra = sorted(set(overrides(config)) - {"num_choices"})
+    if extra:
+      raise ValueError(f"config.params {extra} do not apply to the original release "
+                       f"(config.original_dir={original!r}); only num_choices does")
+    dataset = celebrities.load_original(original, seed=config.seed,
+                                        num_choices=overrides(config).get("num_choices", 4))
+  else:
+    dataset = registry.generate(name, scale=config.scale, seed=config.seed, **overrides(config))
+  if context < 0:
+    raise ValueError(f"config.icl_context_subsample must be >= 0 (0: every document), got {context}")
+  if context:
+    splits = [s.strip() for s in str(config.get("icl_context_splits", "") or "").split(",") if s.strip()]
+    dataset = celebrities.context_dataset(dataset, context, seed=config.seed, splits=splits)
+  return dataset
 
 
 def execute(config: Any) -> int:

@@ -1,8 +1,8 @@
 """icl-ft-eval: score a model on datasets' test questions under one condition.
 
-  icl-ft-eval --config=configs/eval.py:<condition> --config.run=NAME \
-      --config.datasets=DATA_DIR[,DATA_DIR...] --config.model.tokenizer=TOK.model \
-      [--config.model.preset=tiny] [--config.model.checkpoint=CKPT] [--config.splits=a,b] \
+  icl-ft-eval --config=configs/eval.py:<condition> --config.run=NAME \\
+      --config.datasets=DATA_DIR[,DATA_DIR...] --config.model.tokenizer=TOK.model \\
+      [--config.model.preset=tiny] [--config.model.checkpoint=CKPT] [--config.splits=a,b] \\
       [--config.icl.subsample=8] [--config.results_dir=results] [--config.<field>=VALUE]
 
 Conditions: `pretrained` (no context), `icl` (the training documents in context), `ft` /

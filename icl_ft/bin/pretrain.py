@@ -1,6 +1,6 @@
 """icl-ft-pretrain: the tiny default model, corpus to committed assets, in one command.
 
-  icl-ft-pretrain --config=configs/pretrain_tiny.py --config.workdir=/tmp/pretrain \
+  icl-ft-pretrain --config=configs/pretrain_tiny.py --config.workdir=/tmp/pretrain \\
       [--config.export_dir=icl_ft/assets/tiny] [--config.train.steps=N]
 
 Stages (corpus, tokenizer, training, held-out in-context eval, export) are described in

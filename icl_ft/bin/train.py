@@ -1,6 +1,6 @@
 """icl-ft-train: finetune a model on a dataset's training documents (resumes automatically).
 
-  icl-ft-train --config=configs/train.py:<preset> --config.workdir=DIR \
+  icl-ft-train --config=configs/train.py:<preset> --config.workdir=DIR \\
       --config.data.dataset_dir=DATA --config.model.tokenizer=TOK.model [--config.<field>=VALUE]
 
 Multi-host: `--config.multihost.initialize=true` or ICL_FT_MULTIHOST=1 in the environment (plus

@@ -361,6 +361,7 @@ class Line:
   prompt: str
   completion: str
   key: str | None = None
+  kind: str = ""  # what the completion is ("name", "description", ...): distractors share it
 
 
 def build_questions(lines: Sequence[Line], split: str, subset: str, seed: int,
@@ -368,7 +369,8 @@ def build_questions(lines: Sequence[Line], split: str, subset: str, seed: int,
   """Multiple-choice questions from prompt/completion lines (shared by generator and loader).
 
   Choices: the line's completion plus `num_choices - 1` completions of lines about
-  other people, drawn with a seeded RNG per line. Lines at the same position
+  other people with the same kind of answer, drawn with a seeded RNG per line (never a
+  completion equal to the right one: no second right answer). Lines at the same position
   within their person's block (the same template, in the original layout) are
   preferred, so that the answers share their format; question ids are
   `{subset}_{index:04d}`; `fact_ids` is the person's slug.
@@ -385,7 +387,7 @@ def build_questions(lines: Sequence[Line], split: str, subset: str, seed: int,
     same: dict[str, None] = {}
     anywhere: dict[str, None] = {}
     for j, other in enumerate(lines):
-      if keys[j] == keys[i] or other.completion == line.completion:
+      if keys[j] == keys[i] or other.completion == line.completion or other.kind != line.kind:
         continue
       anywhere[other.completion] = None
       if positions[j] == positions[i]:
@@ -466,7 +468,7 @@ def generate(params: Params = Params(), seed: int = 0) -> records.Dataset:
 
 
 # ---------------------------------------------------------------------------
-# The original release's JSONL layout.
+# The original release's JSONL layout (Berglund et al.'s `name_description_dataset/`).
 
 TRAIN_FILES = {"p2d": "p2d_prompts_train.jsonl", "d2p": "d2p_prompts_train.jsonl",
                "both": "both_prompts_train.jsonl"}
@@ -475,18 +477,35 @@ TRAIN_FILES = {"p2d": "p2d_prompts_train.jsonl", "d2p": "d2p_prompts_train.jsonl
 class _TestFile(NamedTuple):
   split: str
   subset: str
-  named_by: str  # the side that names the person: "completion" or "prompt"
+  answer: str  # the kind of every completion: "name", "first_name", "description" or "mixed"
   required: bool
 
 
 TEST_FILES = {
-    "p2d_reverse_prompts_test.jsonl": _TestFile("reversal", "p2d_reverse", "completion", True),
-    "d2p_reverse_prompts_test.jsonl": _TestFile("reversal", "d2p_reverse", "prompt", True),
-    "p2d_prompts_test.jsonl": _TestFile("forward", "p2d", "prompt", False),
-    "d2p_prompts_test.jsonl": _TestFile("forward", "d2p", "completion", False),
-    "both_prompts_test.jsonl": _TestFile("forward", "both", "prompt", False),
-    "validation_prompts.jsonl": _TestFile("validation", "validation", "completion", False),  # first names
+    # description -> name of a set-A (p2d) person: the reversal test.
+    "p2d_reverse_prompts_test.jsonl": _TestFile("reversal", "p2d_reverse", "name", True),
+    # name -> description of a d2p person: the other reversal.
+    "d2p_reverse_prompts_test.jsonl": _TestFile("reversal", "d2p_reverse", "description", True),
+    "p2d_prompts_test.jsonl": _TestFile("forward", "p2d", "description", False),
+    "d2p_prompts_test.jsonl": _TestFile("forward", "d2p", "name", False),
+    # Both orders of the set-B people, one after the other: subsets both_p2d / both_d2p.
+    "both_prompts_test.jsonl": _TestFile("forward", "both", "mixed", False),
+    # p2d_reverse with the first name as the answer.
+    "validation_prompts.jsonl": _TestFile("validation", "validation", "first_name", False),
 }
+# Files of the release that repeat others line for line: checked equal, not read twice.
+COPIES = {
+    "all_prompts_train.jsonl": tuple(TRAIN_FILES[g] for g in ("p2d", "d2p", "both")),
+    "all.jsonl": tuple(TRAIN_FILES[g] for g in ("p2d", "d2p", "both")),
+    "unrealized_examples.jsonl": ("p2d_reverse_prompts_test.jsonl",),
+}
+# Controls: a reversal file's prompts with another person's answer. Not questions (their
+# completion is not the answer); checked to hold the same prompts.
+CONTROLS = {
+    "p2d_reverse_prompts_test_randomized.jsonl": "p2d_reverse_prompts_test.jsonl",
+    "d2p_reverse_prompts_test_randomized.jsonl": "d2p_reverse_prompts_test.jsonl",
+}
+ORIGINAL_FILES = (*TRAIN_FILES.values(), *TEST_FILES, *COPIES, *CONTROLS)
 _NAME_TOKEN = re.compile(r"^[A-Z][\w'\-.]*$")
 
 
@@ -537,60 +556,182 @@ class _NameFinder:
     return match.group(1) if match else None
 
 
+class _People:
+  """Who a line of the release is about, and what kind of answer its completion is."""
+
+  def __init__(self, files: dict[str, list[tuple[str, str]]]):
+    self.find = _NameFinder(n for pairs in files.values() for _, c in pairs if (n := _as_name(c)))
+    self.by_first_name: dict[str, list[str]] = {}
+    for name in self.find.names:
+      self.by_first_name.setdefault(name.split()[0], []).append(name)
+    # Prompts answered by a full name (validation_prompts.jsonl repeats p2d_reverse's prompts).
+    self.by_prompt = {p: n for pairs in files.values() for p, c in pairs
+                      if (n := _as_name(c)) is not None}
+
+  def answer(self, prompt: str, completion: str) -> tuple[str | None, str]:
+    """(person, kind): a completion that is a known name answers with it ("name"); a lone
+    first name with the known person of that first name, or of the same prompt elsewhere when
+    two share it ("first_name"); any other completion describes the person the prompt names
+    ("description")."""
+    name = _as_name(completion)
+    if name is not None and name in self.find.names:
+      return name, "name"
+    first = completion.strip().rstrip(".")
+    named = self.by_first_name.get(first, ()) if " " not in first else ()
+    if len(named) == 1:
+      return named[0], "first_name"
+    if named and self.by_prompt.get(prompt) in named:
+      return self.by_prompt[prompt], "first_name"
+    return self.find(prompt), "description"
+
+
+def _check_copies(directory: Path, files: dict[str, list[tuple[str, str]]], present: set[str]) -> None:
+  """The release's repeated files hold exactly the lines of the files they repeat."""
+  for copy, sources in COPIES.items():
+    if copy in present and all(s in files for s in sources):
+      lines = _read_pairs(directory / copy)
+      if sorted(lines) != sorted(pair for s in sources for pair in files[s]):
+        raise records.DatasetFormatError(f"{directory / copy}: expected the lines of {' + '.join(sources)}")
+  for control, source in CONTROLS.items():
+    if control in present and source in files:
+      prompts = [p for p, _ in _read_pairs(directory / control)]
+      if sorted(prompts) != sorted(p for p, _ in files[source]):
+        raise records.DatasetFormatError(f"{directory / control}: expected the prompts of {source}")
+
+
+def _file_roles(present: set[str], used: dict[str, str]) -> dict[str, str]:
+  """What the conversion did with each file of the directory (recorded in the card)."""
+  roles = {}
+  for f in sorted(present):
+    if f in used:
+      roles[f] = used[f]
+    elif f in COPIES:
+      roles[f] = f"not read: the lines of {' + '.join(COPIES[f])} (checked)"
+    elif f in CONTROLS:
+      roles[f] = f"not read: control, the prompts of {CONTROLS[f]} with another person's answer (checked)"
+  return roles
+
+
 def load_original(directory: str | os.PathLike[str], seed: int = 0, num_choices: int = 4) -> records.Dataset:
   """Reads the original reversal-curse release's JSONL files into a Dataset.
 
-  Train documents: prompt + completion of each line of `p2d_prompts_train.jsonl`,
-  `d2p_prompts_train.jsonl` and `both_prompts_train.jsonl` (in that order).
-  Test splits: `reversal` from `p2d_reverse_prompts_test.jsonl` (subset
-  `p2d_reverse`) and `d2p_reverse_prompts_test.jsonl` (`d2p_reverse`); `forward`
-  from the optional `p2d_prompts_test.jsonl` / `d2p_prompts_test.jsonl` /
-  `both_prompts_test.jsonl`; `validation` from the optional
-  `validation_prompts.jsonl` (first names as answers). Choices: the true completion plus `num_choices - 1`
-  completions of other people in the same file (see `build_questions`). People
-  are identified by name: completions that look like a name ("Daphne Barrington.")
-  anywhere in the files give the known names, found again in prompts.
+  Every file of the release (`ORIGINAL_FILES`) is handled; any other `.jsonl` file in
+  `directory` is an error. Train documents: prompt + completion of each line of
+  `p2d_prompts_train.jsonl`, `d2p_prompts_train.jsonl` and `both_prompts_train.jsonl` (in
+  that order). Test splits: `reversal` from `p2d_reverse_prompts_test.jsonl` (subset
+  `p2d_reverse`; `unrealized_examples.jsonl` holds the same lines and stands in for it) and
+  `d2p_reverse_prompts_test.jsonl` (`d2p_reverse`); `forward` from the optional
+  `p2d_prompts_test.jsonl` (`p2d`), `d2p_prompts_test.jsonl` (`d2p`) and
+  `both_prompts_test.jsonl` (both orders: `both_p2d` and `both_d2p`); `validation` from the
+  optional `validation_prompts.jsonl` (first names as answers). `all_prompts_train.jsonl` and
+  `all.jsonl` (the three train files together) are checked and not read twice; the
+  `*_randomized.jsonl` controls (a reversal file's prompts with another person's answer) hold
+  no questions and are checked to match their file.
+
+  People are identified by name: completions that look like a name ("Daphne Barrington.")
+  anywhere in the files give the known names. A question whose completion is a known name (or
+  the first name of one known person) is about that person; any other is about the person its
+  prompt names. Every question must have its person (DatasetFormatError naming the line).
+  Choices: the true completion plus `num_choices - 1` completions of other people of the same
+  kind (names for name questions, descriptions for description questions) from the same file
+  (`build_questions`).
   """
   directory = Path(directory)
+  if not directory.is_dir():
+    raise FileNotFoundError(f"{directory}: not a directory (the original reversal-curse release)")
+  present = {p.name for p in directory.glob("*.jsonl")}
+  unknown = sorted(present - set(ORIGINAL_FILES))
+  if unknown:
+    raise records.DatasetFormatError(f"{directory}: {unknown} are not files of the original reversal-curse "
+                                     f"release (known: {list(ORIGINAL_FILES)})")
+  reverse = "p2d_reverse_prompts_test.jsonl"
+  stand_in = "unrealized_examples.jsonl" if reverse not in present and "unrealized_examples.jsonl" in present else None
   required = list(TRAIN_FILES.values()) + [f for f, spec in TEST_FILES.items() if spec.required]
-  missing = [f for f in required if not (directory / f).is_file()]
+  missing = [f for f in required if f not in present and not (f == reverse and stand_in)]
   if missing:
     raise FileNotFoundError(f"{directory}: missing {missing} of the original reversal-curse layout")
-  files = {f: _read_pairs(directory / f) for f in required + [f for f in TEST_FILES if (directory / f).is_file()
-                                                                   and f not in required]}
-  find_name = _NameFinder(n for pairs in files.values() for _, c in pairs if (n := _as_name(c)))
+  source = {f: f for f in [*TRAIN_FILES.values(), *TEST_FILES] if f in present}
+  if stand_in:
+    source[reverse] = stand_in
+  files = {f: _read_pairs(directory / path) for f, path in source.items()}
+  _check_copies(directory, files, present - set(source.values()))
+  people = _People(files)
+  used = {path: f"train documents, group {g}" for g, path in TRAIN_FILES.items()}
 
   documents = []
   for group, filename in TRAIN_FILES.items():
     for i, (prompt, completion) in enumerate(files[filename]):
       text = prompt + completion
-      name = find_name(text)
+      name = people.find(text)
+      # d2p lines answer with the name ("... Daphne Barrington now enjoys a quiet life.").
+      direction = "d2p" if name and completion.lstrip().startswith(name) else "p2d"
       documents.append(records.Document(
           id=f"{group}-{i:05d}", text=text, sentences=(text,), fact_ids=(slug(name),) if name else (),
-          metadata={"group": group, "source": filename, "line": i, "completion_start": len(prompt)}))
+          metadata={"group": group, "direction": direction, "source": filename, "line": i,
+                    "completion_start": len(prompt)}))
 
   tests: dict[str, tuple[records.Question, ...]] = {"reversal": (), "forward": ()}
-  by_first_name: dict[str, list[str]] = {}
-  for name in find_name.names:
-    by_first_name.setdefault(name.split()[0], []).append(name)
-  for filename, (split, subset, named_by, _) in TEST_FILES.items():
+  for filename, spec in TEST_FILES.items():
     if filename not in files:
       continue
-    lines = []
-    for prompt, completion in files[filename]:
-      if named_by == "prompt":
-        key = find_name(prompt)
-      else:
-        key = _as_name(completion)
-        first = completion.strip().rstrip(".")
-        if key is None and len(by_first_name.get(first, ())) == 1:  # validation: first names only
-          key = by_first_name[first][0]
-      lines.append(Line(prompt, completion, key))
-    tests[split] = tests.get(split, ()) + build_questions(lines, split, subset, seed, num_choices)
+    by_subset: dict[str, list[Line]] = {}
+    for lineno, (prompt, completion) in enumerate(files[filename], start=1):
+      key, kind = people.answer(prompt, completion)
+      where = f"{directory / source[filename]}:{lineno}"
+      if key is None:
+        raise records.DatasetFormatError(f"{where}: no known person in this question ({prompt!r})")
+      if spec.answer != "mixed" and kind != spec.answer:
+        raise records.DatasetFormatError(f"{where}: answer {completion!r} is a {kind}, expected a "
+                                         f"{spec.answer} in {filename}")
+      subset = spec.subset if spec.answer != "mixed" else (
+          f"{spec.subset}_d2p" if kind == "name" else f"{spec.subset}_p2d")
+      by_subset.setdefault(subset, []).append(Line(prompt, completion, key, kind))
+    for subset, lines in by_subset.items():
+      tests[spec.split] = tests.get(spec.split, ()) + build_questions(lines, spec.split, subset, seed,
+                                                                      num_choices)
+    used[source[filename]] = f"split {spec.split}, subset(s) {', '.join(by_subset)}"
 
   card = {"name": NAME, "seed": seed, "scale": "original", "source": f"original layout: {directory.name}",
-          "params": {"num_choices": num_choices}}
+          "params": {"num_choices": num_choices}, "files": _file_roles(present, used),
+          "people": len(people.find.names)}
   return records.Dataset(name=NAME, train=tuple(documents), tests=tests, card=card)
+
+
+def context_dataset(dataset: records.Dataset, subsample: int = 1, seed: int = 0,
+                    splits: Sequence[str] = ()) -> records.Dataset:
+  """`dataset` whose training documents are those of the people its questions ask about.
+
+  For ICL under a context budget (`icl-ft-data --config.icl_context_subsample=K`): a random
+  1/K of all documents leaves many asked-about people out of the context; here every person
+  asked about in `splits` (default: every split) keeps ceil(n / K) of their n documents per
+  training group and direction (a seeded choice, at least one each), and documents about
+  nobody asked are dropped. The questions are unchanged; the card records the selection.
+  """
+  if isinstance(subsample, bool) or int(subsample) != subsample or subsample < 1:
+    raise ValueError(f"icl context subsample must be an integer >= 1, got {subsample!r}")
+  unknown = sorted(set(splits) - set(dataset.tests))
+  if unknown:
+    raise ValueError(f"unknown split(s) {unknown}; the dataset has {sorted(dataset.tests)}")
+  asked = {f for split, qs in dataset.tests.items() if not splits or split in splits
+           for q in qs for f in q.fact_ids}
+  if not asked:
+    raise ValueError(f"no question of the splits {list(splits) or sorted(dataset.tests)} names a person")
+  groups: dict[tuple, list[int]] = {}
+  for i, doc in enumerate(dataset.train):
+    if set(doc.fact_ids) & asked:
+      key = (doc.fact_ids, doc.metadata.get("group"), doc.metadata.get("direction"))
+      groups.setdefault(key, []).append(i)
+  kept = set()
+  for key, members in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+    rng = random.Random(f"{NAME}/{seed}/context/{key!r}")
+    kept.update(rng.sample(members, -(-len(members) // int(subsample))))
+  train = tuple(d for i, d in enumerate(dataset.train) if i in kept)
+  covered = {f for d in train for f in d.fact_ids} & asked
+  card = dict(dataset.card)
+  card["icl_context"] = {"subsample": int(subsample), "seed": seed, "splits": list(splits) or sorted(dataset.tests),
+                         "people_asked": len(asked), "people_in_context": len(covered),
+                         "documents": len(train), "documents_before": len(dataset.train)}
+  return dataclasses.replace(dataset, train=train, card=card)
 
 
 def write_original_layout(dataset: records.Dataset, directory: str | os.PathLike[str]) -> Path:
@@ -609,9 +750,9 @@ def write_original_layout(dataset: records.Dataset, directory: str | os.PathLike
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f"document {doc.id!r}: needs metadata group and completion_start") from e
     by_file[filename].append((doc.text[:start], doc.text[start:]))
-  subset_file = {spec[1]: f for f, spec in TEST_FILES.items()}
+  subset_file = {spec.subset: f for f, spec in TEST_FILES.items()}
   for f, spec in TEST_FILES.items():
-    if spec[3]:
+    if spec.required:
       by_file[f] = []
   for questions in dataset.tests.values():
     for q in questions:

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from icl_ft import fileio
+
 TRAIN_FILE = "train.jsonl"
 CARD_FILE = "card.json"
 TEST_PREFIX = "test_"
@@ -217,6 +219,7 @@ def write_dataset(dataset: Dataset, directory: str | os.PathLike[str], *, overwr
   directory.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
   try:
+    tmp.chmod(fileio.umask_mode(0o777))  # a plain mkdir's mode, not mkdtemp's private 0700
     write_jsonl(tmp / TRAIN_FILE, dataset.train)
     for split, questions in sorted(dataset.tests.items()):
       write_jsonl(tmp / f"{TEST_PREFIX}{split}.jsonl", questions)

@@ -31,6 +31,7 @@ import inspect
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -278,6 +279,37 @@ def evaluate(config: Any, stepper: step_lib.TrainStep, params, tokenizer, mesh) 
 # ---------------------------------------------------------------------------
 
 
+def schedule_settings(config: Any) -> dict[str, Any]:
+  """What sets the learning-rate schedule (stored in each checkpoint's metadata)."""
+  opt = config.optimizer
+  return {"steps": int(config.steps),
+          "optimizer": opt.to_dict() if hasattr(opt, "to_dict") else dict(opt)}
+
+
+def changed_schedule(saved_meta: Mapping[str, Any], config: Any) -> str | None:
+  """`field old -> new, ...` where `config` changes the schedule a checkpoint was trained with.
+
+  None when nothing changed, or the checkpoint predates these settings.
+  """
+  if "steps" not in saved_meta or "optimizer" not in saved_meta:
+    return None
+  old = {"steps": saved_meta["steps"], **{f"optimizer.{k}": v for k, v in saved_meta["optimizer"].items()}}
+  current = schedule_settings(config)
+  new = {"steps": current["steps"], **{f"optimizer.{k}": v for k, v in current["optimizer"].items()}}
+  diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+           if old.get(k) != new.get(k)]
+  return ", ".join(diffs) or None
+
+
+def warn_changed_schedule(saved_meta: Mapping[str, Any], config: Any, step: int, where: str) -> None:
+  """One `warning:` line on stderr (process 0) when a resume changes the lr schedule or steps."""
+  diffs = changed_schedule(saved_meta, config)
+  if diffs and jax.process_index() == 0:
+    print(f"warning: resuming {where} at step {step} with a different schedule than it was trained "
+          f"with: {diffs} (the remaining steps follow the new values; use a new workdir to start over)",
+          file=sys.stderr, flush=True)
+
+
 def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = None,
           tokenizer: Any = None) -> TrainResult:
   """Finetunes per `config` (configs/train.py), resuming from its latest checkpoint.
@@ -385,6 +417,7 @@ def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = Non
   writer.truncate_after(start_step)
   if start_step:
     log.info("resumed from %s at step %d", ckpt_dir, start_step)
+    warn_changed_schedule(manager.read_meta(start_step), config, start_step, ckpt_dir)
 
   records: list[dict[str, Any]] = []
   log_every = int(config.log.get("every", 1))
@@ -451,6 +484,7 @@ def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = Non
         meta = {"model": config.model.to_dict() if hasattr(config.model, "to_dict") else {},
                 "data": config.data.to_dict() if hasattr(config.data, "to_dict") else {},
                 "process_count": jax.process_count()}
+        meta.update(schedule_settings(config))
         manager.save(step_no, params, opt_state, data_iter, meta, force=True)
         last_saved = step_no
       if due_eval:
