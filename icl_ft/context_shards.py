@@ -48,14 +48,6 @@ def stated_facts(documents: Sequence[records.Document], indices: Iterable[int]) 
   return {f for i in indices for f in documents[i].fact_ids}
 
 
-def supported(documents: Sequence[records.Document], indices: Iterable[int],
-              question: records.Question) -> bool:
-  """True if `documents[indices]` state every fact of `question` that any document states."""
-  stated_anywhere = stated_facts(documents, range(len(documents)))
-  wanted = set(question.fact_ids) & stated_anywhere
-  return wanted <= stated_facts(documents, indices)
-
-
 def context_ids(tokenizer: Any, documents: Sequence[records.Document], indices: Iterable[int],
                 fmt: prompts.PromptFormat) -> list[int]:
   """[BOS] + the ICL context of `documents[indices]` (training order)."""
