@@ -8,7 +8,9 @@ Usage:
       [--config.icl.subsample=8] [--config.prompt.chat=true] [--config.scoring.batch_size=64]
 
 `<condition>` (default "pretrained") is the label written into the results and selects the
-prompt: `pretrained` (no context), `icl` (each dataset's training documents in context), or a
+prompt: `pretrained` (no context), `no_knowledge` (no context; every nonsense word and celebrity
+name replaced by fresh words: the contamination control), `icl` (each dataset's training
+documents in context; split into context shards when they do not fit), or a
 finetuned condition, `ft` or `ft_<name>` (no context; `model.checkpoint` must name the
 finetuned weights, e.g. a training run's checkpoint directory).
 
@@ -47,6 +49,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.icl = ml_collections.ConfigDict()
   config.icl.subsample = 1
   config.icl.seed = 0
+  # With subsample 1 and documents too long for the context: split them into context shards,
+  # each question scored against one that states every fact it depends on (false: an error).
+  config.icl.shards = True
+
+  # no_knowledge: the seed of the nonsense word -> fresh word mapping (icl_ft.datasets.relabel).
+  config.no_knowledge = ml_collections.ConfigDict()
+  config.no_knowledge.seed = 0
 
   config.scoring = ml_collections.ConfigDict()
   config.scoring.metric = "sum"  # sum | mean: log-prob that picks the answer

@@ -8,9 +8,10 @@ Usage:
       --config.datasets=simple_reversals,syllogisms --config.conditions=pretrained,icl,ft
 
 Variants (`arg`):
-  "" (default)  every dataset at `small` scale; conditions pretrained, icl, ft, ft_split
-                (datasets with multi-sentence documents), ft_aug_local, ft_aug_global,
-                ft_aug_all; one seed; sized to finish in <= 15 minutes on a 2-core CPU.
+  "" (default)  every dataset at `small` scale; conditions pretrained, no_knowledge (the
+                contamination control), icl, ft, ft_split (datasets with multi-sentence
+                documents), ft_aug_local, ft_aug_global, ft_aug_all; one seed; sized to
+                finish in <= 15 minutes on a 2-core CPU.
   full          the same conditions with 3 seeds (finetuning data order, ICL subsample and
                 augmentation sampling seeds) and longer finetuning.
   micro         one tiny dataset (4 syllogisms), 3 steps, 8-token generations: the CI
@@ -30,7 +31,7 @@ import ml_collections
 from icl_ft import config_blocks
 
 DATASETS = "simple_reversals,syllogisms,celebrities,semantic_structure"
-CONDITIONS = "pretrained,icl,ft,ft_split,ft_aug_local,ft_aug_global,ft_aug_all"
+CONDITIONS = "pretrained,no_knowledge,icl,ft,ft_split,ft_aug_local,ft_aug_global,ft_aug_all"
 
 
 def _default_model() -> ml_collections.ConfigDict:
@@ -94,8 +95,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.eval.metric = "sum"
   config.eval.prefill_chunk = 1024
   # ICL documents subsample factor: 0 = auto (1 if the whole training set fits the model's
-  # context, else the smallest factor that fits); k > 0 = k for every dataset.
+  # context, else context shards, or with icl_shards false the smallest factor that fits);
+  # k > 0 = k for every dataset.
   config.eval.icl_subsample = 0
+  # Training sets longer than the context: split into shards that each fit, every question
+  # scored against one stating every fact it depends on (icl_ft.context_shards).
+  config.eval.icl_shards = True
   config.eval.chat = False
 
   config.progress = True  # per-stage lines; tqdm bars inside training and evaluation

@@ -180,7 +180,8 @@ def validate_eval(config: Any, require_inputs: bool = False) -> None:
 
   condition = str(config.condition)
   if condition not in evaluate.BASE_CONDITIONS and not evaluate.FINETUNED_PATTERN.match(condition):
-    raise ValueError(f"unknown condition {condition!r}; valid: pretrained, icl, ft or ft_<name>")
+    raise ValueError(f"unknown condition {condition!r}; valid: pretrained, no_knowledge, icl, ft "
+                     "or ft_<name>")
   validate_model(config.model, require_inputs=require_inputs)
   sizes = mesh_sizes(config.mesh)
   _one_of(config.scoring.metric, tuple(scoring.METRICS), "config.scoring.metric")

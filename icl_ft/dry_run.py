@@ -256,11 +256,12 @@ def _context_tokens(config: Any) -> tuple[int, int, str]:
     tokenizer = loader.load_tokenizer(config.model, cfg)
     fmt = evaluate.prompt_format(config)
     loaded = evaluate.load_datasets(dirs, evaluate.parse_list(_get(config, "splits", "")))
-    budgets = [evaluate.check_budget(n, ds, str(config.condition), tokenizer, fmt,
-                                     int(_get(config.icl, "subsample", 1)),
-                                     int(_get(config.icl, "seed", 0)), int(cfg.max_seq_len))
+    budgets = [evaluate.plan_contexts(n, ds, str(config.condition), tokenizer, fmt,
+                                      int(_get(config.icl, "subsample", 1)),
+                                      int(_get(config.icl, "seed", 0)), int(cfg.max_seq_len),
+                                      bool(_get(config.icl, "shards", True)))
                for n, ds, _ in loaded]
-    ctx = max(len(ids) for ids, _ in budgets)
+    ctx = max(len(p.context_ids) for plans, _ in budgets for p in plans)
     longest = max(n for _, n in budgets)
     return ctx, longest, "the configured datasets"
   return (int(_get(config, "dry_run_context_tokens", 4096)),

@@ -11,9 +11,18 @@
 3. per dataset: builds the condition's shared context (`icl_ft.prompts.context_text`),
    prefills it once (`icl_ft.scoring.ContextScorer`), and scores the questions of every split
    in groups of about `scoring.batch_size` (question, choice) rows; after each group its
-   records are appended to `questions.jsonl` and flushed (tqdm shows questions/s);
+   records are appended to `questions.jsonl` and flushed (tqdm shows questions/s). ICL with
+   `icl.shards` and a training set too long for the context: one context per shard
+   (`icl_ft.context_shards`: each question against a shard stating every fact it depends on,
+   the shard's other documents as distractors), each prefilled once; records carry
+   `context_shard`;
 4. at the end, reads `questions.jsonl` back and writes `summary.json` and `table.md`
    (`icl_ft.report`), each atomically.
+
+`no_knowledge` (the contamination control): each dataset's questions with every nonsense word
+and celebrity name replaced by fresh words (`icl_ft.datasets.relabel`, seed
+`no_knowledge.seed`), scored like `pretrained` (no context); the relabelled datasets are
+written to `relabelled/<dataset>/` for inspection.
 
 Resuming: `run.json` records the settings that determine the scores (condition, model,
 datasets, splits, prompt, ICL subsample, metric). Re-running the same config skips every
@@ -22,7 +31,10 @@ rewrites the summary; a different config for an existing run is an error unless 
 
 Context budget: if [BOS] + context + the longest prompt + choice exceeds the model's
 `max_seq_len`, the run fails before scoring with a `ContextTooLongError` saying by how many
-tokens, and (ICL) the smallest `icl.subsample` factor that would fit. Nothing is truncated.
+tokens, and (ICL) the smallest `icl.subsample` factor that would fit; with `icl.shards`
+(default) and subsample 1, ICL splits the documents into shards instead, and only a question
+whose facts cannot all be stated within the budget is an error (naming it). Nothing is
+truncated.
 """
 
 from __future__ import annotations
@@ -42,13 +54,15 @@ from icl_ft import prompts
 from icl_ft import report
 from icl_ft import scoring
 from icl_ft.datasets import records
+from icl_ft.datasets import relabel
 
 QUESTIONS_FILE = "questions.jsonl"
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "table.md"
 RUN_FILE = "run.json"
+RELABELLED_DIR = "relabelled"  # no_knowledge: each dataset as scored (fresh words)
 
-BASE_CONDITIONS = ("pretrained", "icl")
+BASE_CONDITIONS = ("pretrained", "no_knowledge", "icl")
 FINETUNED_PATTERN = re.compile(r"^ft(_[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
@@ -86,7 +100,8 @@ def check_condition(condition: str, checkpoint: str) -> None:
   if condition in BASE_CONDITIONS:
     return
   if not FINETUNED_PATTERN.match(condition or ""):
-    raise ValueError(f"unknown condition {condition!r}; valid: pretrained, icl, ft or ft_<name> "
+    raise ValueError(f"unknown condition {condition!r}; valid: pretrained, no_knowledge, icl, ft "
+                     "or ft_<name> "
                      "(a finetuned checkpoint in config.model.checkpoint)")
   if not checkpoint:
     raise ValueError(f"condition {condition!r} is a finetuned model: set config.model.checkpoint "
@@ -192,6 +207,42 @@ def check_budget(name: str, dataset: records.Dataset, condition: str, tokenizer:
                                     max_len=max_len)
 
 
+@dataclasses.dataclass(frozen=True)
+class ContextPlan:
+  """One shared context of a dataset and the questions scored against it (None: all)."""
+
+  context_ids: list[int]
+  questions: frozenset[tuple[str, str]] | None = None  # (split, id)
+
+
+def plan_contexts(name: str, dataset: records.Dataset, condition: str, tokenizer: Any,
+                  fmt: prompts.PromptFormat, subsample: int, seed: int, max_len: int,
+                  shards: bool) -> tuple[list[ContextPlan], int]:
+  """(contexts, longest prompt + choice): one context, or ICL shards when the set does not fit.
+
+  With `shards` (ICL, subsample 1) a training set too long for the context is split into
+  shards (`icl_ft.context_shards`), each question scored against one that states its facts;
+  otherwise an overflow is the ContextTooLongError of `check_budget`.
+  """
+  try:
+    ids, longest = check_budget(name, dataset, condition, tokenizer, fmt, subsample, seed, max_len)
+    return [ContextPlan(ids)], longest
+  except scoring.ContextTooLongError as e:
+    if not (shards and uses_documents(condition) and subsample == 1):
+      raise
+    longest = e.question_tokens
+  from icl_ft import context_shards  # pylint: disable=g-import-not-at-top
+
+  questions = [q for qs in dataset.tests.values() for q in qs]
+  planned = context_shards.plan_shards(dataset.train, questions, tokenizer, fmt,
+                                       max_len - longest, name=f"dataset {name}")
+  return [ContextPlan(list(p.context_ids), frozenset(p.questions)) for p in planned], longest
+
+
+def _shard_count(plans: Sequence[ContextPlan]) -> int:
+  return 0 if len(plans) == 1 and plans[0].questions is None else len(plans)
+
+
 def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str]],
                  splits: Sequence[str]) -> dict[str, Any]:
   """The settings that determine the scores (stored in run.json, compared on resume)."""
@@ -206,10 +257,18 @@ def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str
                    for n, ds, d in datasets],
       "splits": list(splits),
       "prompt": dataclasses.asdict(prompt_format(config)),
-      "icl": ({"subsample": int(_get(icl, "subsample", 1)), "seed": int(_get(icl, "seed", 0))}
+      "icl": ({"subsample": int(_get(icl, "subsample", 1)), "seed": int(_get(icl, "seed", 0)),
+               "shards": bool(_get(icl, "shards", True))}
               if uses_documents(config.condition) else None),
+      **({"no_knowledge": {"seed": no_knowledge_seed(config)}}
+         if config.condition == relabel.CONTROL else {}),
       "metric": _get(_get(config, "scoring"), "metric", "sum"),
   }
+
+
+def no_knowledge_seed(config: Any) -> int:
+  """The seed of the `no_knowledge` fresh-word mapping (config.no_knowledge.seed)."""
+  return int(_get(_get(config, "no_knowledge"), "seed", 0))
 
 
 def _done_keys(path: Path, truncate_partial: bool) -> set[tuple[str, str, str]]:
@@ -240,10 +299,11 @@ def _groups(questions: Sequence[records.Question], rows_per_group: int
     yield group
 
 
-def _record(dataset: str, condition: str, s: scoring.QuestionScore) -> dict[str, Any]:
+def _record(dataset: str, condition: str, s: scoring.QuestionScore,
+            shard: int | None = None) -> dict[str, Any]:
   q = s.question
   return {"dataset": dataset, "split": q.split, "subset": q.subset, "condition": condition,
-          "id": q.id, **s.to_json()}
+          "id": q.id, **s.to_json(), **({} if shard is None else {"context_shard": shard})}
 
 
 def _model_max_len(model_cfg: Any) -> tuple[Any, int]:
@@ -275,7 +335,10 @@ def evaluate(config: Any) -> EvalResult:
   dirs = parse_list(config.datasets)
   splits = parse_list(config.splits)
   loaded = load_datasets(dirs, splits)
+  if condition == relabel.CONTROL:  # the same questions over fresh words (icl_ft.datasets.relabel)
+    loaded = [(n, relabel.relabel(ds, seed=no_knowledge_seed(config)), d) for n, ds, d in loaded]
   datasets = [(n, ds) for n, ds, _ in loaded]
+  shards = bool(_get(config.icl, "shards", True))
 
   if not _get(model_cfg, "tokenizer", ""):
     raise ValueError("config.model.tokenizer is required (a SentencePiece .model file)")
@@ -286,7 +349,8 @@ def evaluate(config: Any) -> EvalResult:
 
   cfg, max_len = _model_max_len(model_cfg)
   tokenizer = loader.load_tokenizer(model_cfg, cfg)  # vocab mismatch -> ValueError
-  budgets = {name: check_budget(name, ds, condition, tokenizer, fmt, subsample, seed, max_len)
+  budgets = {name: plan_contexts(name, ds, condition, tokenizer, fmt, subsample, seed, max_len,
+                                 shards)
              for name, ds in datasets}
 
   run_dir = Path(_get(config, "results_dir", "results")) / run
@@ -310,6 +374,9 @@ def evaluate(config: Any) -> EvalResult:
           os.remove(run_dir / name)
     run_dir.mkdir(parents=True, exist_ok=True)
     fileio.atomic_write(run_file, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    if condition == relabel.CONTROL:  # the questions as scored, for inspection
+      for name, ds in datasets:
+        records.write_dataset(ds, run_dir / RELABELLED_DIR / name, overwrite=True)
   done = _done_keys(questions_path, truncate_partial=writer)
 
   todo = {name: {s: [q for q in qs if (name, s, q.id) not in done] for s, qs in ds.tests.items()}
@@ -323,7 +390,10 @@ def evaluate(config: Any) -> EvalResult:
 
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  stats: dict[str, Any] = {"prefill_s": 0.0, "score_s": 0.0, "context_tokens": {}}
+  stats: dict[str, Any] = {"prefill_s": 0.0, "score_s": 0.0, "context_tokens": {},
+                           # ICL shards per dataset; 0 = one context holding every document
+                           "context_shards": {name: _shard_count(budgets[name][0])
+                                              for name, _ in datasets}}
   bar = tqdm(total=remaining, unit="q", dynamic_ncols=True,
              disable=not (_get(config, "progress", True) and writer))
   out = open(questions_path, "a", encoding="utf-8") if writer else None
@@ -331,24 +401,30 @@ def evaluate(config: Any) -> EvalResult:
     for name, ds in datasets:
       if not any(todo[name].values()):
         continue
-      context_ids, longest = budgets[name]
-      scorer = scoring.ContextScorer(
-          model, tokenizer, context_ids=context_ids, batch_size=batch_size,
-          max_suffix_len=longest, max_len=max_len,
-          prefill_chunk=int(_get(config.scoring, "prefill_chunk", 1024)), metric=metric,
-          mesh=mesh, rules=rules)
-      stats["prefill_s"] += scorer.stats["prefill_s"]
-      stats["context_tokens"][name] = len(context_ids)
-      for split, questions in todo[name].items():
-        bar.set_description(f"{name}/{split}")
-        for group in _groups(questions, batch_size):
-          scores = scorer.score(group)
-          if out is not None:
-            out.write("".join(json.dumps(_record(name, condition, s), sort_keys=True) + "\n"
-                              for s in scores))
-            out.flush()
-          bar.update(len(group))
-      stats["score_s"] += scorer.stats["score_s"]
+      plans, longest = budgets[name]
+      stats["context_tokens"][name] = max(len(p.context_ids) for p in plans)
+      for index, plan in enumerate(plans):
+        mine = {s: [q for q in qs if plan.questions is None or (s, q.id) in plan.questions]
+                for s, qs in todo[name].items()}
+        if not any(mine.values()):
+          continue
+        scorer = scoring.ContextScorer(
+            model, tokenizer, context_ids=plan.context_ids, batch_size=batch_size,
+            max_suffix_len=longest, max_len=max_len,
+            prefill_chunk=int(_get(config.scoring, "prefill_chunk", 1024)), metric=metric,
+            mesh=mesh, rules=rules)
+        stats["prefill_s"] += scorer.stats["prefill_s"]
+        shard = None if plan.questions is None else index
+        for split, questions in mine.items():
+          bar.set_description(f"{name}/{split}" + ("" if shard is None else f" shard {shard}"))
+          for group in _groups(questions, batch_size):
+            scores = scorer.score(group)
+            if out is not None:
+              out.write("".join(json.dumps(_record(name, condition, s, shard), sort_keys=True)
+                                + "\n" for s in scores))
+              out.flush()
+            bar.update(len(group))
+        stats["score_s"] += scorer.stats["score_s"]
   finally:
     bar.close()
     if out is not None:
@@ -364,6 +440,10 @@ def evaluate(config: Any) -> EvalResult:
     header = (f"Run `{run}`: condition `{condition}`, model `{_get(model_cfg, 'preset')}`"
               f"{' from ' + repr(checkpoint) if checkpoint else ''}, metric `{metric}`"
               + (f", ICL subsample {subsample} (seed {seed})" if uses_documents(condition) else "")
+              + "".join(f", {n}: {k} ICL context shards" for n, k in
+                        stats["context_shards"].items() if k)
+              + (f", nonsense words replaced by fresh ones (seed {no_knowledge_seed(config)})"
+                 if condition == relabel.CONTROL else "")
               + ".\n\n")
     fileio.atomic_write(run_dir / TABLE_FILE, header + report.markdown_table(rows))
   return EvalResult(run_dir=run_dir, rows=rows, scored=remaining, skipped=skipped,

@@ -11,6 +11,13 @@ training resumes from its latest checkpoint):
   eval.json          held-out in-context accuracy: new-seed episodes over the pretraining pool
   card.json          what was done (tokens seen, steps, wall time, hardware, mix, accuracies)
 
+A long run stopped at any point (killed, out of time) continues exactly when `pretrain` (or
+`icl-ft-pretrain`) is pointed at the same workdir: the corpus, tokenizer and data are reused, and
+training restores params, optimizer state and the data iterator from the latest checkpoint of
+`train/checkpoints` (every `train.checkpoint.every` steps), so it computes the same steps on the
+same batches as an uninterrupted run (tests/test_pretraining.py
+`test_interrupted_pretraining_resumes_exactly`). Raising `train.steps` continues a finished run.
+
 and, with `config.export_dir` set (the package assets are `icl_ft/assets/tiny`), writes
 `tokenizer.model`, `params/` (orbax, `icl_ft.checkpoints.save_params`), `config.json` (the
 ModelConfig) and `card.json` there, atomically (a temporary sibling renamed at the end).
@@ -190,6 +197,7 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
       "recipe": "icl-ft-pretrain --config=configs/pretrain_tiny.py "
                 "(icl_ft.pretrain.pretrain; training with icl_ft.train.loop.train)",
       "steps": steps,
+      "resumed_from_step": int(result.start_step),  # > 0: this call continued a stopped run
       "batch_size": int(tcfg.data.batch_size),
       "seq_len": seq_len,
       "tokens_seen": steps * tokens_per_step,

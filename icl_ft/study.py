@@ -3,7 +3,14 @@
 For each dataset (generated once, at one seed: every condition sees the same documents):
 
   pretrained      evaluate the base model, no context
-  icl             evaluate the base model with the training documents in context
+  no_knowledge    the contamination control: `pretrained` on the same questions with every
+                  nonsense word and celebrity name replaced by fresh words no document holds
+                  (`icl_ft.datasets.relabel`); table.md says, per split, whether `pretrained`
+                  is within 2 SE of it (`knowledge_check`)
+  icl             evaluate the base model with the training documents in context; when they
+                  do not fit the model's context, in context shards (`icl_ft.context_shards`:
+                  each question against a shard stating every fact it depends on), recorded
+                  in table.md
   ft              finetune on the documents (`train.format`, default `document`), evaluate
   ft_split        finetune on the documents split into sentences (`train.split_format`);
                   only datasets with multi-sentence documents (syllogisms, semantic_structure)
@@ -42,8 +49,8 @@ the settings that determine the results; re-running with different ones is an er
 
 Seeds: `seeds` lists run seeds. A seed sets the finetuning data order, the ICL subsample and
 the augmentation sampling; the dataset (`data_seed`) and the base model are the same for all.
-Conditions that do not depend on the seed (`pretrained`; `icl` with the whole training set in
-context) are evaluated once, with the first seed.
+Conditions that do not depend on the seed (`pretrained`, `no_knowledge`; `icl` with the whole
+training set in context or in shards) are evaluated once, with the first seed.
 """
 
 from __future__ import annotations
@@ -64,8 +71,9 @@ from icl_ft import fileio
 from icl_ft import report
 from icl_ft.datasets import records
 
-CONDITIONS = ("pretrained", "icl", "ft", "ft_split", "ft_aug_local", "ft_aug_global",
-              "ft_aug_all")
+CONDITIONS = ("pretrained", "no_knowledge", "icl", "ft", "ft_split", "ft_aug_local",
+              "ft_aug_global", "ft_aug_all")
+NO_CONTEXT_BASE = ("pretrained", "no_knowledge")  # the base model, no context, seed-independent
 AUGMENT_STRATEGIES = {"ft_aug_local": "local", "ft_aug_global": "global", "ft_aug_all": "all"}
 FINETUNED = ("ft", "ft_split", *AUGMENT_STRATEGIES)
 
@@ -363,14 +371,17 @@ def merge_augmented(original: records.Dataset, parts: Sequence[records.Dataset]
 
 
 def icl_subsample(name: str, dataset: records.Dataset, tokenizer: Any, max_len: int,
-                  requested: int, chat: bool, seed: int) -> int:
-  """The ICL subsample factor: `requested`, or (0) the smallest that fits the context."""
+                  requested: int, chat: bool, seed: int, shards: bool = False) -> int:
+  """The ICL subsample factor: `requested`, or (0) 1 with `shards` (the evaluation shards the
+  documents if they do not fit), else the smallest factor that fits the context."""
   from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
   from icl_ft import prompts  # pylint: disable=g-import-not-at-top
   from icl_ft import scoring  # pylint: disable=g-import-not-at-top
 
   if requested > 0:
     return requested
+  if shards:
+    return 1
   fmt = prompts.PromptFormat(chat=chat)
   try:
     evaluate.check_budget(name, dataset, "icl", tokenizer, fmt, 1, seed, max_len)
@@ -419,7 +430,7 @@ def _plan_size(names: Sequence[str], conditions: Sequence[str], seeds: Sequence[
     for c in conditions:
       if c == "ft_split" and not multi.get(name, True):
         continue
-      if c == "pretrained":
+      if c in NO_CONTEXT_BASE:
         n += 1
       elif c == "icl":
         n += len(seeds)  # an upper bound (once when the whole training set fits)
@@ -528,13 +539,15 @@ def run_study(config: Any) -> StudyResult:
     ec.prompt.chat = bool(config.eval.chat)
     ec.icl.subsample = int(subsample)
     ec.icl.seed = int(seed)
+    ec.icl.shards = bool(config.eval.get("icl_shards", True))
     ec.scoring.metric = str(config.eval.metric)
     ec.scoring.batch_size = int(config.eval.batch_size)
     ec.scoring.prefill_chunk = int(config.eval.prefill_chunk)
     ec.progress = progress
     result = evaluate.evaluate(ec)
     return {"dir": str(result.run_dir), "questions": result.scored + result.skipped,
-            "context_tokens": result.stats.get("context_tokens", {}).get(name)}
+            "context_tokens": result.stats.get("context_tokens", {}).get(name),
+            "context_shards": result.stats.get("context_shards", {}).get(name, 0)}
 
   def train_stage(name: str, condition: str, seed: int, data_dir: Path, fmt: str
                   ) -> dict[str, Any]:
@@ -614,18 +627,20 @@ def run_study(config: Any) -> StudyResult:
   evals: list[tuple[str, str, int, Path]] = []  # (dataset, condition, seed, eval run dir)
   finetuning: list[dict[str, Any]] = []
   subsamples: dict[str, dict[int, int]] = {}
+  context_shards: dict[str, int] = {}  # ICL datasets scored in context shards: how many
   for name in names:
     for condition in applicable(conditions, datasets[name]):
-      if condition == "pretrained":
-        info = stages.run(f"eval/{name}/pretrained", "eval",
-                          lambda name=name: evaluate_stage(name, "pretrained", "pretrained", None,
-                                                           1, seeds[0]))
+      if condition in NO_CONTEXT_BASE:
+        info = stages.run(f"eval/{name}/{condition}", "eval",
+                          lambda name=name, condition=condition:
+                          evaluate_stage(name, condition, condition, None, 1, seeds[0]))
         evals.append((name, condition, seeds[0], Path(info["dir"])))
         continue
       if condition == "icl":
         for i, seed in enumerate(seeds):
           k = icl_subsample(name, datasets[name], tokenizer, max_len,
-                            int(config.eval.icl_subsample), bool(config.eval.chat), seed)
+                            int(config.eval.icl_subsample), bool(config.eval.chat), seed,
+                            bool(config.eval.get("icl_shards", True)))
           subsamples.setdefault(name, {})[seed] = k
           if k == 1 and i > 0:
             break  # the whole training set in context: the same for every seed
@@ -634,6 +649,8 @@ def run_study(config: Any) -> StudyResult:
                             lambda name=name, run=run, k=k, seed=seed:
                             evaluate_stage(name, "icl", run, None, k, seed))
           evals.append((name, condition, seed, Path(info["dir"])))
+          if info.get("context_shards"):
+            context_shards[name] = int(info["context_shards"])
         continue
       for seed in seeds:
         data_dir = data_dirs[name]
@@ -665,7 +682,8 @@ def run_study(config: Any) -> StudyResult:
   # 4. Report (always rewritten: cheap): per-seed summary rows, the seeds-pooled table, figure.
   t0 = time.perf_counter()
   rows, table_rows, table = write_report(run_dir, names, datasets, conditions, evals, finetuning,
-                                         subsamples, figure=bool(config.get("figure", True)))
+                                         subsamples, figure=bool(config.get("figure", True)),
+                                         context_shards=context_shards)
   report_seconds = time.perf_counter() - t0
   stages.records.append(StageRecord("report", "report", report_seconds, False,
                                     {"rows": len(rows)}))
@@ -703,7 +721,8 @@ def _ordered(rows: list[dict[str, Any]], names: Sequence[str],
 def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, records.Dataset],
                  conditions: Sequence[str], evals: Sequence[tuple[str, str, int, Path]],
                  finetuning: Sequence[Mapping[str, Any]], subsamples: Mapping[str, Any], *,
-                 figure: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+                 figure: bool = True, context_shards: Mapping[str, int] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
   """Writes summary.json, table.md and figure.png; returns (rows, pooled rows, table text).
 
   Conditions are ordered by report.CONDITION_ORDER (`conditions` only selects); the
@@ -722,8 +741,10 @@ def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, rec
   fileio.atomic_write(run_dir / SUMMARY_FILE, json.dumps(rows, indent=2) + "\n")
   stages = [json.loads(p.read_text(encoding="utf-8"))
             for p in sorted((run_dir / "stages").glob("augment__*.json"))]
+  note = (context_shards_text(context_shards or {})
+          + knowledge_text(knowledge_check(table_rows))).strip()
   table = report.study_table(run_dir.name, table_rows, seeds, subsamples, finetuning,
-                             report.audits_from_stages(stages))
+                             report.audits_from_stages(stages), note=note)
   fileio.atomic_write(run_dir / TABLE_FILE, table)
   if figure:
     plots.accuracy_figure(table_rows, run_dir / FIGURE_FILE, title=plots.study_title(run_dir.name))
@@ -764,6 +785,55 @@ def portable_paths(obj: Any, run_dir: str | os.PathLike[str], repo: str = REPO_R
     return value
 
   return one(obj)
+
+
+def context_shards_text(context_shards: Mapping[str, int]) -> str:
+  """The table's line naming the datasets whose ICL documents were split into shards."""
+  used = ", ".join(f"{n} {k}" for n, k in context_shards.items() if k)
+  if not used:
+    return ""
+  return ("\nICL context shards (the training documents did not fit the model's context; each "
+          f"question scored against a shard stating every fact it depends on): {used}.\n")
+
+
+def knowledge_check(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """Per (dataset, split) with both: is `pretrained` within 2 SE of `no_knowledge`?
+
+  Rows are `report.summarize` rows (seeds pooled); the SE of the difference of the two
+  accuracies is sqrt(se_pretrained^2 + se_no_knowledge^2) of their own SEs.
+  """
+  cells = {(r["dataset"], r["split"], r["condition"]): r for r in rows}
+  out = []
+  for (dataset, split, condition), p in cells.items():
+    n = cells.get((dataset, split, "no_knowledge"))
+    if condition != "pretrained" or n is None:
+      continue
+    diff = float(p["accuracy"]) - float(n["accuracy"])
+    se = math.sqrt(float(p["se"]) ** 2 + float(n["se"]) ** 2)
+    out.append({"dataset": dataset, "split": split, "pretrained": p["accuracy"],
+                "no_knowledge": n["accuracy"], "difference": diff, "se": se,
+                "within_2se": bool(abs(diff) <= 2 * se) if math.isfinite(se) else None})
+  return out
+
+
+def knowledge_text(checks: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
+  """table.md's contamination check: a row per split and the verdict over all of them."""
+  if not checks:
+    return ""
+  lines = ["", "Contamination check: `pretrained` within 2 SE of `no_knowledge` (the same "
+           "questions over fresh words; SE of the difference = sqrt(SE_pretrained² + "
+           "SE_no_knowledge²)):", "",
+           "| dataset | split | pretrained | no_knowledge | difference | 2 SE | within 2 SE |",
+           "|---|---|---:|---:|---:|---:|---|"]
+  for c in checks:
+    verdict = {True: "yes", False: "**no**", None: "n/a"}[c["within_2se"]]
+    lines.append(f"| {c['dataset']} | {c['split']} | {c['pretrained']:.{digits}f} | "
+                 f"{c['no_knowledge']:.{digits}f} | {c['difference']:+.{digits}f} | "
+                 f"{2 * c['se']:.{digits}f} | {verdict} |")
+  ok = sum(c["within_2se"] is True for c in checks)
+  lines += ["", f"`pretrained` within 2 SE of `no_knowledge` on {ok} of {len(checks)} splits"
+            + (" (every split)." if ok == len(checks) else ".")]
+  return "\n".join(lines) + "\n"
 
 
 def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],

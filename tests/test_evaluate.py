@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -87,7 +88,8 @@ def test_icl_run_writes_all_three_outputs(setup, icl_run):
   table = (run_dir / "table.md").read_text()
   assert "condition `icl`" in table and "| syllogisms | syllogism | icl |" in table
   settings = json.loads((run_dir / "run.json").read_text())
-  assert settings["icl"] == {"subsample": 1, "seed": 0}
+  assert settings["icl"] == {"subsample": 1, "seed": 0, "shards": True}
+  assert icl_run.stats["context_shards"] == {"simple_reversals": 0, "syllogisms": 0}
 
 
 def test_rerun_skips_everything_and_resume_after_a_kill(setup, icl_run):
@@ -145,6 +147,79 @@ def test_finetuned_checkpoint_condition(setup):
   assert {r["dataset"] for r in a} == {"simple_reversals"}
 
 
+def test_icl_that_fits_scores_the_same_with_and_without_shards(setup, icl_run):
+  plain = evaluate.evaluate(_config(setup, "icl", run="icl_no_shards", icl__shards=False))
+  a = _lines(icl_run.run_dir / "questions.jsonl")
+  b = _lines(plain.run_dir / "questions.jsonl")
+  assert a == b  # identical records: no shard field, the same scores
+
+
+def test_icl_shards_when_the_documents_do_not_fit(setup, monkeypatch):
+  """A context budget below the whole set: each question scored against its shard's context."""
+  from icl_ft import prompts
+  from icl_ft import scoring
+  from icl_ft.model import loader
+  from icl_ft.model.tokenizer import Tokenizer
+
+  tok = Tokenizer(setup["tok"])
+  rev = records.read_dataset(setup["dirs"][0])
+  full = len(scoring.encode_context(tok, prompts.context_text(rev.train)))
+  longest = max(len(r.suffix) for r in scoring.encode_questions(tok, rev.tests["reversal"]))
+  max_len = full // 2 + longest  # about half the documents fit
+  real = evaluate._model_max_len  # pylint: disable=protected-access
+  monkeypatch.setattr(evaluate, "_model_max_len", lambda cfg: (real(cfg)[0], max_len))
+  result = evaluate.evaluate(_config(setup, "icl", run="icl_shards", splits="reversal"))
+  shards = result.stats["context_shards"]["simple_reversals"]
+  assert shards >= 2
+  recs = _lines(result.run_dir / "questions.jsonl")
+  assert len(recs) == setup["counts"]["simple_reversals"]["reversal"]
+  assert {r["context_shard"] for r in recs} == set(range(shards))
+  assert f"simple_reversals: {shards} ICL context shards" in (result.run_dir / "table.md").read_text()
+  # Re-score every question against its shard's context: the same log-probs.
+  plans, _ = evaluate.plan_contexts("simple_reversals", rev, "icl", tok, prompts.PromptFormat(),
+                                    1, 0, max_len, True)
+  config = _config(setup, "icl")
+  mesh, rules = loader.mesh_from_config(config.mesh)
+  model, _ = loader.load_model(config.model, mesh, rules)
+  by_id = {q.id: q for q in rev.tests["reversal"]}
+  for index, plan in enumerate(plans):
+    assert len(plan.context_ids) + longest <= max_len
+    mine = [r for r in recs if r["context_shard"] == index]
+    assert {("reversal", r["id"]) for r in mine} == plan.questions
+    scores = scoring.ContextScorer(model, tok, context_ids=plan.context_ids, batch_size=8,
+                                   max_suffix_len=longest, max_len=max_len
+                                   ).score([by_id[r["id"]] for r in mine])
+    for r, s in zip(mine, scores):
+      assert [c["logprob"] for c in r["choices"]] == pytest.approx(
+          [c.logprob for c in s.choices], abs=1e-4)
+
+
+def test_no_knowledge_scores_the_same_questions_over_fresh_words(setup):
+  from icl_ft.datasets import relabel
+
+  pre = evaluate.evaluate(_config(setup, "pretrained", run="pre_for_nk"))
+  nk = evaluate.evaluate(_config(setup, "no_knowledge"))
+  a = _lines(pre.run_dir / "questions.jsonl")
+  b = _lines(nk.run_dir / "questions.jsonl")
+  assert [(r["dataset"], r["split"], r["subset"], r["id"], r["correct"], len(r["choices"]))
+          for r in a] == [(r["dataset"], r["split"], r["subset"], r["id"], r["correct"],
+                           len(r["choices"])) for r in b]
+  assert {r["condition"] for r in b} == {"no_knowledge"} and all(set(r) == RECORD_KEYS for r in b)
+  assert [r["condition"] for r in nk.rows] == ["no_knowledge", "no_knowledge"]
+  assert json.loads((nk.run_dir / "run.json").read_text())["no_knowledge"] == {"seed": 0}
+  assert "fresh ones (seed 0)" in (nk.run_dir / "table.md").read_text()
+  pools = relabel.nonsense_words()
+  for d in setup["dirs"]:
+    original = records.read_dataset(d)
+    scored = records.read_dataset(nk.run_dir / evaluate.RELABELLED_DIR / original.name)
+    assert scored == relabel.relabel(original, seed=0)
+    for q, r in zip([q for qs in original.tests.values() for q in qs],
+                    [q for qs in scored.tests.values() for q in qs]):
+      assert q.prompt != r.prompt and (q.correct, len(q.choices)) == (r.correct, len(r.choices))
+      tokens = {w.lower() for t in (r.prompt, *r.choices) for w in re.findall("[A-Za-z]+", t)}
+      assert not (tokens | {w[:-1] for w in tokens if w.endswith("s")}) & pools
+
+
 def _bad(setup, capsys, **kw):
   condition = kw.pop("condition", "icl")
   config = _config(setup, condition, run="bad", **kw)
@@ -184,7 +259,7 @@ def test_bad_input_is_one_line_and_writes_nothing(setup, capsys, tmp_path):
 def test_context_longer_than_the_model_says_which_subsample_fits(setup, capsys, tmp_path):
   big = records.write_dataset(simple_reversals.generate(simple_reversals.SCALES["paper"]),
                               tmp_path / "big")
-  msg = _bad(setup, capsys, datasets=str(big))
+  msg = _bad(setup, capsys, datasets=str(big), icl__shards=False)
   assert "over the model's max_seq_len 4096" in msg
   assert "subsample factor" in msg and "--config.icl.subsample=" in msg
   k = int(msg.split("--config.icl.subsample=")[1].split(")")[0])

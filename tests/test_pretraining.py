@@ -175,6 +175,69 @@ def test_recipe_runs_with_falling_loss(tmp_path):
   assert cfg["preset"] == "tiny_default"
 
 
+class _Stop(Exception):
+  """Stands in for a kill in the middle of training."""
+
+
+@pytest.mark.slow
+@pytest.mark.resume
+def test_interrupted_pretraining_resumes_exactly(tmp_path, monkeypatch):
+  """Stopped after step 7 (checkpoints every 3 steps) and rerun on its workdir: the same run."""
+  import jax
+  import numpy as np
+
+  from icl_ft import checkpoints
+  from icl_ft import config_blocks
+  from icl_ft import pretrain
+  from icl_ft.train import metrics as metrics_lib
+  from icl_ft.train import step as step_lib
+
+  def config(workdir):
+    c = config_blocks.config_module("pretrain_tiny").get_config("test")
+    c.workdir = str(workdir)
+    c.train.checkpoint.every = 3
+    c.eval.episodes = 1
+    return c
+
+  devices = jax.devices()[:1]
+  full = pretrain.pretrain(config(tmp_path / "full"), devices=devices)
+
+  calls = []
+  real = step_lib.TrainStep._train_call  # pylint: disable=protected-access
+
+  def stop_at_step_8(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 8:  # steps 1-7 trained, 7 not checkpointed
+      raise _Stop
+    return real(self, *args, **kwargs)
+
+  with monkeypatch.context() as m:
+    m.setattr(step_lib.TrainStep, "_train_call", stop_at_step_8)
+    with pytest.raises(_Stop):
+      pretrain.pretrain(config(tmp_path / "stopped"), devices=devices)
+  stopped = tmp_path / "stopped"
+  assert max(checkpoints.checkpoint_steps(stopped / "train" / "checkpoints")) == 6
+  assert not (stopped / "card.json").exists()
+  resumed = pretrain.pretrain(config(stopped), devices=devices)
+
+  assert resumed["resumed_from_step"] == 6 and full["resumed_from_step"] == 0
+  for key in ("steps", "tokens_seen", "final_loss", "last_losses", "heldout_in_context",
+              "corpus", "corpus_fitting_seq_len"):
+    assert resumed[key] == full[key], key
+  for name in ("tokenizer.model", "corpus/train.jsonl", "data/train.jsonl"):
+    assert (stopped / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+  steps = full["steps"]
+  a = checkpoints.read_params(tmp_path / "full" / "train" / "checkpoints", steps)
+  b = checkpoints.read_params(stopped / "train" / "checkpoints", steps)
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb) > 0 and all(np.array_equal(x, y) for x, y in zip(la, lb))
+  ra = metrics_lib.read_jsonl(tmp_path / "full" / "train" / "metrics.jsonl")
+  rb = metrics_lib.read_jsonl(stopped / "train" / "metrics.jsonl")
+  assert [r["step"] for r in rb] == list(range(1, steps + 1))
+  assert [(r["step"], r["batch_hash"], r["loss"]) for r in ra] == [
+      (r["step"], r["batch_hash"], r["loss"]) for r in rb]
+
+
 def test_committed_default_model_loads_and_reproduces_its_card():
   """The committed assets load through the normal loader and score as their card says."""
   import jax

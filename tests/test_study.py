@@ -104,14 +104,24 @@ def test_micro_study_writes_every_output(micro):
   assert all(r["n"] == len(ds.tests[r["split"]]) for r in rows)
   # Per-condition evaluation directories, as icl-ft-eval writes them.
   for name, condition in want:
-    run = "pretrained" if condition == "pretrained" else f"{condition}_s0"
+    run = condition if condition in study.NO_CONTEXT_BASE else f"{condition}_s0"
     d = run_dir / "eval" / name / run
     assert {"questions.jsonl", "summary.json", "table.md", "run.json"} <= {p.name for p in d.iterdir()}
   table = (run_dir / "table.md").read_text()
   assert table == result.table
   header = [line for line in table.splitlines() if line.startswith("| dataset | split |")][0]
-  assert header == ("| dataset | split | pretrained | icl | ft | ft_split | ft_aug_local | "
-                    "ft_aug_global | ft_aug_all | chance |")
+  assert header == ("| dataset | split | pretrained | no_knowledge | icl | ft | ft_split | "
+                    "ft_aug_local | ft_aug_global | ft_aug_all | chance |")
+  # The contamination check, from the same pooled rows.
+  check = study.knowledge_check(result.table_rows)
+  assert [(c["dataset"], c["split"]) for c in check] == [("syllogisms", "syllogism")]
+  assert study.knowledge_text(check) in table
+  # no_knowledge scored the same questions over fresh words.
+  scored = records.read_dataset(run_dir / "eval" / "syllogisms" / "no_knowledge" / "relabelled"
+                                / "syllogisms")
+  assert [(q.id, q.correct) for q in scored.tests["syllogism"]] == [
+      (q.id, q.correct) for q in ds.tests["syllogism"]]
+  assert [q.prompt for q in scored.tests["syllogism"]] != [q.prompt for q in ds.tests["syllogism"]]
   assert (run_dir / "figure.png").read_bytes()[:8] == PNG_MAGIC
 
 
@@ -273,6 +283,28 @@ def test_report_orders_conditions_by_the_one_order(tmp_path):
                                         evals, [], {}, figure=False)
   assert [r["condition"] for r in pooled] == ["icl", "ft", "ft_aug_local"]
   assert "| dataset | split | icl | ft | ft_aug_local | chance |" in table
+
+
+def test_knowledge_check_and_its_table():
+  def row(split, condition, accuracy, se):
+    return {"dataset": "d", "split": split, "condition": condition, "accuracy": accuracy,
+            "se": se, "n": 20, "chance": 0.25}
+
+  rows = [row("a", "pretrained", 0.5, 0.1), row("a", "no_knowledge", 0.3, 0.05),
+          row("b", "pretrained", 0.8, 0.05), row("b", "no_knowledge", 0.3, 0.05),
+          row("c", "pretrained", 0.4, 0.1), row("c", "icl", 0.9, 0.1)]
+  check = study.knowledge_check(rows)
+  assert [(c["split"], c["within_2se"]) for c in check] == [("a", True), ("b", False)]
+  # |0.5 - 0.3| = 0.2 <= 2 sqrt(0.1^2 + 0.05^2) = 0.224; |0.8 - 0.3| = 0.5 > 2 sqrt(2) 0.05
+  assert check[0]["difference"] == pytest.approx(0.2)
+  assert check[0]["se"] == pytest.approx(math.sqrt(0.0125))
+  text = study.knowledge_text(check)
+  assert "| d | a | 0.500 | 0.300 | +0.200 | 0.224 | yes |" in text
+  assert "| d | b | 0.800 | 0.300 | +0.500 | 0.141 | **no** |" in text
+  assert "on 1 of 2 splits." in text
+  assert study.knowledge_text([]) == "" and study.knowledge_check(rows[4:]) == []
+  assert study.context_shards_text({"x": 0}) == ""
+  assert "): celebrities 3." in study.context_shards_text({"celebrities": 3, "x": 0})
 
 
 def test_finetuning_table_formats_numbers():

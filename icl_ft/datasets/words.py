@@ -52,6 +52,9 @@ NAMESPACE_SIZES: dict[str, int] = {
     "celebrities": 200,
     "semantic_structure": 2000,
     "pretraining": 5000,
+    # Fresh words for the `no_knowledge` control (icl_ft.datasets.relabel): never in any
+    # dataset or the pretraining corpus, so a model cannot know anything about them.
+    "no_knowledge": 1500,
 }
 NAMESPACES: tuple[str, ...] = tuple(NAMESPACE_SIZES)
 
