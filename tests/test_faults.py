@@ -401,6 +401,32 @@ def test_disk_full_mid_study_then_a_rerun_completes(tmp_path, tmp_path_factory, 
   assert {(r["condition"], r["n"]) for r in rows} == {("pretrained", n), ("ft", n)}
 
 
+_FILE_SIZE_LIMITED = ("import resource, runpy, signal, sys\n"
+                      "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                      "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+                      "sys.argv = ['icl-ft-train'] + sys.argv[1:]\n"
+                      "runpy.run_module('icl_ft.bin.train', run_name='__main__')\n")
+
+
+def test_checkpoint_write_failing_in_orbax_is_one_line(tmp_path, data):
+  """The storage fills up under orbax's background writes (here: files capped at 1 MiB, as a
+  full disk fails them): orbax logs the error from several threads and raises it; the binary
+  prints it once, and no checkpoint step looks complete."""
+  data_dir, tok = data
+  config = train_setup.train_config(str(tmp_path / "run"), data_dir, tok, steps=2,
+                                    checkpoint__every=2)
+  env = {k: v for k, v in train_setup.env(1).items() if not k.startswith("JAX_PERSISTENT")
+         and k != "JAX_COMPILATION_CACHE_DIR"}  # no cache entries hit the cap
+  out = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMITED,
+                        f"--config={train_setup.TRAIN_CONFIG}:tiny",
+                        *train_setup.flags_for(config)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1
+  line = _one_error_line(out.stderr)
+  assert "Error writing" in line and "File too large" in line, line
+  assert checkpoints.checkpoint_steps(tmp_path / "run" / "checkpoints") == []
+
+
 def _binary(*args: str) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=train_setup.env(1),
                         capture_output=True, text=True, timeout=120)

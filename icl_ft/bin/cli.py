@@ -10,7 +10,9 @@ Exit statuses: 0 done; 1 bad input or a failed run (`execute` prints one `error:
 No traceback reaches the user: a missing config file or a config file's own error (e.g. an
 unknown `:variant`) is one line naming the file; an exception `execute` does not handle (a
 corrupted file read by a library, a full disk) is one line naming its type, and orbax's
-logged copies of an error it also raises are dropped. ICL_FT_TRACEBACK=1 shows tracebacks.
+logged copies of an error it also raises (and the unraisable errors of its writes still in
+flight, and anything printed while shutting down after the error line) are dropped.
+ICL_FT_TRACEBACK=1 shows tracebacks.
 """
 
 from __future__ import annotations
@@ -93,11 +95,42 @@ class _DropOrbaxTracebacks(logging.Filter):
                 and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
 
 
+def _closed_loop_unraisable(unraisable: Any) -> bool:
+  """TensorStore writes still in flight when orbax closes its event loop after a failed save
+  (a full disk) report `RuntimeError: Event loop is closed` as unraisable, one per write."""
+  value = getattr(unraisable, "exc_value", None)
+  return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+
 def quiet_library_tracebacks() -> None:
-  """Installs `_DropOrbaxTracebacks` on absl's logger (what orbax logs through)."""
+  """Drops library tracebacks that repeat an error the binary reports as one line.
+
+  Installs `_DropOrbaxTracebacks` on absl's logger (what orbax logs through) and a
+  `sys.unraisablehook` that drops `_closed_loop_unraisable` reports (others are printed).
+  """
   logger = absl_logging.get_absl_logger()
   if not any(isinstance(f, _DropOrbaxTracebacks) for f in logger.filters):
     logger.addFilter(_DropOrbaxTracebacks())
+  # The binaries run no asyncio code of their own: what asyncio logs is orbax's writes
+  # failing a second time ("exception was never retrieved").
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+  previous = sys.unraisablehook
+
+  def hook(unraisable: Any) -> None:
+    if not _closed_loop_unraisable(unraisable):
+      previous(unraisable)
+
+  if not getattr(previous, "_icl_ft_quiet", False):
+    hook._icl_ft_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _silence_stderr() -> None:
+  """Sends what is written to stderr from now on to /dev/null (file descriptor 2 included)."""
+  sys.stderr.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
 
 
 def run_execute(execute: Callable[[Any], int], config: Any) -> int:
@@ -137,8 +170,14 @@ def run(execute: Callable[[Any], int], *, config_help: str, config_file: str) ->
     # Warnings and errors only (JAX's INFO lines, e.g. about absent TPU libraries, are noise).
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jax").setLevel(logging.WARNING)
-    if not _tracebacks_wanted():
+    quiet = not _tracebacks_wanted()
+    if quiet:
       quiet_library_tracebacks()
-    sys.exit(run_execute(execute, holder.value))
+    status = run_execute(execute, holder.value)
+    if status and quiet:
+      # The error is reported; what libraries print while shutting down after it (writes
+      # still in flight failing again) would only repeat it.
+      _silence_stderr()
+    sys.exit(status)
 
   app.run(main, flags_parser=parse)
