@@ -157,8 +157,8 @@ def run(execute: Callable[[Any], int], *, config_help: str, config_file: str) ->
     try:
       return flags.FLAGS(argv)
     except (KeyError, AttributeError) as e:  # config_flags: override of a field the config lacks
-      sys.exit(fail(f"unknown config field {_unknown_field(e, argv)}; see {config_file.split(':')[0].rstrip('[')}",
-                    2))
+      configs = config_file.split(":")[0].rstrip("[")  # "configs/study.py[:variant]"
+      sys.exit(fail(f"unknown config field {_unknown_field(e, argv)}; see {configs}", 2))
     except (flags.Error, ValueError, TypeError, OSError) as e:
       sys.exit(fail(_config_error_message(e, argv), 2))
 
