@@ -281,13 +281,16 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   return out
 
 
+def has_duplicate_records(path: str | os.PathLike[str]) -> bool:
+  """Whether questions.jsonl holds some question more than once."""
+  return len(read_records(path)) < len(report.read_results(path))
+
+
 def _drop_duplicate_records(path: Path) -> None:
   """Rewrites questions.jsonl without repeated questions (left by an unlocked older run)."""
-  if not path.exists():
-    return
-  records_ = read_records(path)
-  if len(records_) < len(report.read_results(path)):
-    fileio.atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records_))
+  if path.exists() and has_duplicate_records(path):
+    fileio.atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                      for r in read_records(path)))
 
 
 def evaluate(config: Any) -> EvalResult:

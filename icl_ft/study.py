@@ -242,6 +242,8 @@ class _Stages:
 
   def _run(self, key: str, kind: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     marker = self.dir / (key.replace("/", "__") + ".json")
+    if marker.is_file() and _has_duplicates(kind, marker):
+      marker.unlink()  # an unlocked older run scored questions twice: the rerun repairs it
     if marker.is_file():
       done = json.loads(marker.read_text(encoding="utf-8"))
       self._say(f"{key}: done earlier ({done['seconds']:.1f} s), skipped")
@@ -259,6 +261,17 @@ class _Stages:
             f"(cpu {cpu:.1f} s)", flush=True)
     self.records.append(StageRecord(key, kind, seconds, False, info, cpu))
     return info
+
+
+def _has_duplicates(kind: str, marker: Path) -> bool:
+  """Whether a finished eval stage's questions.jsonl holds a question twice."""
+  if kind != "eval":
+    return False
+  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
+
+  info = json.loads(marker.read_text(encoding="utf-8")).get("info", {})
+  path = Path(info.get("dir", "")) / evaluate.QUESTIONS_FILE
+  return bool(info.get("dir")) and path.is_file() and evaluate.has_duplicate_records(path)
 
 
 # ---------------------------------------------------------------------------

@@ -399,6 +399,17 @@ def test_disk_full_mid_study_then_a_rerun_completes(tmp_path, tmp_path_factory, 
   assert len(recs) == len({r["id"] for r in recs}) == n
   rows = json.loads((run_dir / study.SUMMARY_FILE).read_text())
   assert {(r["condition"], r["n"]) for r in rows} == {("pretrained", n), ("ft", n)}
+  # What two unlocked studies once left (every question of an evaluation twice, the stage
+  # marked done) is repaired by a rerun: that evaluation is resumed, the rest skipped.
+  pretrained = run_dir / "eval" / "syllogisms" / "pretrained" / evaluate.QUESTIONS_FILE
+  lines = pretrained.read_text().splitlines(keepends=True)
+  pretrained.write_text("".join(lines + lines))
+  result = study.run_study(config)
+  assert [s.key for s in result.stages if not s.resumed] == ["eval/syllogisms/pretrained",
+                                                             "report"]
+  assert pretrained.read_text().splitlines(keepends=True) == lines
+  summary = json.loads((pretrained.parent / evaluate.SUMMARY_FILE).read_text())
+  assert [r["n"] for r in summary] == [n] and [r["n"] for r in result.table_rows] == [n, n]
 
 
 _FILE_SIZE_LIMITED = ("import resource, runpy, signal, sys\n"
