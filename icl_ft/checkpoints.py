@@ -24,16 +24,24 @@ computed for `mesh` from the parameters' logical axis names), so the parameters 
 straight onto the mesh, each process reading only its shards. Shapes are checked against the
 checkpoint's metadata first: a model of a different shape gets a one-line ValueError naming
 the first mismatching parameter, before anything is read or written.
+
+What a restore guarantees beyond shapes (each a one-line CheckpointError): the checkpoint was
+written for the preset it is loaded under (when its metadata names one: `meta.preset`, a
+training checkpoint's `meta.model.preset`, or an exported model's `config.json` beside
+`params/`); its files can be read (a truncated or corrupted chunk names the checkpoint, not
+a library traceback); and every restored parameter is finite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -228,9 +236,91 @@ def saved_param_shapes(directory: epath.Path) -> dict[str, tuple[int, ...]]:
 def _restore_params_item(directory: epath.Path, target: Any) -> Any:
   """Restores only the `params` item of a checkpoint into `target` (abstract, with shardings)."""
   handler = ocp.CompositeCheckpointHandler(**{PARAMS: ocp.StandardCheckpointHandler()})
-  with ocp.Checkpointer(handler) as ckptr:
-    return ckptr.restore(directory, args=ocp.args.Composite(**{
-        PARAMS: ocp.args.StandardRestore(target)}))[PARAMS]
+  with unreadable_as_error(directory):
+    with ocp.Checkpointer(handler) as ckptr:
+      return ckptr.restore(directory, args=ocp.args.Composite(**{
+          PARAMS: ocp.args.StandardRestore(target)}))[PARAMS]
+
+
+@contextlib.contextmanager
+def unreadable_as_error(directory: Any) -> Iterator[None]:
+  """Turns a library error while reading `directory` into a one-line CheckpointError.
+
+  orbax / TensorStore report a truncated or corrupted chunk as a bare Exception wrapping the
+  storage error; the message keeps the innermost (storage) error's first line.
+  """
+  try:
+    yield
+  except CheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    inner: BaseException = e
+    while inner.__cause__ is not None or inner.__context__ is not None:
+      inner = inner.__cause__ or inner.__context__
+    detail = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
+    raise CheckpointError(f"checkpoint {directory} cannot be read (truncated or corrupted "
+                          f"files?): {detail}") from e
+
+
+# ---------------------------------------------------------------------------
+# Checks of what a checkpoint holds: its preset, finite values
+# ---------------------------------------------------------------------------
+
+
+@jax.jit
+def _finite_flags(tree: Any) -> Any:
+  return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree)
+
+
+def nonfinite_leaves(tree: Any) -> list[str]:
+  """Paths of the array leaves of `tree` holding a NaN or an infinity ([] if all finite)."""
+  pure = to_pure(tree)
+  flags = jax.device_get(_finite_flags(pure))
+  return [_path_str(p) for p, ok in jax.tree_util.tree_flatten_with_path(flags)[0]
+          if not bool(ok)]
+
+
+def check_finite(tree: Any, where: str) -> None:
+  """One-line CheckpointError if any parameter of `tree` is NaN or infinite."""
+  bad = nonfinite_leaves(tree)
+  if bad:
+    raise CheckpointError(
+        f"{where} has non-finite parameters ({len(bad)} arrays with NaN/inf, e.g. {bad[0]!r}); "
+        f"it was saved after training diverged: use an earlier checkpoint")
+
+
+def _canonical_preset(name: str) -> str:
+  from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  return config_lib.ALIASES.get(name, name)
+
+
+def checkpoint_preset(directory: str | os.PathLike[str]) -> str | None:
+  """The model preset a checkpoint (params-only or one step) was written with, if recorded."""
+  d = _abs(directory)
+  meta = read_meta(d)
+  preset = meta.get("preset") or (meta.get("model") or {}).get("preset")
+  if not preset and d.name == PARAMS:  # an exported model: DIR/{params/, config.json}
+    config_file = d.parent / "config.json"
+    if config_file.exists():
+      try:
+        preset = json.loads(config_file.read_text()).get("preset")
+      except (ValueError, AttributeError):
+        preset = None
+  return str(preset) if preset else None
+
+
+def check_preset(directory: str | os.PathLike[str], preset: str) -> None:
+  """One-line CheckpointError if the checkpoint was written with another model preset.
+
+  Presets of one shape (e.g. `tiny` and `tiny_default`) differ in attention pattern, window
+  and maximum length: loading one as the other runs, and silently computes something else.
+  """
+  saved = checkpoint_preset(directory)
+  if saved and _canonical_preset(saved) != _canonical_preset(preset):
+    raise CheckpointError(
+        f"checkpoint {_abs(directory)} was written with model preset {saved!r}, not {preset!r}: "
+        f"set config.model.preset={saved}")
 
 
 # ---------------------------------------------------------------------------
@@ -250,6 +340,9 @@ def save_params(directory: str | os.PathLike[str], model_or_state: Any, *, overw
     raise FileExistsError(f"checkpoint directory {d} already exists")
   params = to_pure(param_state(model_or_state))
   info = {"kind": "params", "param_shapes": param_shapes(params), **dict(meta or {})}
+  name = getattr(getattr(model_or_state, "config", None), "name", None)
+  if name and "preset" not in info:  # what `check_preset` compares on restore
+    info["preset"] = str(name)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     ckptr.save(d, args=ocp.args.Composite(**{
         PARAMS: ocp.args.StandardSave(params),
@@ -271,7 +364,7 @@ def read_params(directory: str | os.PathLike[str], step: int | None = None) -> d
 
 
 def restore_params(directory: str | os.PathLike[str], model_or_abstract: Any, mesh=None, *,
-                   rules=None, step: int | None = None) -> Any:
+                   rules=None, step: int | None = None, preset: str | None = None) -> Any:
   """Restores `params` from a params-only or training checkpoint into a model.
 
   Args:
@@ -282,6 +375,7 @@ def restore_params(directory: str | os.PathLike[str], model_or_abstract: Any, me
     mesh: if given, parameters are placed on it per their logical axis names (and `rules`);
       otherwise each lands where the target's value is (or its ShapeDtypeStruct's sharding).
     step: a training step to restore instead of the latest.
+    preset: the model preset it is loaded under; refused if the checkpoint names another.
 
   Returns:
     The module, updated in place (an abstract module becomes a real one), or a new nnx.State
@@ -289,14 +383,19 @@ def restore_params(directory: str | os.PathLike[str], model_or_abstract: Any, me
 
   Raises:
     CheckpointError (a ValueError) with one line if the directory is not a complete
-    checkpoint or its parameters do not match the model's.
+    checkpoint, was written with another preset, cannot be read, or its parameters do not
+    match the model's or are not finite.
   """
   src = resolve_params_dir(directory, step)
+  if preset:
+    check_preset(src, preset)
   state = param_state(model_or_abstract)
   target = abstract_with_shardings(state, mesh, rules)
-  check_shapes(saved_param_shapes(src), {k: s for k, (s, _) in _flat_shapes(target).items()},
-               str(src))
+  with unreadable_as_error(src):
+    saved = saved_param_shapes(src)
+  check_shapes(saved, {k: s for k, (s, _) in _flat_shapes(target).items()}, str(src))
   restored = _restore_params_item(src, target)
+  check_finite(restored, f"checkpoint {src}")
   if isinstance(model_or_abstract, nnx.Module):
     nnx.update(model_or_abstract, restored)
     leftover = [_path_str(p) for p, v in jax.tree_util.tree_flatten_with_path(
@@ -405,7 +504,9 @@ class TrainCheckpointManager:
             f"checkpoint {self.directory / str(step)} holds the data iterator state of "
             f"{found or 'no processes'}, not {mine}: resume with the same number of processes")
       items[DATA_ITER] = self._grain.checkpoint.CheckpointRestore(data_iter)
-    out = self._mngr.restore(int(step), args=ocp.args.Composite(**items))
+    with unreadable_as_error(self.directory / str(step)):
+      out = self._mngr.restore(int(step), args=ocp.args.Composite(**items))
+    check_finite(out[PARAMS], f"checkpoint {self.directory / str(step)}")
     return out[PARAMS], out[OPT_STATE], int(out[STEP]["step"])
 
   def wait(self) -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -313,8 +314,62 @@ def _model_max_len(model_cfg: Any) -> tuple[Any, int]:
   return cfg, int(cfg.max_seq_len)
 
 
+class NonFiniteScoreError(ValueError):
+  """The model gave a NaN/inf log-probability: its scores would be meaningless."""
+
+
+def check_scores_finite(scores: Sequence[scoring.QuestionScore], dataset: str) -> None:
+  """NonFiniteScoreError naming the first question with a NaN/inf choice log-probability."""
+  for s in scores:
+    for c in s.choices:
+      if not (math.isfinite(c.logprob) and math.isfinite(c.mean_logprob)):
+        raise NonFiniteScoreError(
+            f"non-finite log-probability {c.logprob} for question {s.question.id!r} of "
+            f"{dataset}/{s.question.split}: the model's outputs are NaN/inf (diverged or "
+            f"overflowing weights?); no scores of this group were recorded")
+
+
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+  """questions.jsonl's records, each (dataset, split, condition, id) once: the first written."""
+  seen: set[tuple[Any, ...]] = set()
+  out = []
+  for r in report.read_results(path):
+    key = (r.get("dataset"), r.get("split"), r.get("condition"), r.get("id"))
+    if key not in seen:
+      seen.add(key)
+      out.append(r)
+  return out
+
+
+def has_duplicate_records(path: str | os.PathLike[str]) -> bool:
+  """Whether questions.jsonl holds some question more than once."""
+  return len(read_records(path)) < len(report.read_results(path))
+
+
+def _drop_duplicate_records(path: Path) -> None:
+  """Rewrites questions.jsonl without repeated questions (left by an unlocked older run)."""
+  if path.exists() and has_duplicate_records(path):
+    fileio.atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                      for r in read_records(path)))
+
+
 def evaluate(config: Any) -> EvalResult:
-  """Runs the evaluation described by `config` (configs/eval.py); see the module docstring."""
+  """Runs the evaluation described by `config` (configs/eval.py); see the module docstring.
+
+  Holds the run directory's lock (`fileio.run_dir_lock`): a second process evaluating into
+  the same run is refused at once.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  run_dir = Path(_get(config, "results_dir", "results")) / str(_get(config, "run", ""))
+  if not _RUN_NAME.match(str(_get(config, "run", ""))):
+    return _evaluate(config)  # refused there, before anything is created
+  with fileio.run_dir_lock(run_dir, "evaluation run", enabled=jax.process_index() == 0):
+    return _evaluate(config)
+
+
+def _evaluate(config: Any) -> EvalResult:
+  """`evaluate` under the run directory's lock."""
   start = time.perf_counter()
   condition = str(config.condition)
   model_cfg = config.model
@@ -378,6 +433,8 @@ def evaluate(config: Any) -> EvalResult:
       for name, ds in datasets:
         records.write_dataset(ds, run_dir / RELABELLED_DIR / name, overwrite=True)
   done = _done_keys(questions_path, truncate_partial=writer)
+  if writer:
+    _drop_duplicate_records(questions_path)
 
   todo = {name: {s: [q for q in qs if (name, s, q.id) not in done] for s, qs in ds.tests.items()}
           for name, ds in datasets}
@@ -419,6 +476,7 @@ def evaluate(config: Any) -> EvalResult:
           bar.set_description(f"{name}/{split}" + ("" if shard is None else f" shard {shard}"))
           for group in _groups(questions, batch_size):
             scores = scorer.score(group)
+            check_scores_finite(scores, name)
             if out is not None:
               out.write("".join(json.dumps(_record(name, condition, s, shard), sort_keys=True)
                                 + "\n" for s in scores))
@@ -432,7 +490,7 @@ def evaluate(config: Any) -> EvalResult:
 
   selected = {(n, s) for n, ds in datasets for s in ds.tests}
   order = {key: i for i, key in enumerate((n, s) for n, ds in datasets for s in ds.tests)}
-  results = [r for r in report.read_results(questions_path)
+  results = [r for r in read_records(questions_path)
              if (r["dataset"], r["split"]) in selected and r["condition"] == condition]
   rows = sorted(report.summarize(results), key=lambda r: order[(r["dataset"], r["split"])])
   if writer:

@@ -1,11 +1,16 @@
 """Run-directory files: atomic writes (a reader never sees a half-written file, even after a
-kill) and the settings check that lets a rerun resume only what it would write again."""
+kill), the settings check that lets a rerun resume only what it would write again, and the
+run-directory lock that keeps a second process out of a directory in use."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,5 +68,73 @@ def check_run_dir(run_dir: str | os.PathLike[str], settings_name: str, settings:
     if previous != current:
       raise ValueError(f"{run_dir} holds {what} with different settings "
                        f"({first_difference(previous, current)}); {way_out}")
-  elif run_dir.exists() and any(run_dir.iterdir()):
+  elif run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
     raise FileExistsError(f"{run_dir} exists and is not {what} (no {settings_name}); {way_out}")
+
+
+# ---------------------------------------------------------------------------
+# Run-directory lock
+# ---------------------------------------------------------------------------
+
+LOCK_FILE = ".lock"
+
+
+class RunDirLockedError(OSError):
+  """Another process holds the run directory's lock."""
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | os.PathLike[str], what: str = "run",
+                 enabled: bool = True) -> Iterator[None]:
+  """Holds an exclusive lock on `run_dir` (created if absent) for the duration of the block.
+
+  An OS lock (`flock` on `run_dir/.lock`), taken without waiting: a second process gets a
+  one-line RunDirLockedError at once, and a killed holder releases it with its file
+  descriptors, so no stale lock outlives a crash. The lock file is removed on exit, and so
+  are the directories this call created if the block left them empty (a run refused on bad
+  input leaves nothing behind).
+  `enabled=False` (non-writing processes of a multi-host run) does nothing.
+  """
+  if not enabled:
+    yield
+    return
+  run_dir = os.path.abspath(os.fspath(run_dir))
+  created = []  # the directories made here, innermost first
+  d = run_dir
+  while not os.path.isdir(d):
+    created.append(d)
+    d = os.path.dirname(d)
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, LOCK_FILE)
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise
+      raise RunDirLockedError(
+          f"{run_dir} is in use by another {what} (it holds {LOCK_FILE}); wait for it to "
+          f"finish or use another directory") from None
+    # The holder we waited on may have removed the file before releasing it: lock the file
+    # that is at `path` now, or another process could lock a new one beside us.
+    try:
+      same = os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+      same = False
+    if same:
+      break
+    os.close(fd)
+  try:
+    os.write(fd, f"{os.getpid()}\n".encode())
+    yield
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(path)
+    os.close(fd)
+    for d in created:
+      try:
+        os.rmdir(d)  # only if empty
+      except OSError:
+        break

@@ -252,6 +252,8 @@ class _Stages:
 
   def _run(self, key: str, kind: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     marker = self.dir / (key.replace("/", "__") + ".json")
+    if marker.is_file() and _has_duplicates(kind, marker):
+      marker.unlink()  # an unlocked older run scored questions twice: the rerun repairs it
     if marker.is_file():
       done = json.loads(marker.read_text(encoding="utf-8"))
       self._say(f"{key}: done earlier ({done['seconds']:.1f} s), skipped")
@@ -269,6 +271,17 @@ class _Stages:
             f"(cpu {cpu:.1f} s)", flush=True)
     self.records.append(StageRecord(key, kind, seconds, False, info, cpu))
     return info
+
+
+def _has_duplicates(kind: str, marker: Path) -> bool:
+  """Whether a finished eval stage's questions.jsonl holds a question twice."""
+  if kind != "eval":
+    return False
+  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
+
+  info = json.loads(marker.read_text(encoding="utf-8")).get("info", {})
+  path = Path(info.get("dir", "")) / evaluate.QUESTIONS_FILE
+  return bool(info.get("dir")) and path.is_file() and evaluate.has_duplicate_records(path)
 
 
 # ---------------------------------------------------------------------------
@@ -444,7 +457,29 @@ def _plan_size(names: Sequence[str], conditions: Sequence[str], seeds: Sequence[
 
 
 def run_study(config: Any) -> StudyResult:
-  """Runs the study described by `config` (configs/study.py); see the module docstring."""
+  """Runs the study described by `config` (configs/study.py); see the module docstring.
+
+  Holds the run directory's lock (`fileio.run_dir_lock`): a second study into the same run
+  directory is refused at once, before it reads or writes anything there.
+  """
+  check_config(config)
+  with fileio.run_dir_lock(Path(config.results_dir) / str(config.run), "study"):
+    return _run_study(config)
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+  """Deletes everything in `run_dir` but its lock file (held by this process)."""
+  for child in run_dir.iterdir():
+    if child.name == fileio.LOCK_FILE:
+      continue
+    if child.is_dir() and not child.is_symlink():
+      shutil.rmtree(child)
+    else:
+      child.unlink()
+
+
+def _run_study(config: Any) -> StudyResult:
+  """`run_study` under the run directory's lock."""
   start = time.perf_counter()
   names, conditions, seeds = check_config(config)
   progress = bool(config.get("progress", True))
@@ -452,7 +487,7 @@ def run_study(config: Any) -> StudyResult:
   settings = settings_of(config)
   settings_file = run_dir / SETTINGS_FILE
   if bool(config.get("overwrite", False)) and run_dir.exists():
-    shutil.rmtree(run_dir)
+    _clear_run_dir(run_dir)
   fileio.check_run_dir(run_dir, SETTINGS_FILE, settings, "a study")
   fileio.atomic_write(settings_file, _json(settings))
   cache = str(config.get("compilation_cache_dir", "") or "")
@@ -707,7 +742,7 @@ def collect_records(evals: Sequence[tuple[str, str, int, Path]]) -> list[dict[st
 
   out = []
   for name, condition, seed, directory in evals:
-    for r in report.read_results(directory / evaluate.QUESTIONS_FILE):
+    for r in evaluate.read_records(directory / evaluate.QUESTIONS_FILE):
       if r["dataset"] == name and r["condition"] == condition:
         out.append({**r, "seed": seed})
   return out

@@ -6,12 +6,20 @@ at import, so several binaries can be imported into one process.
 
 Exit statuses: 0 done; 1 bad input or a failed run (`execute` prints one `error: ...` line);
 2 bad flags (one `error: ...` line from here).
+
+No traceback reaches the user: a missing config file or a config file's own error (e.g. an
+unknown `:variant`) is one line naming the file; an exception `execute` does not handle (a
+corrupted file read by a library, a full disk) is one line naming its type, and orbax's
+logged copies of an error it also raises (and the unraisable errors of its writes still in
+flight, and anything printed while shutting down after the error line) are dropped.
+ICL_FT_TRACEBACK=1 shows tracebacks.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +95,97 @@ def help_text(doc: str, config_file: str, argv: list[str]) -> str:
   return "\n".join(out)
 
 
+TRACEBACK_ENV = "ICL_FT_TRACEBACK"
+
+
+def _tracebacks_wanted() -> bool:
+  return os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def config_file_error(argv: list[str]) -> str | None:
+  """A one-line message if `--config`'s file does not exist (config_flags defers that error)."""
+  for i, a in enumerate(argv[1:], start=1):
+    if a.startswith("--config="):
+      value = a.split("=", 1)[1]
+    elif a == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    path = value.split(":", 1)[0]
+    if path and not os.path.isfile(path):
+      return f"config file {path} not found (--config={value})"
+  return None
+
+
+def _config_error_message(e: BaseException, argv: list[str]) -> str:
+  """One line for a flag error; a config file's own exception without config_flags' traceback."""
+  chain, inner = [], e
+  while inner is not None and inner not in chain:
+    chain.append(inner)
+    inner = inner.__cause__ or inner.__context__
+  if any(str(x).startswith("Error whilst parsing config file") for x in chain):
+    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+    return f"{given[0] if given else '--config'}: {one_line(chain[-1])}"
+  return one_line(e)
+
+
+class _DropOrbaxTracebacks(logging.Filter):
+  """Drops orbax's logged errors with a traceback: orbax raises the same error to the caller,
+  which reports it as one line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and record.exc_info
+                and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+
+
+def _closed_loop_unraisable(unraisable: Any) -> bool:
+  """TensorStore writes still in flight when orbax closes its event loop after a failed save
+  (a full disk) report `RuntimeError: Event loop is closed` as unraisable, one per write."""
+  value = getattr(unraisable, "exc_value", None)
+  return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+
+def quiet_library_tracebacks() -> None:
+  """Drops library tracebacks that repeat an error the binary reports as one line.
+
+  Installs `_DropOrbaxTracebacks` on absl's logger (what orbax logs through) and a
+  `sys.unraisablehook` that drops `_closed_loop_unraisable` reports (others are printed).
+  """
+  logger = absl_logging.get_absl_logger()
+  if not any(isinstance(f, _DropOrbaxTracebacks) for f in logger.filters):
+    logger.addFilter(_DropOrbaxTracebacks())
+  # The binaries run no asyncio code of their own: what asyncio logs is orbax's writes
+  # failing a second time ("exception was never retrieved").
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+  previous = sys.unraisablehook
+
+  def hook(unraisable: Any) -> None:
+    if not _closed_loop_unraisable(unraisable):
+      previous(unraisable)
+
+  if not getattr(previous, "_icl_ft_quiet", False):
+    hook._icl_ft_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _silence_stderr() -> None:
+  """Sends what is written to stderr from now on to /dev/null (file descriptor 2 included)."""
+  sys.stderr.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+
+
+def run_execute(execute: Callable[[Any], int], config: Any) -> int:
+  """`execute(config)`, with any exception it lets through as one `error:` line (status 1)."""
+  try:
+    return execute(config)
+  except Exception as e:  # pylint: disable=broad-except
+    if _tracebacks_wanted():
+      raise
+    return fail(f"{type(e).__name__}: {one_line(e)}")
+
+
 def run(execute: Callable[[Any], int], *, config_help: str, config_file: str) -> None:
   """Defines `--config`, parses argv, and exits with `execute(config)`'s status.
 
@@ -99,13 +198,16 @@ def run(execute: Callable[[Any], int], *, config_help: str, config_file: str) ->
   holder = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
 
   def parse(argv: list[str]) -> list[str]:
+    missing = config_file_error(argv)
+    if missing:
+      sys.exit(fail(missing, 2))
     try:
       return flags.FLAGS(argv)
     except (KeyError, AttributeError) as e:  # config_flags: override of a field the config lacks
-      sys.exit(fail(f"unknown config field {_unknown_field(e, argv)}; see {config_file.split(':')[0]}",
-                    2))
+      configs = config_file.split(":")[0].rstrip("[")  # "configs/study.py[:variant]"
+      sys.exit(fail(f"unknown config field {_unknown_field(e, argv)}; see {configs}", 2))
     except (flags.Error, ValueError, TypeError, OSError) as e:
-      sys.exit(fail(e, 2))
+      sys.exit(fail(_config_error_message(e, argv), 2))
 
   def main(argv: list[str]) -> None:
     if len(argv) > 1:
@@ -115,6 +217,14 @@ def run(execute: Callable[[Any], int], *, config_help: str, config_file: str) ->
     # Warnings and errors only (JAX's INFO lines, e.g. about absent TPU libraries, are noise).
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jax").setLevel(logging.WARNING)
-    sys.exit(execute(holder.value))
+    quiet = not _tracebacks_wanted()
+    if quiet:
+      quiet_library_tracebacks()
+    status = run_execute(execute, holder.value)
+    if status and quiet:
+      # The error is reported; what libraries print while shutting down after it (writes
+      # still in flight failing again) would only repeat it.
+      _silence_stderr()
+    sys.exit(status)
 
   app.run(main, flags_parser=parse)

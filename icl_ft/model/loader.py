@@ -113,5 +113,8 @@ def load_model(model_cfg: Any, mesh: Mesh,
   else:
     from icl_ft import checkpoints  # pylint: disable=g-import-not-at-top
 
-    checkpoints.restore_params(path, model, mesh, rules=rules)
+    # The preset is checked against the checkpoint's own record (same shapes, other
+    # attention pattern: a silent mismatch otherwise); so is every value's finiteness.
+    checkpoints.restore_params(path, model, mesh, rules=rules,
+                               preset=_get(model_cfg, "preset", "tiny"))
   return model, tokenizer

@@ -119,7 +119,12 @@ def load_dataset(dataset: Any) -> records.Dataset:
                        "dataset (dataset_info.json)")
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-    dataset = tfds.builder_from_directory(path)
+    try:  # a truncated or corrupted array_record file fails deep in the readers
+      return load_dataset(tfds.builder_from_directory(path))
+    except Exception as e:  # pylint: disable=broad-except
+      detail = " ".join(str(e).split()) or type(e).__name__
+      raise ValueError(f"{path}: cannot read the TFDS dataset (a truncated or corrupted "
+                       f"array_record file?): {detail}") from e
   if hasattr(dataset, "as_data_source"):  # a TFDS builder
     name = dataset.info.full_name
     dataset = dataset.as_data_source()["train"]

@@ -12,8 +12,9 @@ Order of work (everything that can fail on bad input fails before anything is wr
    initialize the optimizer state.
 5. Loop to `config.steps`: next batch -> global arrays -> train step. Metrics of step t are
    read after step t+1 has been dispatched (the device never waits for the host), except on
-   checkpoint steps: the loss must be finite before the state is saved. A NaN/inf loss raises
-   `NonFiniteLossError`; no checkpoint is written for it, so the last one stays the newest.
+   checkpoint steps: the loss and every parameter must be finite before the state is saved.
+   A NaN/inf loss or parameter raises `NonFiniteLossError`; no checkpoint is written for it,
+   so the last one (finite, and named in the error) stays the newest.
 6. A final checkpoint at `config.steps`; pending asynchronous saves are waited for.
 
 Exact resume: the checkpoint of step k holds the parameters and optimizer state after k
@@ -51,7 +52,8 @@ EXAMPLE_IDS_KEY = "example_ids"
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or infinite; the run stopped without checkpointing it."""
+  """The training loss or parameters became NaN or infinite; the run stopped without
+  checkpointing them."""
 
 
 @dataclasses.dataclass
@@ -274,6 +276,16 @@ def evaluate(config: Any, stepper: step_lib.TrainStep, params, tokenizer, mesh) 
           "eval_tokens": total["count"]}
 
 
+def check_params_finite(params: Any, step_no: int, last_saved: int | None) -> None:
+  """NonFiniteLossError naming the first NaN/inf parameter after `step_no`'s update."""
+  bad = ckpt_lib.nonfinite_leaves(params)
+  if bad:
+    raise NonFiniteLossError(
+        f"non-finite parameters after step {step_no} ({len(bad)} arrays, e.g. {bad[0]!r}); "
+        f"stopped without saving them (last good checkpoint: "
+        f"{'step ' + str(last_saved) if last_saved else 'none'})")
+
+
 # ---------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------
@@ -312,6 +324,20 @@ def warn_changed_schedule(saved_meta: Mapping[str, Any], config: Any, step: int,
 
 def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = None,
           tokenizer: Any = None) -> TrainResult:
+  """Finetunes per `config` (configs/train.py), holding `config.workdir`'s lock (see `_train`).
+
+  A second process training into the same workdir is refused at once (fileio.RunDirLockedError).
+  """
+  from icl_ft import fileio  # pylint: disable=g-import-not-at-top
+
+  initialize_distributed(config.get("multihost", None))
+  check_config(config)
+  with fileio.run_dir_lock(config.workdir, "training run", enabled=jax.process_index() == 0):
+    return _train(config, devices=devices, model=model, tokenizer=tokenizer)
+
+
+def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = None,
+           tokenizer: Any = None) -> TrainResult:
   """Finetunes per `config` (configs/train.py), resuming from its latest checkpoint.
 
   Args:
@@ -322,7 +348,8 @@ def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = Non
 
   Raises:
     ValueError (one line) for bad input: config, format, batch size vs mesh, empty dataset,
-    a checkpoint directory of another model. NonFiniteLossError on a NaN/inf loss.
+    a checkpoint directory of another model or preset. NonFiniteLossError on a NaN/inf loss
+    or parameter.
   """
   from icl_ft import sharding  # pylint: disable=g-import-not-at-top
 
@@ -373,6 +400,8 @@ def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = Non
       ckpt_lib.check_shapes(
           ckpt_lib.saved_param_shapes(ckpt_lib.resolve_params_dir(ckpt_dir, existing[-1])),
           shapes, os.path.join(ckpt_dir, str(existing[-1])))
+      if model_cfg is not None:
+        ckpt_lib.check_preset(os.path.join(ckpt_dir, str(existing[-1])), config.model.preset)
 
   if model is None and existing:
     # Resuming: the parameters come from the training checkpoint, so the model is built
@@ -383,6 +412,8 @@ def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = Non
   else:
     sharding.shard_model_state(model, mesh, rules)
 
+  # The preset of the model trained (what a restore of these checkpoints is checked against).
+  preset = getattr(getattr(model, "config", None), "name", None) or config.model.get("preset")
   graphdef, params_state, rest = step_lib.split_model(model)
   params = nnx.to_pure_dict(params_state)
   param_shardings = jax.tree.map(lambda x: x.sharding, params)
@@ -480,8 +511,13 @@ def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = Non
         finish(step_no, dev_metrics, info)  # the loss must be finite before saving
       else:
         pending = (step_no, dev_metrics, info)
+      if due_save or step_no == total_steps:
+        # A step's loss is that of the parameters before its update: finite parameters
+        # are checked as well, or a NaN update would be saved as the last good state.
+        check_params_finite(params, step_no, last_saved)
       if due_save:
-        meta = {"model": config.model.to_dict() if hasattr(config.model, "to_dict") else {},
+        meta = {"preset": preset,
+                "model": config.model.to_dict() if hasattr(config.model, "to_dict") else {},
                 "data": config.data.to_dict() if hasattr(config.data, "to_dict") else {},
                 "process_count": jax.process_count()}
         meta.update(schedule_settings(config))

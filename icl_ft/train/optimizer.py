@@ -29,8 +29,8 @@ def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
   final = lr * float(cfg.get("final_lr_fraction", 0.0))
   if kind not in SCHEDULES:
     raise ValueError(f"unknown optimizer.schedule {kind!r}; known: {', '.join(SCHEDULES)}")
-  if lr <= 0:
-    raise ValueError(f"optimizer.learning_rate must be > 0, got {lr}")
+  if not 0 < lr < float("inf"):  # NaN too: it would train to NaN parameters
+    raise ValueError(f"optimizer.learning_rate must be > 0 and finite, got {lr}")
   if warmup < 0:
     raise ValueError(f"optimizer.warmup_steps must be >= 0, got {warmup}")
   decay_steps = max(int(total_steps) - warmup, 1)
