@@ -220,7 +220,9 @@ def test_other_settings_under_the_same_run_are_refused(micro):
   config, _ = micro
   changed = copy.deepcopy(config)
   changed.train.steps = 4
-  with pytest.raises(ValueError, match=r"different settings \(train.steps: 3 != 4\)"):
+  # Under the shared lock: another worker resuming the micro study holds the run directory.
+  with _locked(Path(config.results_dir).parent), pytest.raises(
+      ValueError, match=r"different settings \(train.steps: 3 != 4\)"):
     study.run_study(changed)
 
 
