@@ -428,7 +428,8 @@ def _evaluate(config: Any) -> EvalResult:
         if (run_dir / name).exists():
           os.remove(run_dir / name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fileio.atomic_write(run_file, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    fileio.atomic_write(run_file, json.dumps(fileio.portable_paths(settings, run_dir), indent=2,
+                                             sort_keys=True) + "\n")
     if condition == relabel.CONTROL:  # the questions as scored, for inspection
       for name, ds in datasets:
         records.write_dataset(ds, run_dir / RELABELLED_DIR / name, overwrite=True)

@@ -1,6 +1,7 @@
 """Run-directory files: atomic writes (a reader never sees a half-written file, even after a
 kill), the settings check that lets a rerun resume only what it would write again, and the
-run-directory lock that keeps a second process out of a directory in use."""
+run-directory lock that keeps a second process out of a directory in use, and the portable
+form of the paths such files record (`$RUN_DIR/...`, `$REPO/...`) so results can be moved."""
 
 from __future__ import annotations
 
@@ -51,11 +52,48 @@ def first_difference(a: Any, b: Any, path: str = "") -> str:
   return f"{path or 'settings'}: {a!r} != {b!r}"
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def portable_paths(obj: Any, run_dir: str | os.PathLike[str], repo: str = REPO_ROOT) -> Any:
+  """`obj` with this machine's paths made relative, for results that are committed or moved.
+
+  A path under the run directory becomes `$RUN_DIR/...` (its results directory `$RUN_DIR/..`),
+  one under the repository `$REPO/...`; a path given relative to the working directory that
+  starts with the run directory as given counts as under it. Other strings are unchanged.
+  """
+  given = os.fspath(run_dir)
+  run_abs = os.path.abspath(given)
+  bases = ((run_abs, "$RUN_DIR"), (os.path.dirname(run_abs), "$RUN_DIR/.."), (os.path.abspath(repo), "$REPO"))
+
+  def one(value: Any) -> Any:
+    if isinstance(value, dict):
+      return {k: one(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+      return [one(v) for v in value]
+    if not isinstance(value, str) or not value:
+      return value
+    if os.path.isabs(value):
+      path = os.path.normpath(value)
+    elif value == given or value.startswith(given.rstrip(os.sep) + os.sep):
+      path = os.path.abspath(value)
+    else:
+      return value
+    for base, name in bases:
+      if path == base or path.startswith(base.rstrip(os.sep) + os.sep):
+        rel = os.path.relpath(path, base)
+        return name if rel == "." else f"{name}/{rel}"
+    return value
+
+  return one(obj)
+
+
 def check_run_dir(run_dir: str | os.PathLike[str], settings_name: str, settings: Any,
                   what: str) -> None:
   """Refuses a run directory that holds other settings, or files that are not such a run.
 
-  `settings` (JSON-able) must equal `run_dir/settings_name` when that file exists: a rerun then
+  `settings` (JSON-able) must equal `run_dir/settings_name` (paths compared as
+  `portable_paths` writes them) when that file exists: a rerun then
   resumes. Otherwise the directory must be empty or absent. The errors name the first
   difference and the way out (`what` names the kind of run, e.g. "a study").
   """
@@ -63,8 +101,9 @@ def check_run_dir(run_dir: str | os.PathLike[str], settings_name: str, settings:
   settings_file = run_dir / settings_name
   way_out = "use another config.run or --config.overwrite=true"
   if settings_file.is_file():
-    previous = json.loads(settings_file.read_text(encoding="utf-8"))
-    current = json.loads(json.dumps(settings, default=str))
+    # Compared as written (`portable_paths`); files written with absolute paths still match.
+    previous = portable_paths(json.loads(settings_file.read_text(encoding="utf-8")), run_dir)
+    current = portable_paths(json.loads(json.dumps(settings, default=str)), run_dir)
     if previous != current:
       raise ValueError(f"{run_dir} holds {what} with different settings "
                        f"({first_difference(previous, current)}); {way_out}")

@@ -489,7 +489,7 @@ def _run_study(config: Any) -> StudyResult:
   if bool(config.get("overwrite", False)) and run_dir.exists():
     _clear_run_dir(run_dir)
   fileio.check_run_dir(run_dir, SETTINGS_FILE, settings, "a study")
-  fileio.atomic_write(settings_file, _json(settings))
+  fileio.atomic_write(settings_file, _json(fileio.portable_paths(settings, run_dir)))
   cache = str(config.get("compilation_cache_dir", "") or "")
   if cache:
     enable_compilation_cache(Path(config.results_dir) / "xla_cache" if cache == "auto" else cache)
@@ -786,42 +786,6 @@ def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, rec
   return rows, table_rows, table
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def portable_paths(obj: Any, run_dir: str | os.PathLike[str], repo: str = REPO_ROOT) -> Any:
-  """`obj` with this machine's paths made relative, for results that are committed or moved.
-
-  A path under the run directory becomes `$RUN_DIR/...` (its results directory `$RUN_DIR/..`),
-  one under the repository `$REPO/...`; a path given relative to the working directory that
-  starts with the run directory as given counts as under it. Other strings are unchanged.
-  """
-  given = os.fspath(run_dir)
-  run_abs = os.path.abspath(given)
-  bases = ((run_abs, "$RUN_DIR"), (os.path.dirname(run_abs), "$RUN_DIR/.."), (os.path.abspath(repo), "$REPO"))
-
-  def one(value: Any) -> Any:
-    if isinstance(value, dict):
-      return {k: one(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-      return [one(v) for v in value]
-    if not isinstance(value, str) or not value:
-      return value
-    if os.path.isabs(value):
-      path = os.path.normpath(value)
-    elif value == given or value.startswith(given.rstrip(os.sep) + os.sep):
-      path = os.path.abspath(value)
-    else:
-      return value
-    for base, name in bases:
-      if path == base or path.startswith(base.rstrip(os.sep) + os.sep):
-        rel = os.path.relpath(path, base)
-        return name if rel == "." else f"{name}/{rel}"
-    return value
-
-  return one(obj)
-
-
 def context_shards_text(context_shards: Mapping[str, int]) -> str:
   """The table's line naming the datasets whose ICL documents were split into shards."""
   used = ", ".join(f"{n} {k}" for n, k in context_shards.items() if k)
@@ -874,7 +838,7 @@ def knowledge_text(checks: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
 def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
                      stage_records: Sequence[StageRecord], finetuning: Sequence[Mapping[str, Any]],
                      subsamples: Mapping[str, Any], seconds: float) -> None:
-  """study.json: settings, model, devices, per-stage timings, finetuning data (`portable_paths`)."""
+  """study.json: settings, model, devices, per-stage timings, finetuning data (`fileio.portable_paths`)."""
   import jax  # pylint: disable=g-import-not-at-top
 
   by_kind: dict[str, float] = {}
@@ -897,7 +861,7 @@ def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
       "finetuning": list(finetuning),
       "icl_subsample": {n: {str(k): v for k, v in s.items()} for n, s in subsamples.items()},
   }
-  fileio.atomic_write(run_dir / STUDY_FILE, _json(_finite(portable_paths(study, run_dir))))
+  fileio.atomic_write(run_dir / STUDY_FILE, _json(_finite(fileio.portable_paths(study, run_dir))))
 
 
 def _finite(obj: Any) -> Any:

@@ -13,6 +13,7 @@ import pytest
 import train_setup
 
 from icl_ft import config_blocks
+from icl_ft import fileio
 from icl_ft import report
 from icl_ft import study
 from icl_ft.bin import study as study_bin
@@ -142,7 +143,7 @@ def test_finetuning_is_data_matched_and_reported(micro):
   config, result = micro
   info = json.loads((result.run_dir / "study.json").read_text())
   ft = info["finetuning"]
-  assert ft == json.loads(json.dumps(study.portable_paths(result.finetuning, result.run_dir)))
+  assert ft == json.loads(json.dumps(fileio.portable_paths(result.finetuning, result.run_dir)))
   # Paths of the machine are recorded relative to the run directory (or the repository).
   assert all(f["checkpoint_dir"].startswith("$RUN_DIR/train/syllogisms/") for f in ft)
   assert info["config"]["results_dir"] == "$RUN_DIR/.."
@@ -389,15 +390,30 @@ def test_portable_paths(tmp_path, monkeypatch):
          "run": str(run), "asset": str(tmp_path / "repo" / "icl_ft" / "assets" / "x"),
          "outside": "/elsewhere/model", "name": "syllogisms", "n": 3,
          "list": [str(run / "data" / "d"), "plain text"]}
-  out = study.portable_paths(obj, run, repo=str(tmp_path / "repo"))
+  out = fileio.portable_paths(obj, run, repo=str(tmp_path / "repo"))
   assert out == {"ckpt": "$RUN_DIR/train/a/checkpoints", "results_dir": "$RUN_DIR/..", "run": "$RUN_DIR",
                  "asset": "$REPO/icl_ft/assets/x", "outside": "/elsewhere/model", "name": "syllogisms",
                  "n": 3, "list": ["$RUN_DIR/data/d", "plain text"]}
   # A run directory given relative to the working directory.
   monkeypatch.chdir(tmp_path)
-  assert study.portable_paths({"c": "results/r/train/x"}, Path("results/r")) == {"c": "$RUN_DIR/train/x"}
-  assert study.portable_paths({"c": "results"}, Path("results/r")) == {"c": "results"}  # as given
-  # The committed study.json names no path of the machine that made it.
-  committed = (Path(__file__).resolve().parents[1] / "docs" / "results" / "full" / "study.json").read_text()
-  assert not re.search(r'"/(tmp|work|home|Users)/', committed)
-  assert '"checkpoint": "$REPO/icl_ft/assets/tiny/params"' in committed
+  assert fileio.portable_paths({"c": "results/r/train/x"}, Path("results/r")) == {"c": "$RUN_DIR/train/x"}
+  assert fileio.portable_paths({"c": "results"}, Path("results/r")) == {"c": "results"}  # as given
+  # The committed results name no path of the machine that made them.
+  for committed in (Path(__file__).resolve().parents[1] / "docs" / "results").glob("*/*.json"):
+    assert not re.search(r'"/(tmp|work|home|Users|root)/', committed.read_text()), committed
+  full = Path(__file__).resolve().parents[1] / "docs" / "results" / "full"
+  assert '"checkpoint": "$REPO/icl_ft/assets/tiny/params"' in (full / "study.json").read_text()
+
+
+def test_settings_are_written_portable_and_old_absolute_ones_still_resume(tmp_path):
+  run = tmp_path / "results" / "r"
+  settings = {"model": {"checkpoint": str(run / "ckpt")}, "steps": 3}
+  fileio.check_run_dir(run, "settings.json", settings, "a study")  # absent: fine
+  run.mkdir(parents=True)
+  fileio.atomic_write(run / "settings.json", json.dumps(fileio.portable_paths(settings, run)))
+  assert json.loads((run / "settings.json").read_text())["model"]["checkpoint"] == "$RUN_DIR/ckpt"
+  fileio.check_run_dir(run, "settings.json", settings, "a study")  # the same settings resume
+  fileio.atomic_write(run / "settings.json", json.dumps(settings))  # as written before: absolute
+  fileio.check_run_dir(run, "settings.json", settings, "a study")
+  with pytest.raises(ValueError, match="different settings"):
+    fileio.check_run_dir(run, "settings.json", {**settings, "steps": 4}, "a study")
