@@ -5,11 +5,15 @@ with the same attributes):
 
   preset              name in icl_ft.model.config (e.g. "tiny", "gemma2_2b")
   checkpoint          "" = fresh init from `seed`; "default" = the committed tiny default
-                      model (icl_ft/assets/tiny/params, preset "tiny_default"); else a directory
+                      model (icl_ft/assets/tiny/params, preset "tiny_default"); a named GGUF
+                      checkpoint (icl_ft.model.gguf_checkpoint, e.g. "gemma3_270m": converted
+                      once into the user cache, then imported as format "gemma"); else a
+                      directory
   checkpoint_format   "icl_ft" (icl_ft.checkpoints.save_params / a training checkpoint's
                       latest step) or "gemma" (official flat layout, icl_ft.model.params)
   tokenizer           SentencePiece .model path; "" = none (returned as None); "default" = the
-                      committed tiny default model's (icl_ft/assets/tiny/tokenizer.model)
+                      committed tiny default model's (icl_ft/assets/tiny/tokenizer.model); a
+                      named GGUF checkpoint = the tokenizer built from its metadata
   seed, dtype, param_dtype (the last two: "" = the preset's)
 
 Parameters are never materialized on one device: a fresh model is initialized under jit with
@@ -47,6 +51,23 @@ def default_asset(name: str) -> str:
   return os.fspath(path)
 
 
+def resolve_checkpoint(model_cfg: Any) -> tuple[str, str]:
+  """(path, format) of the configured checkpoint, named ones ("default", GGUF) resolved."""
+  from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
+
+  path = _get(model_cfg, "checkpoint", "") or ""
+  fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
+  if path == DEFAULT:
+    return default_asset("params"), fmt
+  if gguf_checkpoint.is_named(path):
+    ck = gguf_checkpoint.get(path)
+    preset = _get(model_cfg, "preset", "")
+    if preset != ck.preset:
+      raise ValueError(f"checkpoint {path!r} needs model preset {ck.preset!r}, not {preset!r}")
+    return gguf_checkpoint.prepare(path).params, "gemma"
+  return path, fmt
+
+
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
   if isinstance(cfg, Mapping):
     return cfg.get(name, default)
@@ -81,6 +102,11 @@ def load_tokenizer(model_cfg: Any, cfg: Any | None = None) -> Tokenizer | None:
     return None
   if path == DEFAULT:
     path = default_asset("tokenizer.model")
+  else:
+    from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
+
+    if gguf_checkpoint.is_named(path):
+      path = gguf_checkpoint.prepare(path).tokenizer
   tok = Tokenizer(path)
   if cfg is not None:
     tok.check_model(cfg)
@@ -92,10 +118,7 @@ def load_model(model_cfg: Any, mesh: Mesh,
   """Builds the preset's Transformer on `mesh` and loads its weights and tokenizer."""
   cfg = model_config_from(model_cfg)
   tokenizer = load_tokenizer(model_cfg, cfg)
-  path = _get(model_cfg, "checkpoint", "")
-  if path == DEFAULT:
-    path = default_asset("params")
-  fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
+  path, fmt = resolve_checkpoint(model_cfg)
   if fmt not in FORMATS:
     raise ValueError(f"checkpoint_format {fmt!r} is not one of {FORMATS}")
   if not path:
