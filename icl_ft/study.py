@@ -658,12 +658,15 @@ def run_study(config: Any) -> StudyResult:
                           ckpt=ft["checkpoint_dir"]:
                           evaluate_stage(name, condition, run, ckpt, 1, seed))
         evals.append((name, condition, seed, Path(info["dir"])))
+        if not config.train.get("keep_checkpoints", True):  # scored: the weights are done
+          shutil.rmtree(ft["checkpoint_dir"], ignore_errors=True)
   base.clear()
 
   # 4. Report (always rewritten: cheap): per-seed summary rows, the seeds-pooled table, figure.
   t0 = time.perf_counter()
   rows, table_rows, table = write_report(run_dir, names, datasets, conditions, evals, finetuning,
-                                         subsamples, figure=bool(config.get("figure", True)))
+                                         subsamples, figure=bool(config.get("figure", True)),
+                                         model_cfg=model_cfg)
   report_seconds = time.perf_counter() - t0
   stages.records.append(StageRecord("report", "report", report_seconds, False,
                                     {"rows": len(rows)}))
@@ -702,10 +705,19 @@ def _ordered(rows: list[dict[str, Any]], names: Sequence[str],
                                      conditions.index(r["condition"]), r.get("seed", -1)))
 
 
+def _weights_line(model_cfg: Mapping[str, Any] | None) -> str:
+  """"Weights: ..." (named GGUF weights: source and quantization) for table.md, else ""."""
+  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
+
+  info = loader.weights_info(model_cfg or {})
+  return f"Weights: {info['source']}, {info['weights']}.\n\n" if info else ""
+
+
 def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, records.Dataset],
                  conditions: Sequence[str], evals: Sequence[tuple[str, str, int, Path]],
                  finetuning: Sequence[Mapping[str, Any]], subsamples: Mapping[str, Any], *,
-                 figure: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+                 figure: bool = True, model_cfg: Mapping[str, Any] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
   """Writes summary.json, table.md and figure.png; returns (rows, pooled rows, table text)."""
   recs = collect_records(evals)
   rows = []
@@ -717,8 +729,9 @@ def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, rec
   fileio.atomic_write(run_dir / SUMMARY_FILE, json.dumps(rows, indent=2) + "\n")
   icl = ", ".join(f"{n} {sorted(set(v.values()))[0] if len(set(v.values())) == 1 else v}"
                   for n, v in subsamples.items())
+  weights = _weights_line(model_cfg)
   table = (f"Study `{run_dir.name}`: accuracy ± SE (standard error across question subsets), "
-           f"seeds {seeds} pooled; chance = a uniform random choice.\n\n"
+           f"seeds {seeds} pooled; chance = a uniform random choice.\n\n" + weights
            + report.pivot_table(table_rows, conditions=[
                c for c in conditions if any(r["condition"] == c for r in table_rows)])
            + (f"\nICL documents subsample factor: {icl}.\n" if icl else "")
@@ -737,6 +750,9 @@ def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
   """study.json: settings, model, devices, per-stage timings, finetuning data."""
   import jax  # pylint: disable=g-import-not-at-top
 
+  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
+
+  weights = loader.weights_info(model_cfg)
   by_kind: dict[str, float] = {}
   cpu_by_kind: dict[str, float] = {}
   for s in stage_records:
@@ -747,6 +763,7 @@ def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
       "run": str(config.run),
       "config": _to_dict(config),
       "model": dict(model_cfg),
+      **({"weights": weights} if weights else {}),  # named GGUF weights: quantization
       "devices": {"platform": devices[0].platform, "count": len(devices),
                   "kind": getattr(devices[0], "device_kind", ""), "cpu_count": os.cpu_count()},
       "python": sys.version.split()[0],

@@ -51,21 +51,48 @@ def default_asset(name: str) -> str:
   return os.fspath(path)
 
 
+def is_named(checkpoint: str) -> bool:
+  """True for a checkpoint given by name ("default" or a named GGUF one), not by path."""
+  from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
+
+  return checkpoint == DEFAULT or gguf_checkpoint.is_named(checkpoint)
+
+
+def weights_info(model_cfg: Any) -> dict[str, str] | None:
+  """What results record about named GGUF weights (their quantization); None otherwise."""
+  from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
+
+  name = _get(model_cfg, "checkpoint", "") or ""
+  return gguf_checkpoint.get(name).info() if gguf_checkpoint.is_named(name) else None
+
+
+def check_named_preset(model_cfg: Any) -> None:
+  """Raises ValueError if a named checkpoint is configured with another preset than its own
+  (one with the same shapes, e.g. tiny for default, would load it silently)."""
+  from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
+
+  path = _get(model_cfg, "checkpoint", "") or ""
+  if not is_named(path):
+    return
+  preset = _get(model_cfg, "preset", "")
+  need = DEFAULT_PRESET if path == DEFAULT else gguf_checkpoint.get(path).preset
+  if preset != need:
+    raise ValueError(f"checkpoint {path!r} needs model preset {need!r}, not {preset!r} "
+                     f"(--config.model.preset={need})")
+
+
 def resolve_checkpoint(model_cfg: Any) -> tuple[str, str]:
   """(path, format) of the configured checkpoint, named ones ("default", GGUF) resolved."""
   from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
 
   path = _get(model_cfg, "checkpoint", "") or ""
   fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
+  if not is_named(path):
+    return path, fmt
+  check_named_preset(model_cfg)
   if path == DEFAULT:
     return default_asset("params"), fmt
-  if gguf_checkpoint.is_named(path):
-    ck = gguf_checkpoint.get(path)
-    preset = _get(model_cfg, "preset", "")
-    if preset != ck.preset:
-      raise ValueError(f"checkpoint {path!r} needs model preset {ck.preset!r}, not {preset!r}")
-    return gguf_checkpoint.prepare(path).params, "gemma"
-  return path, fmt
+  return gguf_checkpoint.prepare(path).params, "gemma"
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
