@@ -4,6 +4,7 @@ Usage:
   icl-ft-study                                   # = --config=configs/study.py (the default)
   icl-ft-study --config=configs/study.py:full    # every condition, 3 seeds, more steps
   icl-ft-study --config=configs/study.py:micro   # seconds-scale smoke run (CI)
+  icl-ft-study --config=configs/study.py:gemma3_270m   # the real Gemma 3 270M (.[gemma3])
   icl-ft-study --config=configs/study.py --config.run=mine --config.train.steps=200 \
       --config.datasets=simple_reversals,syllogisms --config.conditions=pretrained,icl,ft
 
@@ -82,6 +83,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.warmup_steps = 3
   config.train.schedule = "cosine"
   config.train.checkpoint_every = 0  # 0 = only at the last step
+  # False: delete a finetuned run's checkpoints once its evaluation is done (large models).
+  config.train.keep_checkpoints = True
   config.train.format = "document"  # ft
   config.train.split_format = "split_independent"  # ft_split (the paper's default splitting)
   config.train.aug_format = "document"  # ft_aug_*: original documents + generated traces
@@ -130,7 +133,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.dtype = "float32"  # CPU: as fast as bfloat16 there, and the parity-tested one
     config.train.learning_rate = 3e-4
     config.train.batch_size = 4  # 262144-wide logits: [4, 128, V] float32 is 0.5 GB a copy
-    config.train.keep_checkpoints = False
+    config.train.keep_checkpoints = False  # a finetuning run's full state is ~3 GB
     config.augment.batch_size = 8
     config.eval.batch_size = 16
   return config

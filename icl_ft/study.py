@@ -658,7 +658,7 @@ def run_study(config: Any) -> StudyResult:
                           ckpt=ft["checkpoint_dir"]:
                           evaluate_stage(name, condition, run, ckpt, 1, seed))
         evals.append((name, condition, seed, Path(info["dir"])))
-        if not config.train.get("keep_checkpoints", True):  # scored: the weights are done
+        if not config.train.keep_checkpoints:  # scored: the weights are done
           shutil.rmtree(ft["checkpoint_dir"], ignore_errors=True)
   base.clear()
 

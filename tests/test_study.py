@@ -312,6 +312,19 @@ def test_default_and_full_configs():
   with pytest.raises(ValueError, match="unknown study variant"):
     _study_config("huge")
   assert math.isfinite(default.train.learning_rate)
+  assert default.train.keep_checkpoints
+
+
+def test_gemma3_270m_config():
+  config = _study_config("gemma3_270m")
+  assert study.check_config(config)[:2] == (
+      ["simple_reversals", "syllogisms", "celebrities", "semantic_structure"],
+      list(study.CONDITIONS))
+  m = config.model
+  assert (m.preset, m.checkpoint, m.tokenizer, m.dtype) == (
+      "gemma3_270m", "gemma3_270m", "gemma3_270m", "float32")
+  assert config.train.learning_rate == 3e-4 and not config.train.keep_checkpoints
+  assert config.eval.icl_subsample == 0  # auto: 1 when the documents fit the 32k window
 
 
 def test_default_model_config_uses_the_loaders_assets(tmp_path, monkeypatch):
