@@ -128,8 +128,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def gguf_file(ck: GGUFCheckpoint) -> Path:
   """The checkpoint's .gguf file (assembled from its package into the cache), sha256-checked."""
   package = _import_optional(ck.package, ck)
-  target = cache_root() / "gguf" / ck.filename
-  path = Path(package.assemble(output_path=target))
+  path = cache_root() / "gguf" / ck.filename
+  if not path.exists():
+    # Assembled under a private name, then renamed: parallel test workers never see half a file.
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    package.assemble(output_path=tmp, overwrite=True)
+    os.replace(tmp, path)
   got = sha256_file(path)
   if got != ck.sha256:
     raise ValueError(f"{path} has sha256 {got}, expected {ck.sha256} for checkpoint {ck.name!r}")
@@ -254,5 +258,9 @@ def _convert(ck: GGUFCheckpoint, out: Path) -> None:
   fileio.atomic_write(tmp / "tokenizer.model", proto)
   params_lib.save_official(tmp / "params", official_flat(_dequantized(reader), cfg))
   fileio.atomic_write(tmp / "info.json", json.dumps(ck.info(), indent=1).encode())
-  shutil.rmtree(out, ignore_errors=True)
-  os.replace(tmp, out)
+  try:
+    os.replace(tmp, out)  # `out` appears only whole
+  except OSError:
+    if not (out / "info.json").exists():
+      raise
+    shutil.rmtree(tmp)  # another process converted it first
