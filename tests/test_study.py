@@ -340,3 +340,20 @@ def test_default_model_config_uses_the_loaders_assets(tmp_path, monkeypatch):
       "tiny_default", str(assets / "params"), str(assets / "tokenizer.model"), "icl_ft")
   assert _study_config("").model.to_dict() == cfg.to_dict()
   assert _study_config("micro").model.to_dict() == cfg.to_dict()
+
+
+def test_keep_checkpoints_false_deletes_scored_finetuned_weights(micro, tmp_path):
+  """train.keep_checkpoints=False: a finetuned run's checkpoints go once it is scored; its
+  metrics, evaluation and a re-run (every stage skipped) stay."""
+  config, _ = micro
+  config = copy.deepcopy(config)
+  config.results_dir = str(tmp_path)
+  config.conditions = "ft"
+  config.figure = False
+  config.train.keep_checkpoints = False
+  first = study.run_study(config)
+  workdir = tmp_path / config.run / "train" / "syllogisms" / "ft_s0"
+  assert (workdir / "metrics.jsonl").is_file() and not (workdir / "checkpoints").exists()
+  assert [r["condition"] for r in first.rows] == ["ft"]
+  again = study.run_study(config)
+  assert all(s.resumed for s in again.stages if s.kind != "report") and again.rows == first.rows
