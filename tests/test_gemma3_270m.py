@@ -167,9 +167,11 @@ def test_logits_match_transformers_gguf_loader(models):
   for ids in _prompts(tok):
     toks = np.asarray([ids], np.int32)
     pos = np.arange(len(ids), dtype=np.int32)[None]
-    mine = np.asarray(forward(toks, pos, np.ones_like(toks)))[0]
+    mine = np.asarray(forward(toks, pos, np.ones_like(toks)))[0]  # [L, 262144]
     ref = mt.hf_logits(hf, toks)[0]
-    err = mt.rel_error(mine, ref)
+    # mt.rel_error's float64 copies of two [800, 262144] arrays would take 6 GB; float32
+    # rounding (1e-7) is far below the bound.
+    err = float(np.max(np.abs(mine - ref)) / np.max(np.abs(ref)))
     lengths.append(len(ids))
     assert err < 1e-4, f"{len(ids)} tokens: relative logit error {err:.2e}"
     assert (mine.argmax(-1) == ref.argmax(-1)).all()
