@@ -32,6 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from icl_ft import sharding
+from icl_ft.model import gguf_checkpoint
 from icl_ft.model.tokenizer import Tokenizer
 
 FORMATS = ("icl_ft", "gemma")
@@ -53,15 +54,11 @@ def default_asset(name: str) -> str:
 
 def is_named(checkpoint: str) -> bool:
   """True for a checkpoint given by name ("default" or a named GGUF one), not by path."""
-  from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
-
   return checkpoint == DEFAULT or gguf_checkpoint.is_named(checkpoint)
 
 
 def weights_info(model_cfg: Any) -> dict[str, str] | None:
   """What results record about named GGUF weights (their quantization); None otherwise."""
-  from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
-
   name = _get(model_cfg, "checkpoint", "") or ""
   return gguf_checkpoint.get(name).info() if gguf_checkpoint.is_named(name) else None
 
@@ -69,8 +66,6 @@ def weights_info(model_cfg: Any) -> dict[str, str] | None:
 def check_named_preset(model_cfg: Any) -> None:
   """Raises ValueError if a named checkpoint is configured with another preset than its own
   (one with the same shapes, e.g. tiny for default, would load it silently)."""
-  from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
-
   path = _get(model_cfg, "checkpoint", "") or ""
   if not is_named(path):
     return
@@ -83,8 +78,6 @@ def check_named_preset(model_cfg: Any) -> None:
 
 def resolve_checkpoint(model_cfg: Any) -> tuple[str, str]:
   """(path, format) of the configured checkpoint, named ones ("default", GGUF) resolved."""
-  from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
-
   path = _get(model_cfg, "checkpoint", "") or ""
   fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
   if not is_named(path):
@@ -129,11 +122,8 @@ def load_tokenizer(model_cfg: Any, cfg: Any | None = None) -> Tokenizer | None:
     return None
   if path == DEFAULT:
     path = default_asset("tokenizer.model")
-  else:
-    from icl_ft.model import gguf_checkpoint  # pylint: disable=g-import-not-at-top
-
-    if gguf_checkpoint.is_named(path):
-      path = gguf_checkpoint.prepare(path).tokenizer
+  elif gguf_checkpoint.is_named(path):
+    path = gguf_checkpoint.prepare(path).tokenizer
   tok = Tokenizer(path)
   if cfg is not None:
     tok.check_model(cfg)
