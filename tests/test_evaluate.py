@@ -289,3 +289,16 @@ def test_binary_end_to_end(setup):
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown split(s) ['nope']")
   assert not (out / "bin_bad").exists()
+
+
+def test_default_checkpoint_by_name(setup, capsys):
+  """`model.checkpoint=default` (the committed model, as the loader documents) scores; with
+  another preset of the same shapes it is a one-line error, not silently wrong weights."""
+  over = dict(splits="reversal", model__checkpoint="default", model__tokenizer="default")
+  err = _bad(setup, capsys, condition="pretrained", **over)
+  assert "checkpoint 'default' needs model preset 'tiny_default', not 'tiny'" in err
+  result = evaluate.evaluate(_config(setup, "pretrained", run="default_ckpt",
+                                     model__preset="tiny_default", **over))
+  assert result.scored == setup["counts"]["simple_reversals"]["reversal"]
+  run = json.loads((result.run_dir / evaluate.RUN_FILE).read_text())
+  assert run["model"]["checkpoint"] == "default" and "weights" not in run

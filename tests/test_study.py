@@ -366,6 +366,19 @@ def test_default_and_full_configs():
   with pytest.raises(ValueError, match="unknown study variant"):
     _study_config("huge")
   assert math.isfinite(default.train.learning_rate)
+  assert default.train.keep_checkpoints
+
+
+def test_gemma3_270m_config():
+  config = _study_config("gemma3_270m")
+  assert study.check_config(config)[:2] == (
+      ["simple_reversals", "syllogisms", "celebrities", "semantic_structure"],
+      list(study.CONDITIONS))
+  m = config.model
+  assert (m.preset, m.checkpoint, m.tokenizer, m.dtype) == (
+      "gemma3_270m", "gemma3_270m", "gemma3_270m", "float32")
+  assert config.train.learning_rate == 3e-4 and not config.train.keep_checkpoints
+  assert config.eval.icl_subsample == 0  # auto: 1 when the documents fit the 32k window
 
 
 def test_default_model_config_uses_the_loaders_assets(tmp_path, monkeypatch):
@@ -417,3 +430,20 @@ def test_settings_are_written_portable_and_old_absolute_ones_still_resume(tmp_pa
   fileio.check_run_dir(run, "settings.json", settings, "a study")
   with pytest.raises(ValueError, match="different settings"):
     fileio.check_run_dir(run, "settings.json", {**settings, "steps": 4}, "a study")
+
+
+def test_keep_checkpoints_false_deletes_scored_finetuned_weights(micro, tmp_path):
+  """train.keep_checkpoints=False: a finetuned run's checkpoints go once it is scored; its
+  metrics, evaluation and a re-run (every stage skipped) stay."""
+  config, _ = micro
+  config = copy.deepcopy(config)
+  config.results_dir = str(tmp_path)
+  config.conditions = "ft"
+  config.figure = False
+  config.train.keep_checkpoints = False
+  first = study.run_study(config)
+  workdir = tmp_path / config.run / "train" / "syllogisms" / "ft_s0"
+  assert (workdir / "metrics.jsonl").is_file() and not (workdir / "checkpoints").exists()
+  assert [r["condition"] for r in first.rows] == ["ft"]
+  again = study.run_study(config)
+  assert all(s.resumed for s in again.stages if s.kind != "report") and again.rows == first.rows

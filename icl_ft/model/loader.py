@@ -5,11 +5,15 @@ with the same attributes):
 
   preset              name in icl_ft.model.config (e.g. "tiny", "gemma2_2b")
   checkpoint          "" = fresh init from `seed`; "default" = the committed tiny default
-                      model (icl_ft/assets/tiny/params, preset "tiny_default"); else a directory
+                      model (icl_ft/assets/tiny/params, preset "tiny_default"); a named GGUF
+                      checkpoint (icl_ft.model.gguf_checkpoint, e.g. "gemma3_270m": converted
+                      once into the user cache, then imported as format "gemma"); else a
+                      directory
   checkpoint_format   "icl_ft" (icl_ft.checkpoints.save_params / a training checkpoint's
                       latest step) or "gemma" (official flat layout, icl_ft.model.params)
   tokenizer           SentencePiece .model path; "" = none (returned as None); "default" = the
-                      committed tiny default model's (icl_ft/assets/tiny/tokenizer.model)
+                      committed tiny default model's (icl_ft/assets/tiny/tokenizer.model); a
+                      named GGUF checkpoint = the tokenizer built from its metadata
   seed, dtype, param_dtype (the last two: "" = the preset's)
 
 Parameters are never materialized on one device: a fresh model is initialized under jit with
@@ -28,6 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from icl_ft import sharding
+from icl_ft.model import gguf_checkpoint
 from icl_ft.model.tokenizer import Tokenizer
 
 FORMATS = ("icl_ft", "gemma")
@@ -45,6 +50,42 @@ def default_asset(name: str) -> str:
                             "(run icl-ft-pretrain --config=configs/pretrain_tiny.py "
                             "--config.export_dir=icl_ft/assets/tiny)")
   return os.fspath(path)
+
+
+def is_named(checkpoint: str) -> bool:
+  """True for a checkpoint given by name ("default" or a named GGUF one), not by path."""
+  return checkpoint == DEFAULT or gguf_checkpoint.is_named(checkpoint)
+
+
+def weights_info(model_cfg: Any) -> dict[str, str] | None:
+  """What results record about named GGUF weights (their quantization); None otherwise."""
+  name = _get(model_cfg, "checkpoint", "") or ""
+  return gguf_checkpoint.get(name).info() if gguf_checkpoint.is_named(name) else None
+
+
+def check_named_preset(model_cfg: Any) -> None:
+  """Raises ValueError if a named checkpoint is configured with another preset than its own
+  (one with the same shapes, e.g. tiny for default, would load it silently)."""
+  path = _get(model_cfg, "checkpoint", "") or ""
+  if not is_named(path):
+    return
+  preset = _get(model_cfg, "preset", "")
+  need = DEFAULT_PRESET if path == DEFAULT else gguf_checkpoint.get(path).preset
+  if preset != need:
+    raise ValueError(f"checkpoint {path!r} needs model preset {need!r}, not {preset!r} "
+                     f"(--config.model.preset={need})")
+
+
+def resolve_checkpoint(model_cfg: Any) -> tuple[str, str]:
+  """(path, format) of the configured checkpoint, named ones ("default", GGUF) resolved."""
+  path = _get(model_cfg, "checkpoint", "") or ""
+  fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
+  if not is_named(path):
+    return path, fmt
+  check_named_preset(model_cfg)
+  if path == DEFAULT:
+    return default_asset("params"), fmt
+  return gguf_checkpoint.prepare(path).params, "gemma"
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
@@ -81,6 +122,8 @@ def load_tokenizer(model_cfg: Any, cfg: Any | None = None) -> Tokenizer | None:
     return None
   if path == DEFAULT:
     path = default_asset("tokenizer.model")
+  elif gguf_checkpoint.is_named(path):
+    path = gguf_checkpoint.prepare(path).tokenizer
   tok = Tokenizer(path)
   if cfg is not None:
     tok.check_model(cfg)
@@ -92,10 +135,7 @@ def load_model(model_cfg: Any, mesh: Mesh,
   """Builds the preset's Transformer on `mesh` and loads its weights and tokenizer."""
   cfg = model_config_from(model_cfg)
   tokenizer = load_tokenizer(model_cfg, cfg)
-  path = _get(model_cfg, "checkpoint", "")
-  if path == DEFAULT:
-    path = default_asset("params")
-  fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
+  path, fmt = resolve_checkpoint(model_cfg)
   if fmt not in FORMATS:
     raise ValueError(f"checkpoint_format {fmt!r} is not one of {FORMATS}")
   if not path:
