@@ -403,7 +403,8 @@ def rebuild_study_report(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
           "only (summary.json: subset_se, subsets).")
   table = report.study_table(run_dir.name, rows, seeds, study.get("icl_subsample", {}),
                              study.get("finetuning", []),
-                             report.audits_from_stages(study.get("stages", [])), note=note)
+                             report.audits_from_stages(study.get("stages", [])), note=note,
+                             weights=report.weights_line(study.get("weights")))
   table_path = run_dir / "table.md"
   fileio.atomic_write(table_path, table)
   return table_path, accuracy_figure(rows, run_dir / "figure.png", title=study_title(run_dir.name))

@@ -402,6 +402,11 @@ def usability_table(audits: Sequence[Mapping[str, Any]]) -> str:
 # ---------------------------------------------------------------------------
 
 
+def weights_line(info: Mapping[str, Any] | None) -> str:
+  """table.md's line on named checkpoint weights (source, quantization), or "" for others."""
+  return f"Weights: {info['source']}, {info['weights']}.\n\n" if info else ""
+
+
 def study_table(run: str, rows: Sequence[Mapping[str, Any]], seeds: Sequence[int],
                 subsamples: Mapping[str, Mapping[Any, int]],
                 finetuning: Sequence[Mapping[str, Any]],

@@ -759,8 +759,7 @@ def _weights_line(model_cfg: Mapping[str, Any] | None) -> str:
   """"Weights: ..." (named GGUF weights: source and quantization) for table.md, else ""."""
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
 
-  info = loader.weights_info(model_cfg or {})
-  return f"Weights: {info['source']}, {info['weights']}.\n\n" if info else ""
+  return report.weights_line(loader.weights_info(model_cfg or {}))
 
 
 def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, records.Dataset],
