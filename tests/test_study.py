@@ -412,7 +412,7 @@ def test_portable_paths(tmp_path, monkeypatch):
   assert fileio.portable_paths({"c": "results/r/train/x"}, Path("results/r")) == {"c": "$RUN_DIR/train/x"}
   assert fileio.portable_paths({"c": "results"}, Path("results/r")) == {"c": "results"}  # as given
   # The committed results name no path of the machine that made them.
-  for committed in (Path(__file__).resolve().parents[1] / "docs" / "results").glob("*/*.json"):
+  for committed in (Path(__file__).resolve().parents[1] / "docs" / "results").rglob("*.json"):
     assert not re.search(r'"/(tmp|work|home|Users|root)/', committed.read_text()), committed
   full = Path(__file__).resolve().parents[1] / "docs" / "results" / "full"
   assert '"checkpoint": "$REPO/icl_ft/assets/tiny/params"' in (full / "study.json").read_text()
