@@ -119,22 +119,29 @@ def test_pod_commands_run_on_every_worker():
   assert "~/icl_ft-logs/latest.log" in _flag(logs, "command")
 
 
-def test_run_command_on_a_worker(tmp_path):
-  """The remote `run` line, executed by bash in a fake home: argv, environment, returns at once."""
+def _worker_home(tmp_path, binary: str, script: str):
+  """A fake worker home: ~/icl_ft, a venv whose activate puts `binary` (running `script`) on PATH."""
   home = tmp_path / "home"
   (home / "icl_ft").mkdir(parents=True)
   (home / "venv" / "bin").mkdir(parents=True)
   (home / "venv" / "bin" / "activate").write_text('export PATH="$HOME/venv/bin:$PATH"\n')
-  binary = home / "venv" / "bin" / "icl-ft-eval"
-  binary.write_text(f"#!{sys.executable}\n"
-                    "import json, os, sys, time\n"
-                    "print('started', flush=True)\n"
-                    "json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(), "
-                    "'multihost': os.environ.get('ICL_FT_MULTIHOST')}, "
-                    "open(os.path.expanduser('~/ran.json'), 'w'))\n"
-                    "time.sleep(6)\n"
-                    "print('finished')\n")
-  binary.chmod(0o755)
+  path = home / "venv" / "bin" / binary
+  path.write_text(script)
+  path.chmod(0o755)
+  return home
+
+
+def test_run_command_on_a_worker(tmp_path):
+  """The remote `run` line, executed by bash in a fake home: argv, environment, returns at once."""
+  home = _worker_home(tmp_path, "icl-ft-eval",
+                      f"#!{sys.executable}\n"
+                      "import json, os, sys, time\n"
+                      "print('started', flush=True)\n"
+                      "json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(), "
+                      "'multihost': os.environ.get('ICL_FT_MULTIHOST')}, "
+                      "open(os.path.expanduser('~/ran.json'), 'w'))\n"
+                      "time.sleep(6)\n"
+                      "print('finished')\n")
   args = ["--config.run=a b", "--config.datasets=data/x,data/y", "--config.model.tokenizer=$HOME/t;1"]
   launched = _launch("--print", "run", *POD, "--binary", "icl-ft-eval", "--config", "configs/eval.py:icl",
                      "--", *args)
@@ -161,13 +168,7 @@ def test_run_command_on_a_worker(tmp_path):
 
 def test_each_run_gets_its_own_log(tmp_path):
   """Two runs on one worker: two log files, the first one untouched, latest.log the second."""
-  home = tmp_path / "home"
-  (home / "icl_ft").mkdir(parents=True)
-  (home / "venv" / "bin").mkdir(parents=True)
-  (home / "venv" / "bin" / "activate").write_text('export PATH="$HOME/venv/bin:$PATH"\n')
-  binary = home / "venv" / "bin" / "icl-ft-study"
-  binary.write_text("#!/bin/sh\necho \"run $*\"\n")
-  binary.chmod(0o755)
+  home = _worker_home(tmp_path, "icl-ft-study", "#!/bin/sh\necho \"run $*\"\n")
   env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
   logs = []
   for name in ("first", "second"):
