@@ -62,6 +62,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.episodes = 8  # per family
   config.eval.batch_size = 8
+  # > 0: each held-out context padded with distractor documents to about this many characters
+  # (~4000: as long as the study's simple-reversals context); 0: the episode's own documents.
+  config.eval.context_chars = 0
 
   if arg == "test":
     config.workers = 1

@@ -100,11 +100,13 @@ def train_config(config: Any, workdir: Path, data_dir: Path, tokenizer_path: Pat
 def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0,
                         params: pretraining.Params | None = None, batch_size: int = 8,
                         families: Sequence[str] = pretraining.FAMILIES,
-                        progress: bool = False) -> dict[str, Any]:
+                        progress: bool = False, context_chars: int = 0) -> dict[str, Any]:
   """Held-out in-context accuracy per `family/split` on new-seed pretraining-pool episodes.
 
   Each episode's documents are the context in the exact ICL format (`prompts.context_text`),
   and its questions are scored by multiple-choice log-likelihood (`scoring.score_questions`).
+  `context_chars` > 0 pads each context with distractor documents to about that many characters
+  (`pretraining.heldout_episodes`), as long as the study's own ICL contexts.
   """
   from icl_ft import prompts  # pylint: disable=g-import-not-at-top
   from icl_ft import scoring  # pylint: disable=g-import-not-at-top
@@ -113,7 +115,8 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
   hits: dict[str, list[int]] = collections.defaultdict(list)
   chance: dict[str, list[float]] = collections.defaultdict(list)
   work = [(f, ep) for f in families
-          for ep in pretraining.heldout_episodes(f, episodes, params, seed=seed)]
+          for ep in pretraining.heldout_episodes(f, episodes, params, seed=seed,
+                                                 context_chars=context_chars)]
   if progress:
     import tqdm  # pylint: disable=g-import-not-at-top
 
@@ -190,7 +193,8 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
   tokens_per_step = int(tcfg.data.batch_size) * seq_len
   heldout = evaluate_in_context(result.model, result.tokenizer, int(config.eval.episodes),
                                 seed=int(config.seed), params=corpus_params(config),
-                                batch_size=int(config.eval.batch_size), progress=True)
+                                batch_size=int(config.eval.batch_size), progress=True,
+                                context_chars=int(config.eval.get("context_chars", 0)))
   (workdir / "eval.json").write_text(json.dumps(heldout, indent=1) + "\n")
   card = {
       "model": result.model.config.name,
@@ -213,6 +217,7 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
       "corpus_fitting_seq_len": fit,
       "heldout_in_context": heldout,
       "heldout_episodes_per_family": int(config.eval.episodes),
+      "heldout_context_chars": int(config.eval.get("context_chars", 0)),
       "heldout_seed": int(config.seed),
       "heldout_note": "new-seed episodes of each family over the pretraining pool (new word "
                       "combinations), documents in the exact ICL format, multiple-choice "

@@ -145,6 +145,28 @@ def test_heldout_episodes_use_new_seeds():
     pretraining.heldout_episodes("nope", 1)
 
 
+@pytest.mark.parametrize("family", pretraining.FAMILIES)
+def test_heldout_episodes_as_long_as_the_study(family):
+  """context_chars pads each episode with other episodes' documents that share no pool word."""
+  short = pretraining.heldout_episodes(family, 2)
+  long = pretraining.heldout_episodes(family, 2, context_chars=4000)
+  assert long == pretraining.heldout_episodes(family, 2, context_chars=4000)  # deterministic
+  pool = frozenset(words.pool(pretraining.POOL))
+
+  def pool_words(text):
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if w in pool}
+
+  for (docs, questions), (padded, same) in zip(short, long):
+    assert same == questions
+    size = len(prompts.context_text(padded))
+    assert 3000 <= size <= 4000 + 100, size
+    assert [d for d in padded if d in docs] == docs  # the episode's own, in order
+    asked = set().union(*(pool_words(q.prompt + " " + " ".join(q.choices)) for q in questions))
+    for d in padded:
+      if d not in docs:
+        assert not pool_words(d.text) & asked
+
+
 def test_bad_params():
   with pytest.raises(ValueError, match="family_weights: unknown entry 'x'"):
     pretraining.generate(dataclasses.replace(PARAMS, family_weights=(("x", 1.0),)))

@@ -427,9 +427,15 @@ def generate(params: Params = Params(), seed: int = 0, progress: bool = False,
   return records.Dataset(name=NAME, train=docs, tests={}, card=card)
 
 
-def heldout_episodes(family: str, count: int, params: Params = Params(), seed: int = 0
+def heldout_episodes(family: str, count: int, params: Params = Params(), seed: int = 0,
+                     context_chars: int = 0
                      ) -> list[tuple[list[records.Document], list[records.Question]]]:
-  """`count` new-seed episodes of `family` as (context documents, answerable questions)."""
+  """`count` new-seed episodes of `family` as (context documents, answerable questions).
+
+  With `context_chars`, each episode's documents are scattered among distractor documents of
+  other new-seed episodes of the family until the ICL block is about that long, so the held-out
+  contexts are as long as the study's (the facts anywhere in them, not next to the question).
+  """
   if family not in FAMILIES:
     raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
   out = []
@@ -441,5 +447,45 @@ def heldout_episodes(family: str, count: int, params: Params = Params(), seed: i
     facts = _facts(docs)
     qs = [q for q in _questions(dataset) if _answerable(q, facts)]
     if docs and qs:
+      if context_chars:
+        docs = _with_distractors(family, docs, qs, context_chars, rng,
+                                 HELDOUT_SEED_BASE + seed * 100_000 + DISTRACTOR_SEED_OFFSET + i * 200)
       out.append((docs, qs))
+  return out
+
+
+# Distractor episodes of held-out episode i use generator seeds from
+# HELDOUT_SEED_BASE + seed * 100_000 + DISTRACTOR_SEED_OFFSET + i * 200 on (held-out ones: below).
+DISTRACTOR_SEED_OFFSET = 50_000
+
+
+def _pool_words(texts: Sequence[str], pool: frozenset[str]) -> set[str]:
+  return {w for t in texts for w in re.findall(r"[a-z]+", t.lower()) if w in pool}
+
+
+def _with_distractors(family: str, docs: Sequence[records.Document],
+                      questions: Sequence[records.Question], target_chars: int,
+                      rng: random.Random, first_seed: int) -> list[records.Document]:
+  """`docs` with other episodes' documents inserted at random places up to `target_chars`.
+
+  A distractor that shares a pool word with the episode (its documents or questions) is skipped,
+  so no distractor states anything about what the questions ask.
+  """
+  pool = frozenset(words.pool(POOL))
+  taken = _pool_words([d.text for d in docs] + [q.prompt + " " + " ".join(q.choices)
+                                                for q in questions], pool)
+  out = list(docs)
+  size = len(prompts.ICL_INSTRUCTION) + 4 + sum(len(d.text) + 2 for d in docs)
+  for k in range(200):
+    if size >= target_chars:
+      break
+    other = episode_dataset(family, first_seed + k, rng)
+    for d in other.train:
+      cost = len(d.text) + 2
+      own = _pool_words([d.text], pool)
+      if size + cost > target_chars or own & taken:
+        continue
+      out.insert(rng.randint(0, len(out)), d)
+      taken |= own
+      size += cost
   return out
