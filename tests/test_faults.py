@@ -445,7 +445,7 @@ def _binary(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("argv,message", [
     (["icl_ft.bin.study", "--config=configs/study.py:huge"],
-     "error: configs/study.py:huge: unknown study variant 'huge'; valid: default, full, micro"),
+     "error: configs/study.py:huge: unknown study variant 'huge'; valid: default, full, micro, gemma3_270m"),
     (["icl_ft.bin.study", "--config=configs/nope.py", "--config.run=x"],
      "error: config file configs/nope.py not found (--config=configs/nope.py)"),
     (["icl_ft.bin.train", "--config", "configs/missing.py:tiny"],
