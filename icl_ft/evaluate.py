@@ -333,11 +333,11 @@ def check_scores_finite(scores: Sequence[scoring.QuestionScore], dataset: str) -
             f"overflowing weights?); no scores of this group were recorded")
 
 
-def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-  """questions.jsonl's records, each (dataset, split, condition, id) once: the first written."""
+def unique_records(records_: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """`records_` with each (dataset, split, condition, id) once: the first written."""
   seen: set[tuple[Any, ...]] = set()
   out = []
-  for r in report.read_results(path):
+  for r in records_:
     key = (r.get("dataset"), r.get("split"), r.get("condition"), r.get("id"))
     if key not in seen:
       seen.add(key)
@@ -345,16 +345,25 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   return out
 
 
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+  """questions.jsonl's records, each (dataset, split, condition, id) once: the first written."""
+  return unique_records(report.read_results(path))
+
+
 def has_duplicate_records(path: str | os.PathLike[str]) -> bool:
   """Whether questions.jsonl holds some question more than once."""
-  return len(read_records(path)) < len(report.read_results(path))
+  written = report.read_results(path)
+  return len(unique_records(written)) < len(written)
 
 
 def _drop_duplicate_records(path: Path) -> None:
   """Rewrites questions.jsonl without repeated questions (left by an unlocked older run)."""
-  if path.exists() and has_duplicate_records(path):
-    fileio.atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                      for r in read_records(path)))
+  if not path.exists():
+    return
+  written = report.read_results(path)
+  unique = unique_records(written)
+  if len(unique) < len(written):
+    fileio.atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in unique))
 
 
 def evaluate(config: Any) -> EvalResult:

@@ -718,7 +718,7 @@ def _run_study(config: Any) -> StudyResult:
 
   # 4. Report (always rewritten: cheap): per-seed summary rows, the seeds-pooled table, figure.
   t0 = time.perf_counter()
-  rows, table_rows, table = write_report(run_dir, names, datasets, conditions, evals, finetuning,
+  rows, table_rows, table = write_report(run_dir, names, datasets, evals, finetuning,
                                          subsamples, figure=bool(config.get("figure", True)),
                                          context_shards=context_shards, model_cfg=model_cfg)
   report_seconds = time.perf_counter() - t0
@@ -763,19 +763,18 @@ def _weights_line(model_cfg: Mapping[str, Any] | None) -> str:
 
 
 def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, records.Dataset],
-                 conditions: Sequence[str], evals: Sequence[tuple[str, str, int, Path]],
+                 evals: Sequence[tuple[str, str, int, Path]],
                  finetuning: Sequence[Mapping[str, Any]], subsamples: Mapping[str, Any], *,
                  figure: bool = True, context_shards: Mapping[str, int] | None = None,
                  model_cfg: Mapping[str, Any] | None = None
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
   """Writes summary.json, table.md and figure.png; returns (rows, pooled rows, table text).
 
-  Conditions are ordered by report.CONDITION_ORDER (`conditions` only selects); the
+  Conditions (those the records hold) are ordered by report.CONDITION_ORDER; the
   augmentation usability comes from the augment stages' markers (stages/augment__*.json).
   """
   from icl_ft import plots  # pylint: disable=g-import-not-at-top
 
-  del conditions  # the rows hold exactly the conditions that ran
   recs = collect_records(evals)
   rows = []
   for seed in sorted({r["seed"] for r in recs}):

@@ -258,7 +258,7 @@ def test_report_arithmetic_per_seed_and_pooled(tmp_path):
   finetuning = [{"dataset": "d", "condition": c, "seed": 0, "steps": 5, "batch_size": 8,
                  "seq_len": sl, "loss_tokens_seen": t, "epochs": e}
                 for c, sl, t, e in (("ft", 256, 400, 40.0), ("ft_split", 128, 200, 19.0))]
-  rows, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds}, ["ft"], evals, finetuning,
+  rows, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds}, evals, finetuning,
                                            {}, figure=True)
   assert [(r["seed"], r["accuracy"], r["n"]) for r in rows] == [(0, 0.5, 4), (1, 0.5, 4)]
   assert rows[0]["se"] == pytest.approx(0.25) and rows[1]["se"] == pytest.approx(0.25)
@@ -282,7 +282,7 @@ def test_report_orders_conditions_by_the_one_order(tmp_path):
     d.mkdir()
     (d / "questions.jsonl").write_text(json.dumps(_record("d", "s", condition, "a", True, "q")) + "\n")
     evals.append(("d", condition, 0, d))
-  _, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds}, ["ft_aug_local", "ft", "icl"],
+  _, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds},
                                         evals, [], {}, figure=False)
   assert [r["condition"] for r in pooled] == ["icl", "ft", "ft_aug_local"]
   assert "| dataset | split | icl | ft | ft_aug_local | chance |" in table
