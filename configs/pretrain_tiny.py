@@ -34,6 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.corpus.num_episodes = 20_000
   config.corpus.max_chars = 1300
   config.corpus.episodes_per_dataset = 3
+  config.corpus.dataset_scale = 1.0  # > 1 with a larger max_chars: longer episodes
 
   config.tokenizer = ml_collections.ConfigDict()
   config.tokenizer.vocab_size = 1024

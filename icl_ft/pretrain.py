@@ -47,7 +47,8 @@ def corpus_params(config: Any) -> pretraining.Params:
   c = config.corpus
   return dataclasses.replace(pretraining.Params(), num_episodes=int(c.num_episodes),
                              max_chars=int(c.max_chars),
-                             episodes_per_dataset=int(c.episodes_per_dataset))
+                             episodes_per_dataset=int(c.episodes_per_dataset),
+                             dataset_scale=float(c.get("dataset_scale", 1.0)))
 
 
 def build_corpus(config: Any, workdir: Path) -> records.Dataset:

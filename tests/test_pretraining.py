@@ -172,6 +172,19 @@ def test_bad_params():
     pretraining.generate(dataclasses.replace(PARAMS, family_weights=(("x", 1.0),)))
   with pytest.raises(ValueError, match="num_episodes=0"):
     pretraining.generate(dataclasses.replace(PARAMS, num_episodes=0))
+  with pytest.raises(ValueError, match="dataset_scale=0"):
+    pretraining.generate(dataclasses.replace(PARAMS, dataset_scale=0))
+
+
+def test_dataset_scale_makes_long_episodes():
+  """With `dataset_scale` and a larger `max_chars`, episodes grow to the study's context length."""
+  def mean_chars(params):
+    docs = pretraining.generate(dataclasses.replace(params, num_episodes=60), seed=1).train
+    return sum(len(d.text) for d in docs) / len(docs)
+
+  short = mean_chars(pretraining.Params())
+  long = mean_chars(pretraining.Params(max_chars=6000, dataset_scale=4.0))
+  assert long > max(2.5 * short, 3500)
 
 
 def test_recipe_runs_with_falling_loss(tmp_path):

@@ -66,6 +66,9 @@ class Params:
   max_questions: int = 12  # per ICL episode
   max_bullets: int = 6  # per augmentation episode
   episodes_per_dataset: int = 3  # episodes cut from each generated dataset (other documents)
+  # Multiplies each episode dataset's sampled size (facts, examples, people, categories): with a
+  # larger `max_chars`, episodes as long as the study's own ICL contexts.
+  dataset_scale: float = 1.0
   family_weights: tuple[tuple[str, float], ...] = (
       ("simple_reversals", 0.3), ("syllogisms", 0.15), ("celebrities", 0.3),
       ("semantic_structure", 0.25))
@@ -93,6 +96,8 @@ def _check(params: Params) -> None:
     raise ValueError(f"num_episodes={params.num_episodes}: must be >= 1")
   if params.episodes_per_dataset < 1:
     raise ValueError(f"episodes_per_dataset={params.episodes_per_dataset}: must be >= 1")
+  if not params.dataset_scale > 0:
+    raise ValueError(f"dataset_scale={params.dataset_scale}: must be > 0")
   if params.max_chars < 200:
     raise ValueError(f"max_chars={params.max_chars}: must be >= 200")
 
@@ -160,9 +165,10 @@ def _pretraining_words() -> Iterator[None]:
     celebrities.make_people = saved_people
 
 
-def _sample_params(family: str, rng: random.Random) -> Any:
-  """Small random sizes of one episode's dataset."""
-  r = rng.randint
+def _sample_params(family: str, rng: random.Random, scale: float = 1.0) -> Any:
+  """Small random sizes of one episode's dataset (`scale` multiplies them)."""
+  def r(low: int, high: int) -> int:
+    return rng.randint(round(low * scale), round(high * scale))
   if family == "simple_reversals":
     return simple_reversals.Params(num_facts=r(3, 14), articles_per_fact=r(1, 2))
   if family == "syllogisms":
@@ -177,11 +183,12 @@ def _sample_params(family: str, rng: random.Random) -> Any:
       num_syllogism_questions=4)
 
 
-def episode_dataset(family: str, seed: int, rng: random.Random) -> records.Dataset:
+def episode_dataset(family: str, seed: int, rng: random.Random,
+                    scale: float = 1.0) -> records.Dataset:
   """One small dataset of `family` made by its evaluation generator over the pretraining pool."""
   module = _MODULES[family]
   for _ in range(20):
-    params = _sample_params(family, rng)
+    params = _sample_params(family, rng, scale)
     try:
       with _pretraining_words():
         return module.generate(params, seed=seed)
@@ -351,7 +358,7 @@ def make_group(index: int, params: Params, seed: int) -> list[records.Document]:
   gen_seed = seed * 10_000_000 + index
   if gen_seed >= HELDOUT_SEED_BASE or index >= 10_000_000:
     raise ValueError(f"seed={seed}, index={index}: generator seeds would reach the held-out range")
-  dataset = episode_dataset(family, gen_seed, rng)
+  dataset = episode_dataset(family, gen_seed, rng, params.dataset_scale)
   out = []
   for k in range(params.episodes_per_dataset):
     for _ in range(10):
