@@ -119,7 +119,7 @@ done
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # The gcloud accelerator type and the TPU software (runtime) version of its generation
-# (cloud.google.com/tpu/docs/runtimes; icl_ft/scale.py RUNTIME_VERSIONS holds the same table).
+# (cloud.google.com/tpu/docs/runtimes; icl_ft/scale/topologies.py RUNTIME_VERSIONS holds the same table).
 if [[ -n "$TYPE" ]]; then
   [[ $TYPE =~ ^(v[0-9][a-z0-9]*)-([0-9]+)$ ]] \
     || die "unknown accelerator type '$TYPE' (v4-N, v5litepod-N or v5e-N, v5p-N, v6e-N)"

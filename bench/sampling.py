@@ -1,4 +1,4 @@
-"""Decode throughput: icl_ft.sampling (KV cache, compiled while_loop) vs Hugging Face `generate`.
+"""Decode throughput: icl_ft.inference.sampling (KV cache, compiled while_loop) vs Hugging Face `generate`.
 
     python bench/sampling.py [--preset tiny] [--batch 32] [--prompt 32] [--new 128] [--reps 3]
                              [--hf_attn sdpa] [--context 0] [--profile 0]
@@ -38,7 +38,7 @@ import jax  # pylint: disable=g-bad-import-order,wrong-import-order
 import numpy as np  # pylint: disable=wrong-import-order
 from flax import nnx  # pylint: disable=wrong-import-order
 
-from icl_ft import sampling  # pylint: disable=wrong-import-order
+from icl_ft.inference import sampling  # pylint: disable=wrong-import-order
 from icl_ft.model import config as model_config  # pylint: disable=wrong-import-order
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
 
@@ -57,7 +57,7 @@ class IdTokenizer:
 
 
 def ours(model, prompts: np.ndarray, new: int, context: np.ndarray):
-  """A closure generating `new` greedy tokens per row with icl_ft.sampling; [B, new] ids.
+  """A closure generating `new` greedy tokens per row with icl_ft.inference.sampling; [B, new] ids.
 
   `context`: [BOS] + shared context ids, prefilled once (the prompts then have no BOS), or
   empty: `[BOS]` once and each prompt's first id is its BOS.

@@ -6,7 +6,7 @@
 
 Same model (fresh init of the preset, vocabulary resized to the tokenizer), same questions
 (every split of the dataset, or the first `--questions`), same ICL context (the training
-documents, `icl_ft.prompts`). Each method first runs a warm-up pass that compiles (cached: all
+documents, `icl_ft.evaluation.prompts`). Each method first runs a warm-up pass that compiles (cached: all
 questions; naive: the first `--warmup` questions, which have the same batch shape), then a
 timed pass; a timed pass that still compiled something is repeated. The cached time includes
 building the scorer, i.e. the context prefill. Prints questions/s, tokens/s (full-sequence
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # pylint: disable=wrong-import-position
 from flax import nnx  # pylint: disable=wrong-import-position
 
-from icl_ft import prompts, scoring  # pylint: disable=wrong-import-position
+from icl_ft.evaluation import prompts, scoring  # pylint: disable=wrong-import-position
 from icl_ft.datasets import registry  # pylint: disable=wrong-import-position
 from icl_ft.model import config as model_config  # pylint: disable=wrong-import-position
 from icl_ft.model.tokenizer import Tokenizer, train_sentencepiece  # pylint: disable=wrong-import-position

@@ -41,7 +41,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.model = config_blocks.model_config("tiny")
   config.mesh = config_blocks.mesh_config()
 
-  # Prompt text (icl_ft/prompts.py): chat = Gemma's turn template for instruction-tuned models.
+  # Prompt text (icl_ft/evaluation/prompts.py): chat = Gemma's turn template for instruction-tuned models.
   config.prompt = ml_collections.ConfigDict()
   config.prompt.chat = False
 

@@ -12,9 +12,9 @@ e.g. configs/gemma.py:train,gemma2_2b,v5e-8,semantic_structure and
 configs/gemma.py:eval,gemma2_2b,v5e-8,icl.
 
   preset     gemma2_2b, gemma2_9b, gemma3_1b, gemma3_4b, gemma3_12b, gemma3_27b
-  topology   v4-8, v5e-8, v5e-16, v5p-8, v5p-32 (icl_ft/scale.py: chips, hosts, HBM)
+  topology   v4-8, v5e-8, v5e-16, v5p-8, v5p-32 (icl_ft/scale/topologies.py: chips, hosts, HBM)
   dataset    simple_reversals, syllogisms, celebrities, semantic_structure (train: its recipe,
-             icl_ft.scale.RECIPES: batch 16, lr 3e-4, 200-1000 steps, sequence length;
+             icl_ft.scale.topologies.RECIPES: batch 16, lr 3e-4, 200-1000 steps, sequence length;
              data.dataset_dir = data/<dataset>)
   condition  pretrained, icl, ft (eval; `ft` needs model.checkpoint = the finetuned run's
              checkpoints with checkpoint_format icl_ft; datasets = all four data/<name> dirs)
@@ -25,7 +25,7 @@ format "gemma" (the official release; weights and tokenizer paths are flags), th
 mesh (all chips on fsdp), `device_memory_gib` = the slice's HBM per chip (so
 `--config.dry_run=true` checks the fit). Multi-host slices initialize jax.distributed through
 ICL_FT_MULTIHOST=1, which launch_tpu.sh sets (or --config.multihost.initialize=true).
-Which preset fits which slice: the table in docs/running-on-tpu.md (`python -m icl_ft.scale`).
+Which preset fits which slice: the table in docs/running-on-tpu.md (`python -m icl_ft.scale.topologies`).
 """
 
 import itertools
@@ -34,13 +34,13 @@ import os
 import ml_collections
 
 from icl_ft import config_blocks
-from icl_ft import scale
+from icl_ft.scale import topologies
 
 # Sibling configs are loaded from this file's directory (absl loads config files by path).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _apply_scale(config: ml_collections.ConfigDict, preset: str, topo: scale.Topology) -> None:
+def _apply_scale(config: ml_collections.ConfigDict, preset: str, topo: topologies.Topology) -> None:
   config.model.preset = preset
   config.model.checkpoint_format = "gemma"
   config.model.dtype = "bfloat16"
@@ -54,8 +54,8 @@ def _apply_scale(config: ml_collections.ConfigDict, preset: str, topo: scale.Top
 
 def train_config(preset: str, topology: str, dataset: str) -> ml_collections.ConfigDict:
   """Finetuning `preset` on `dataset` on a `topology` slice."""
-  topo, recipe = scale.topology(topology), scale.recipe(dataset)
-  config = config_blocks.config_module("train", _HERE).get_config(scale.check_preset(preset))
+  topo, recipe = topologies.topology(topology), topologies.recipe(dataset)
+  config = config_blocks.config_module("train", _HERE).get_config(topologies.check_preset(preset))
   _apply_scale(config, preset, topo)
   config.data.dataset_dir = f"data/{dataset}"
   config.data.seq_len = recipe.seq_len
@@ -69,14 +69,14 @@ def train_config(preset: str, topology: str, dataset: str) -> ml_collections.Con
 
 def eval_config(preset: str, topology: str, condition: str) -> ml_collections.ConfigDict:
   """Scoring `preset` under `condition` on every dataset, on a `topology` slice."""
-  topo = scale.topology(topology)
-  if condition not in scale.CONDITIONS:
-    raise ValueError(f"unknown condition {condition!r}; valid: {', '.join(scale.CONDITIONS)}")
+  topo = topologies.topology(topology)
+  if condition not in topologies.CONDITIONS:
+    raise ValueError(f"unknown condition {condition!r}; valid: {', '.join(topologies.CONDITIONS)}")
   config = config_blocks.config_module("eval", _HERE).get_config(condition)
-  _apply_scale(config, scale.check_preset(preset), topo)
+  _apply_scale(config, topologies.check_preset(preset), topo)
   if condition == "ft":  # the finetuned weights are our own training checkpoints
     config.model.checkpoint_format = "icl_ft"
-  config.datasets = ",".join(f"data/{d}" for d in scale.DATASETS)
+  config.datasets = ",".join(f"data/{d}" for d in topologies.DATASETS)
   config.run = f"{preset}-{condition}"
   # Several rows per chip; a multiple of the data-parallel size (= chips).
   config.scoring.batch_size = 4 * topo.chips
@@ -95,7 +95,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
 # Every documented argument (tests/test_configs.py loads and validates each).
 ARGS = tuple(
-    [f"train,{p},{t},{d}" for p, t, d in itertools.product(scale.PRESETS, scale.TOPOLOGIES,
-                                                            scale.DATASETS)]
-    + [f"eval,{p},{t},{c}" for p, t, c in itertools.product(scale.PRESETS, scale.TOPOLOGIES,
-                                                             scale.CONDITIONS)])
+    [f"train,{p},{t},{d}" for p, t, d in itertools.product(topologies.PRESETS, topologies.TOPOLOGIES,
+                                                            topologies.DATASETS)]
+    + [f"eval,{p},{t},{c}" for p, t, c in itertools.product(topologies.PRESETS, topologies.TOPOLOGIES,
+                                                             topologies.CONDITIONS)])

@@ -5,7 +5,7 @@ Usage:
   icl-ft-pretrain --config=configs/pretrain_tiny.py:test --config.workdir=/tmp/pt  # seconds
 
 Stages (each skipped when its output exists in `workdir`, so a rerun resumes):
-  corpus/      icl_ft.datasets.pretraining.generate(corpus params) as a Dataset (train.jsonl)
+  corpus/      icl_ft.pretrain.corpus.generate(corpus params) as a Dataset (train.jsonl)
   tokenizer.model   SentencePiece (BPE, `tokenizer.vocab_size` pieces) trained on the corpus
   train/       icl_ft.train.loop.train(config.train): the same library as `icl-ft-train`
   eval.json    held-out in-context accuracy (new-seed episodes, multiple-choice scoring)

@@ -90,14 +90,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.split_format = "split_independent"  # ft_split (the paper's default splitting)
   config.train.aug_format = "document"  # ft_aug_*: original documents + generated traces
 
-  # Augmentation (icl_ft.augment.augment_dataset with icl_ft.sampling.SamplingParams).
+  # Augmentation (icl_ft.augment.augment_dataset with icl_ft.inference.sampling.SamplingParams).
   config.augment = ml_collections.ConfigDict()
   config.augment.max_new_tokens = 64
   config.augment.temperature = 0.0
   config.augment.top_p = 1.0
   config.augment.batch_size = 16
 
-  # Evaluation (icl_ft.evaluate.evaluate through configs/eval.py).
+  # Evaluation (icl_ft.evaluation.evaluate.evaluate through configs/eval.py).
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 32
   config.eval.metric = "sum"
@@ -107,7 +107,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # k > 0 = k for every dataset.
   config.eval.icl_subsample = 0
   # Training sets longer than the context: split into shards that each fit, every question
-  # scored against one stating every fact it depends on (icl_ft.context_shards).
+  # scored against one stating every fact it depends on (icl_ft.evaluation.context_shards).
   config.eval.icl_shards = True
   config.eval.chat = False
 

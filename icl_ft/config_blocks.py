@@ -43,7 +43,7 @@ def model_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   Fields:
     preset: a name from icl_ft.model.config (e.g. "tiny", "gemma2_2b", "gemma3_1b").
     checkpoint: directory of the weights; "" = fresh random init (seed).
-    checkpoint_format: "icl_ft" (our params-only orbax checkpoint, icl_ft.checkpoints) or
+    checkpoint_format: "icl_ft" (our params-only orbax checkpoint, icl_ft.model.checkpoints) or
       "gemma" (an official Gemma release: flat `transformer/layer_N/...` orbax tree).
     tokenizer: path of a SentencePiece `.model` file; "" = none (load_model returns None for it).
     seed: parameter-init seed for a fresh model.
@@ -99,7 +99,7 @@ def multihost_config() -> ml_collections.ConfigDict:
 
 
 def add_dry_run_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Adds `dry_run` and `device_memory_gib` (icl_ft.dry_run) to a binary's config; returns it.
+  """Adds `dry_run` and `device_memory_gib` (icl_ft.scale.dry_run) to a binary's config; returns it.
 
   Fields:
     dry_run: compile the step with abstract inputs, print per-device memory and FLOPs, and

@@ -175,8 +175,8 @@ def validate_train(config: Any, require_inputs: bool = False) -> None:
 
 def validate_eval(config: Any, require_inputs: bool = False) -> None:
   """A configs/eval.py-style config (icl-ft-eval)."""
-  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
-  from icl_ft import scoring  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from icl_ft.inference import scoring  # pylint: disable=g-import-not-at-top
 
   condition = str(config.condition)
   if condition not in evaluate.BASE_CONDITIONS and not evaluate.FINETUNED_PATTERN.match(condition):

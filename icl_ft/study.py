@@ -8,7 +8,7 @@ For each dataset (generated once, at one seed: every condition sees the same doc
                   (`icl_ft.datasets.relabel`); table.md says, per split, whether `pretrained`
                   is within 2 SE of it (`knowledge_check`)
   icl             evaluate the base model with the training documents in context; when they
-                  do not fit the model's context, in context shards (`icl_ft.context_shards`:
+                  do not fit the model's context, in context shards (`icl_ft.evaluation.context_shards`:
                   each question against a shard stating every fact it depends on), recorded
                   in table.md
   ft              finetune on the documents (`train.format`, default `document`), evaluate
@@ -34,12 +34,12 @@ Outputs in `<results_dir>/<run>/`:
   eval/<dataset>/<condition>[_s<seed>]/  icl-ft-eval run (questions.jsonl, summary.json, table.md)
   stages/<stage>.json              completion markers (seconds and what the stage produced)
   summary.json                     rows {dataset, split, condition, seed, accuracy, se, n, chance,
-                                   subset_se, subsets} (icl_ft.report: se is binomial)
+                                   subset_se, subsets} (icl_ft.evaluation.report: se is binomial)
   table.md                         accuracy ± binomial SE per dataset x split x condition (seeds
                                    pooled), the paper's subset SE labelled, augmentation
                                    usability, then the finetuning data of every finetuned condition
   figure.png                       a panel per (dataset, split): a bar per condition, SE bars,
-                                   the chance level as a dashed line (icl_ft.plots)
+                                   the chance level as a dashed line (icl_ft.evaluation.plots)
   study.json                       settings, model, devices, per-stage timings, finetuning data
 
 Resuming: a stage whose marker exists is skipped; an interrupted training resumes from its
@@ -68,7 +68,7 @@ from typing import Any
 
 from icl_ft import config_blocks
 from icl_ft import fileio
-from icl_ft import report
+from icl_ft.evaluation import report
 from icl_ft.datasets import records
 
 CONDITIONS = ("pretrained", "no_knowledge", "icl", "ft", "ft_split", "ft_aug_local",
@@ -277,7 +277,7 @@ def _has_duplicates(kind: str, marker: Path) -> bool:
   """Whether a finished eval stage's questions.jsonl holds a question twice."""
   if kind != "eval":
     return False
-  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
 
   info = json.loads(marker.read_text(encoding="utf-8")).get("info", {})
   path = Path(info.get("dir", "")) / evaluate.QUESTIONS_FILE
@@ -387,9 +387,9 @@ def icl_subsample(name: str, dataset: records.Dataset, tokenizer: Any, max_len: 
                   requested: int, chat: bool, seed: int, shards: bool = False) -> int:
   """The ICL subsample factor: `requested`, or (0) 1 with `shards` (the evaluation shards the
   documents if they do not fit), else the smallest factor that fits the context."""
-  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
-  from icl_ft import prompts  # pylint: disable=g-import-not-at-top
-  from icl_ft import scoring  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import prompts  # pylint: disable=g-import-not-at-top
+  from icl_ft.inference import scoring  # pylint: disable=g-import-not-at-top
 
   if requested > 0:
     return requested
@@ -563,7 +563,7 @@ def _run_study(config: Any) -> StudyResult:
 
   def evaluate_stage(name: str, condition: str, run: str, checkpoint: str | None,
                      subsample: int, seed: int) -> dict[str, Any]:
-    from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
+    from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
 
     ec = eval_module.get_config(condition)
     ec.run = run
@@ -623,7 +623,7 @@ def _run_study(config: Any) -> StudyResult:
 
   def augment_stage(name: str, strategy: str, seed: int, out_dir: Path) -> dict[str, Any]:
     from icl_ft import augment  # pylint: disable=g-import-not-at-top
-    from icl_ft import sampling  # pylint: disable=g-import-not-at-top
+    from icl_ft.inference import sampling  # pylint: disable=g-import-not-at-top
 
     params = sampling.SamplingParams(
         max_new_tokens=int(config.augment.max_new_tokens),
@@ -740,7 +740,7 @@ def _run_study(config: Any) -> StudyResult:
 
 def collect_records(evals: Sequence[tuple[str, str, int, Path]]) -> list[dict[str, Any]]:
   """Every per-question record of the study's evaluations, with its run seed added."""
-  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
 
   out = []
   for name, condition, seed, directory in evals:
@@ -773,7 +773,7 @@ def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, rec
   Conditions (those the records hold) are ordered by report.CONDITION_ORDER; the
   augmentation usability comes from the augment stages' markers (stages/augment__*.json).
   """
-  from icl_ft import plots  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import plots  # pylint: disable=g-import-not-at-top
 
   recs = collect_records(evals)
   rows = []

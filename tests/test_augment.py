@@ -8,7 +8,7 @@ import pytest
 
 from icl_ft import config_blocks
 from icl_ft import augment
-from icl_ft import sampling
+from icl_ft.inference import sampling
 from icl_ft.augment import audit
 from icl_ft.augment import augment as augment_lib
 from icl_ft.augment import templates

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from icl_ft import prompts
+from icl_ft.evaluation import prompts
 from icl_ft.datasets import celebrities, records, text
 
 

@@ -1,4 +1,4 @@
-"""icl_ft.checkpoints: params-only and training checkpoints (orbax), on a toy sharded module."""
+"""icl_ft.model.checkpoints: params-only and training checkpoints (orbax), on a toy sharded module."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
-from icl_ft import checkpoints
+from icl_ft.model import checkpoints
 from icl_ft import sharding
 
 

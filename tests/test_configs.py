@@ -21,7 +21,7 @@ import ml_collections
 import pytest
 
 from icl_ft import config_checks
-from icl_ft import scale
+from icl_ft.scale import topologies
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FILES = sorted(p for p in CONFIGS.glob("*.py") if not p.name.startswith("_"))
@@ -128,14 +128,14 @@ def test_config_loads_and_validates(path, arg):
 
 def test_gemma_args_cover_every_preset_topology_dataset_condition():
   gemma = _load(CONFIGS / "gemma.py")
-  n = len(scale.PRESETS) * len(scale.TOPOLOGIES)
-  assert len(gemma.ARGS) == n * (len(scale.DATASETS) + len(scale.CONDITIONS))
+  n = len(topologies.PRESETS) * len(topologies.TOPOLOGIES)
+  assert len(gemma.ARGS) == n * (len(topologies.DATASETS) + len(topologies.CONDITIONS))
 
 
-@pytest.mark.parametrize("topology", sorted(scale.TOPOLOGIES))
+@pytest.mark.parametrize("topology", sorted(topologies.TOPOLOGIES))
 def test_gemma_train_config_fields(topology):
   gemma = _load(CONFIGS / "gemma.py")
-  topo = scale.TOPOLOGIES[topology]
+  topo = topologies.TOPOLOGIES[topology]
   c = gemma.get_config(f"train,gemma2_2b,{topology},semantic_structure")
   assert config_checks.kind_of(c) == "train"
   assert (c.model.preset, c.model.checkpoint_format, c.model.dtype) == (
@@ -162,7 +162,7 @@ def test_gemma_eval_config_fields():
   assert config_checks.kind_of(c) == "eval"
   assert c.condition == "ft" and c.model.checkpoint_format == "icl_ft"
   assert c.scoring.batch_size % 16 == 0
-  assert c.datasets.split(",") == [f"data/{d}" for d in scale.DATASETS]
+  assert c.datasets.split(",") == [f"data/{d}" for d in topologies.DATASETS]
   c.model.tokenizer = "gs://bucket/tokenizer.model"
   with pytest.raises(ValueError, match="set config.model.checkpoint"):
     config_checks.validate(c, require_inputs=True)

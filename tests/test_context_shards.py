@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from icl_ft import context_shards
-from icl_ft import prompts
-from icl_ft import scoring
+from icl_ft.evaluation import context_shards
+from icl_ft.evaluation import prompts
+from icl_ft.inference import scoring
 from icl_ft.datasets import registry
 from icl_ft.model import loader
 from icl_ft.model.tokenizer import Tokenizer

@@ -2,7 +2,7 @@
 
 The Gemma 3 1B case compiles the real training step once (about a minute of CPU: marked slow)
 on the 8 simulated CPU devices (fsdp=8, batch 8 x 128, bf16 compute) and checks XLA's numbers
-against icl_ft.model.memory's estimate: arguments (params + AdamW moments) within 1%, temp
+against icl_ft.scale.memory's estimate: arguments (params + AdamW moments) within 1%, temp
 (gradients, gathered / cast weights, activations) and the peak within 20%. The binary paths
 (report, exit status, the one-line error) run on the tiny preset, which compiles in seconds.
 """
@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-from icl_ft import dry_run
+from icl_ft.scale import dry_run
 from icl_ft.bin import evaluate as eval_bin
 from icl_ft.bin import train as train_bin
 from tests.test_configs import CONFIGS, _load

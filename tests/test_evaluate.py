@@ -12,8 +12,8 @@ import pytest
 import train_setup
 
 from icl_ft import config_blocks
-from icl_ft import evaluate
-from icl_ft import report
+from icl_ft.evaluation import evaluate
+from icl_ft.evaluation import report
 from icl_ft.bin import evaluate as eval_bin
 from icl_ft.datasets import records
 from icl_ft.datasets import simple_reversals
@@ -125,7 +125,7 @@ def test_different_settings_for_an_existing_run(setup, icl_run):
 
 
 def test_finetuned_checkpoint_condition(setup):
-  from icl_ft import checkpoints
+  from icl_ft.model import checkpoints
   from icl_ft.model import loader
 
   pre = evaluate.evaluate(_config(setup, "pretrained", splits="reversal"))
@@ -156,8 +156,8 @@ def test_icl_that_fits_scores_the_same_with_and_without_shards(setup, icl_run):
 
 def test_icl_shards_when_the_documents_do_not_fit(setup, monkeypatch):
   """A context budget below the whole set: each question scored against its shard's context."""
-  from icl_ft import prompts
-  from icl_ft import scoring
+  from icl_ft.evaluation import prompts
+  from icl_ft.inference import scoring
   from icl_ft.model import loader
   from icl_ft.model.tokenizer import Tokenizer
 
@@ -265,7 +265,7 @@ def test_context_longer_than_the_model_says_which_subsample_fits(setup, capsys, 
   k = int(msg.split("--config.icl.subsample=")[1].split(")")[0])
   assert k > 1
   # The suggested factor passes the budget check (scoring itself is not needed here).
-  from icl_ft import prompts
+  from icl_ft.evaluation import prompts
   from icl_ft.model.tokenizer import Tokenizer
   tok = Tokenizer(setup["tok"])
   ds = records.read_dataset(big)

@@ -21,9 +21,9 @@ import jax
 import numpy as np
 import pytest
 
-from icl_ft import checkpoints
+from icl_ft.model import checkpoints
 from icl_ft import config_blocks
-from icl_ft import evaluate
+from icl_ft.evaluation import evaluate
 from icl_ft import fileio
 from icl_ft import study
 from icl_ft.bin import cli
@@ -143,7 +143,7 @@ def test_a_checkpoint_with_nonfinite_params_is_refused_on_restore(tmp_path, data
 
 
 def test_eval_refuses_nonfinite_scores_and_leaves_no_results(tmp_path, data, monkeypatch):
-  from icl_ft import scoring
+  from icl_ft.inference import scoring
 
   data_dir, tok = data
   real_score = scoring.ContextScorer.score

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import model_testing as mt
-from icl_ft import prompts
+from icl_ft.evaluation import prompts
 from icl_ft.datasets import registry
 from icl_ft.model import gguf_checkpoint
 from icl_ft.model import gguf_tokenizer

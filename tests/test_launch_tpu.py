@@ -19,7 +19,7 @@ import ml_collections
 import pytest
 
 from icl_ft import config_checks
-from icl_ft import scale
+from icl_ft.scale import topologies
 from tests.test_configs import CONFIGS, _load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,12 +81,12 @@ def test_help_documents_every_step_and_option():
   config = _config_with_overrides([f"--config={argv[argv.index('--config') + 1]}", *extra])
   assert argv[argv.index("--binary") + 1] == "icl-ft-train"
   assert config_checks.validate(config, require_inputs=True) == "train"
-  assert config.mesh.fsdp == scale.TOPOLOGIES["v5p-32"].chips
+  assert config.mesh.fsdp == topologies.TOPOLOGIES["v5p-32"].chips
 
 
 def test_pod_commands_run_on_every_worker():
   """A 4-worker v5p-32: every worker gets the code, the install and the same binary command."""
-  assert scale.TOPOLOGIES["v5p-32"].hosts == 4
+  assert topologies.TOPOLOGIES["v5p-32"].hosts == 4
   config = "configs/gemma.py:train,gemma2_2b,v5p-32,semantic_structure"
   overrides = ["--config.model.checkpoint=/home/me/gcs/gemma/gemma2-2b",
                "--config.model.tokenizer=/home/me/gcs/gemma/tokenizer.model",
@@ -96,7 +96,7 @@ def test_pod_commands_run_on_every_worker():
   create, archive, scp, untar, install, start, logs = commands
   assert create[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "create"] and create[5] == "icl-ft"
   assert _flag(create, "accelerator-type") == "v5p-32" and "--spot" in create
-  assert _flag(create, "version") == scale.TOPOLOGIES["v5p-32"].runtime_version
+  assert _flag(create, "version") == topologies.TOPOLOGIES["v5p-32"].runtime_version
   assert archive[:2] == ["git", "-C"] and "archive" in archive
   assert scp[3:5] == ["tpu-vm", "scp"] and "--worker=all" in scp
   for ssh in (untar, install, start):
@@ -215,7 +215,7 @@ def test_copy_syncs_the_code_and_keeps_the_data(tmp_path):
   head = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:configs/data.py"], capture_output=True,
                         text=True, check=True).stdout
   assert (tree / "configs/data.py").read_text() == head
-  assert (tree / "launch_tpu.sh").exists() and (tree / "icl_ft/scale.py").exists()
+  assert (tree / "launch_tpu.sh").exists() and (tree / "icl_ft/scale/topologies.py").exists()
 
 
 @pytest.mark.parametrize(
@@ -231,16 +231,16 @@ def test_every_generation_gets_its_runtime(given, gcloud_type, version):
     create = _commands("create", *pod, *queued)[0]
     assert _flag(create, "accelerator-type") == gcloud_type
     assert _flag(create, "runtime-version" if queued else "version") == version
-  assert scale.RUNTIME_VERSIONS[gcloud_type.rsplit("-", 1)[0]] == version
-  # The script's table and icl_ft.scale's are the same (v5e being an alias of v5litepod).
+  assert topologies.RUNTIME_VERSIONS[gcloud_type.rsplit("-", 1)[0]] == version
+  # The script's table and icl_ft.scale.topologies's are the same (v5e being an alias of v5litepod).
   script = {name: v for names, v in re.findall(r"^    ([\w|]+)\).*default_version=([\w-]+)", SCRIPT.read_text(), re.M)
             for name in names.split("|") if name != "v5e"}
-  assert script == scale.RUNTIME_VERSIONS
+  assert script == topologies.RUNTIME_VERSIONS
 
 
-@pytest.mark.parametrize("topology", sorted(scale.TOPOLOGIES))
+@pytest.mark.parametrize("topology", sorted(topologies.TOPOLOGIES))
 def test_runtime_version_follows_the_accelerator_type(topology):
-  topo = scale.TOPOLOGIES[topology]
+  topo = topologies.TOPOLOGIES[topology]
   pod = [a if a != "v5p-32" else topo.accelerator_type for a in POD]
   (create,) = _commands("create", *pod)
   assert _flag(create, "accelerator-type") == topo.accelerator_type

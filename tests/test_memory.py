@@ -1,4 +1,4 @@
-"""icl_ft.model.memory against XLA's own accounting of a compiled AdamW training step.
+"""icl_ft.scale.memory against XLA's own accounting of a compiled AdamW training step.
 
 Tolerances: the arguments of the compiled step are exactly params + AdamW moments (+ the
 int32 count and the token batch), so params + optimizer must agree within 10% (padding and
@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from icl_ft import sharding
 from icl_ft.model import config as config_lib
-from icl_ft.model import memory
+from icl_ft.scale import memory
 from icl_ft.model.transformer import Transformer
 
 

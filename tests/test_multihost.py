@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from icl_ft import checkpoints
+from icl_ft.model import checkpoints
 from icl_ft.train import loop
 from icl_ft.train import metrics as metrics_lib
 

@@ -3,7 +3,7 @@ and from notebooks/, on results the test writes, and draws readable figures.
 
 The results are synthetic but written by the project's own code paths: questions from
 `records.Question`, per-question records from `scoring.QuestionScore.to_json()` in the layout
-of `icl_ft.evaluate` (an eval run: questions.jsonl + summary.json from `report.summarize`;
+of `icl_ft.evaluation.evaluate` (an eval run: questions.jsonl + summary.json from `report.summarize`;
 a study run: eval/<dataset>/<condition>/questions.jsonl), and an augmented dataset written
 by `records.write_dataset` with its card's audit from `icl_ft.augment.audit.summarize`.
 The results sit in a stand-in repository (its own notebooks/analysis.ipynb, results/), so the
@@ -23,9 +23,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from icl_ft import plots
-from icl_ft import report
-from icl_ft import scoring
+from icl_ft.evaluation import plots
+from icl_ft.evaluation import report
+from icl_ft.inference import scoring
 from icl_ft.augment import audit as audit_lib
 from icl_ft.datasets import records
 

@@ -1,4 +1,4 @@
-"""The figures (icl_ft.plots): one grid layout, report's condition colours, bounded sizes, no
+"""The figures (icl_ft.evaluation.plots): one grid layout, report's condition colours, bounded sizes, no
 overlapping labels; the committed study's table and figure rebuilt from its summary."""
 
 import math
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from icl_ft import plots
-from icl_ft import report
+from icl_ft.evaluation import plots
+from icl_ft.evaluation import report
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL = ROOT / "docs" / "results" / "full"

@@ -10,21 +10,21 @@ import re
 
 import pytest
 
-from icl_ft import prompts
+from icl_ft.evaluation import prompts
 from icl_ft.augment import templates
 from icl_ft.datasets import celebrities
-from icl_ft.datasets import pretraining
+from icl_ft.pretrain import corpus as corpus_lib
 from icl_ft.datasets import registry
 from icl_ft.datasets import text as text_lib
 from icl_ft.datasets import words
 
 EVAL_NAMESPACES = ("simple_reversals", "syllogisms", "celebrities", "semantic_structure")
-PARAMS = pretraining.Params(num_episodes=120)
+PARAMS = corpus_lib.Params(num_episodes=120)
 
 
 @pytest.fixture(scope="module")
 def corpus():
-  return pretraining.generate(PARAMS, seed=0)
+  return corpus_lib.generate(PARAMS, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_no_evaluation_fact_in_corpus(corpus_text, scale):
 
 
 def test_people_names_disjoint_from_celebrities():
-  ours = pretraining.make_people(300, seed=3)
+  ours = corpus_lib.make_people(300, seed=3)
   theirs = {p.name for s in (0, 1) for p in celebrities.make_people(celebrities.MAX_PEOPLE, s)}
   theirs_desc = {p.description for p in celebrities.make_people(celebrities.MAX_PEOPLE, 0)}
   pool = set(words.pool("pretraining"))
@@ -78,19 +78,19 @@ def test_people_names_disjoint_from_celebrities():
 def test_generators_restored_after_episode():
   syl = registry.module("syllogisms")
   before = (celebrities.make_people, syl.words)
-  pretraining.episode_dataset("celebrities", 5, random.Random(0))
-  pretraining.episode_dataset("syllogisms", 5, random.Random(0))
+  corpus_lib.episode_dataset("celebrities", 5, random.Random(0))
+  corpus_lib.episode_dataset("syllogisms", 5, random.Random(0))
   assert (celebrities.make_people, syl.words) == before
   assert syl.words.pool("syllogisms") != words.pool("pretraining")
 
 
 def test_deterministic_and_parallel_equal(corpus):
   small = dataclasses.replace(PARAMS, num_episodes=24)
-  a = pretraining.generate(small, seed=0)
+  a = corpus_lib.generate(small, seed=0)
   assert [d.text for d in a.train] == [d.text for d in corpus.train[:24]]
-  b = pretraining.generate(small, seed=0, workers=2)
+  b = corpus_lib.generate(small, seed=0, workers=2)
   assert [d.text for d in b.train] == [d.text for d in a.train]
-  c = pretraining.generate(small, seed=1)
+  c = corpus_lib.generate(small, seed=1)
   assert [d.text for d in c.train] != [d.text for d in a.train]
 
 
@@ -99,8 +99,8 @@ def test_card_records_the_mix(corpus):
   mix = collections.Counter(f"{d.metadata['family']}/{d.metadata['kind']}" for d in corpus.train)
   assert card["episodes"] == dict(mix)
   assert sum(card["episodes"].values()) == len(corpus.train) == PARAMS.num_episodes
-  assert {k.split("/")[0] for k in mix} == set(pretraining.FAMILIES)
-  assert {k.split("/")[1] for k in mix} == set(pretraining.KINDS)
+  assert {k.split("/")[0] for k in mix} == set(corpus_lib.FAMILIES)
+  assert {k.split("/")[1] for k in mix} == set(corpus_lib.KINDS)
   assert card["characters"] == sum(len(d.text) for d in corpus.train)
   splits = {k.split("/", 1)[1] for k in card["icl_questions"]}
   assert {"reversal", "forward", "syllogism", "rephrase", "category_holdout"} <= splits
@@ -124,8 +124,8 @@ def test_episode_formats(corpus):
 
 def test_icl_answers_follow_from_documents():
   rng = __import__("random").Random(0)
-  dataset = pretraining.episode_dataset("simple_reversals", 11, rng)
-  text, answered = pretraining.icl_episode(dataset, PARAMS, rng)
+  dataset = corpus_lib.episode_dataset("simple_reversals", 11, rng)
+  text, answered = corpus_lib.icl_episode(dataset, PARAMS, rng)
   context, _, qa = text.partition(prompts.ICL_INSTRUCTION)
   assert answered["reversal"] == len(qa.strip().split("\n\n"))
   for line in qa.strip().split("\n\n"):
@@ -136,22 +136,22 @@ def test_icl_answers_follow_from_documents():
 
 
 def test_heldout_episodes_use_new_seeds():
-  eps = pretraining.heldout_episodes("celebrities", 2)
+  eps = corpus_lib.heldout_episodes("celebrities", 2)
   assert len(eps) == 2
   for docs, questions in eps:
     facts = {f for d in docs for f in d.fact_ids}
     assert questions and all(set(q.fact_ids) <= facts for q in questions)
   with pytest.raises(ValueError, match="unknown family 'nope'"):
-    pretraining.heldout_episodes("nope", 1)
+    corpus_lib.heldout_episodes("nope", 1)
 
 
-@pytest.mark.parametrize("family", pretraining.FAMILIES)
+@pytest.mark.parametrize("family", corpus_lib.FAMILIES)
 def test_heldout_episodes_as_long_as_the_study(family):
   """context_chars pads each episode with other episodes' documents that share no pool word."""
-  short = pretraining.heldout_episodes(family, 2)
-  long = pretraining.heldout_episodes(family, 2, context_chars=4000)
-  assert long == pretraining.heldout_episodes(family, 2, context_chars=4000)  # deterministic
-  pool = frozenset(words.pool(pretraining.POOL))
+  short = corpus_lib.heldout_episodes(family, 2)
+  long = corpus_lib.heldout_episodes(family, 2, context_chars=4000)
+  assert long == corpus_lib.heldout_episodes(family, 2, context_chars=4000)  # deterministic
+  pool = frozenset(words.pool(corpus_lib.POOL))
 
   def pool_words(text):
     return {w for w in re.findall(r"[a-z]+", text.lower()) if w in pool}
@@ -169,34 +169,34 @@ def test_heldout_episodes_as_long_as_the_study(family):
 
 def test_bad_params():
   with pytest.raises(ValueError, match="family_weights: unknown entry 'x'"):
-    pretraining.generate(dataclasses.replace(PARAMS, family_weights=(("x", 1.0),)))
+    corpus_lib.generate(dataclasses.replace(PARAMS, family_weights=(("x", 1.0),)))
   with pytest.raises(ValueError, match="num_episodes=0"):
-    pretraining.generate(dataclasses.replace(PARAMS, num_episodes=0))
+    corpus_lib.generate(dataclasses.replace(PARAMS, num_episodes=0))
   with pytest.raises(ValueError, match="dataset_scale=0"):
-    pretraining.generate(dataclasses.replace(PARAMS, dataset_scale=0))
+    corpus_lib.generate(dataclasses.replace(PARAMS, dataset_scale=0))
 
 
 def test_dataset_scale_makes_long_episodes():
   """With `dataset_scale` and a larger `max_chars`, episodes grow to the study's context length."""
   def mean_chars(params):
-    docs = pretraining.generate(dataclasses.replace(params, num_episodes=60), seed=1).train
+    docs = corpus_lib.generate(dataclasses.replace(params, num_episodes=60), seed=1).train
     return sum(len(d.text) for d in docs) / len(docs)
 
-  short = mean_chars(pretraining.Params())
-  long = mean_chars(pretraining.Params(max_chars=6000, dataset_scale=4.0))
+  short = mean_chars(corpus_lib.Params())
+  long = mean_chars(corpus_lib.Params(max_chars=6000, dataset_scale=4.0))
   assert long > max(2.5 * short, 3500)
 
 
 def test_recipe_runs_with_falling_loss(tmp_path):
   from icl_ft import config_blocks
-  from icl_ft import pretrain
+  from icl_ft.pretrain import recipe
 
   config = config_blocks.config_module("pretrain_tiny").get_config("test")
   config.workdir = str(tmp_path / "work")
   config.export_dir = str(tmp_path / "assets")
   import jax
 
-  card = pretrain.pretrain(config, devices=jax.devices()[:1])
+  card = recipe.pretrain(config, devices=jax.devices()[:1])
   losses = [json.loads(l)["loss"] for l in open(tmp_path / "work" / "train" / "metrics.jsonl")
             if '"loss"' in l]
   assert len(losses) == config.train.steps
@@ -221,9 +221,9 @@ def test_interrupted_pretraining_resumes_exactly(tmp_path, monkeypatch):
   import jax
   import numpy as np
 
-  from icl_ft import checkpoints
+  from icl_ft.model import checkpoints
   from icl_ft import config_blocks
-  from icl_ft import pretrain
+  from icl_ft.pretrain import recipe
   from icl_ft.train import metrics as metrics_lib
   from icl_ft.train import step as step_lib
 
@@ -235,7 +235,7 @@ def test_interrupted_pretraining_resumes_exactly(tmp_path, monkeypatch):
     return c
 
   devices = jax.devices()[:1]
-  full = pretrain.pretrain(config(tmp_path / "full"), devices=devices)
+  full = recipe.pretrain(config(tmp_path / "full"), devices=devices)
 
   calls = []
   real = step_lib.TrainStep._train_call  # pylint: disable=protected-access
@@ -249,11 +249,11 @@ def test_interrupted_pretraining_resumes_exactly(tmp_path, monkeypatch):
   with monkeypatch.context() as m:
     m.setattr(step_lib.TrainStep, "_train_call", stop_at_step_8)
     with pytest.raises(_Stop):
-      pretrain.pretrain(config(tmp_path / "stopped"), devices=devices)
+      recipe.pretrain(config(tmp_path / "stopped"), devices=devices)
   stopped = tmp_path / "stopped"
   assert max(checkpoints.checkpoint_steps(stopped / "train" / "checkpoints")) == 6
   assert not (stopped / "card.json").exists()
-  resumed = pretrain.pretrain(config(stopped), devices=devices)
+  resumed = recipe.pretrain(config(stopped), devices=devices)
 
   assert resumed["resumed_from_step"] == 6 and full["resumed_from_step"] == 0
   for key in ("steps", "tokens_seen", "final_loss", "last_losses", "heldout_in_context",
@@ -278,7 +278,7 @@ def test_committed_default_model_loads_and_reproduces_its_card():
   import jax
 
   from icl_ft import config_blocks
-  from icl_ft import pretrain
+  from icl_ft.pretrain import recipe
   from icl_ft import sharding
   from icl_ft.model import loader
 
@@ -292,14 +292,14 @@ def test_committed_default_model_loads_and_reproduces_its_card():
   assert card["tokens_seen"] == card["steps"] * card["batch_size"] * card["seq_len"]
   # The card was made by configs/pretrain_tiny.py: same corpus and held-out episodes.
   recipe = config_blocks.config_module("pretrain_tiny").get_config()
-  params = pretrain.corpus_params(recipe)
+  params = recipe.corpus_params(recipe)
   assert card["corpus"]["params"] == json.loads(json.dumps(dataclasses.asdict(params)))
   assert card["heldout_episodes_per_family"] == recipe.eval.episodes
   # The family whose in-context accuracy is furthest above chance, re-scored from the weights.
   heldout = card["heldout_in_context"]
   best = max(heldout, key=lambda k: (heldout[k]["accuracy"] - heldout[k]["chance"]) / max(heldout[k]["se"], 1e-3))
   family = best.split("/")[0]
-  result = pretrain.evaluate_in_context(model, tokenizer, recipe.eval.episodes,
+  result = recipe.evaluate_in_context(model, tokenizer, recipe.eval.episodes,
                                         seed=card["heldout_seed"], params=params,
                                         families=(family,), batch_size=recipe.eval.batch_size)
   assert set(result) == {k for k in heldout if k.startswith(family + "/")}

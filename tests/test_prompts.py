@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from icl_ft import prompts
+from icl_ft.evaluation import prompts
 from icl_ft.datasets import records
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from icl_ft.datasets import celebrities
-from icl_ft.datasets import pretraining
+from icl_ft.pretrain import corpus as corpus_lib
 from icl_ft.datasets import records
 from icl_ft.datasets import registry
 from icl_ft.datasets import relabel
@@ -96,7 +96,7 @@ def test_fresh_words_never_in_any_document():
       ds = registry.generate(name, scale, seed=0)
       tokens = {w.lower() for t in relabel._texts(ds) for w in WORD.findall(t)}  # pylint: disable=protected-access
       assert not {_stem(w) for w in tokens} & FRESH, (name, scale)
-  corpus = pretraining.generate(pretraining.Params(num_episodes=120), seed=0)
+  corpus = corpus_lib.generate(corpus_lib.Params(num_episodes=120), seed=0)
   tokens = {w.lower() for d in corpus.train for w in WORD.findall(d.text)}
   assert len(tokens & set(words.pool("pretraining"))) > 200
   assert not (tokens | {w[:-1] for w in tokens if w.endswith("s")}) & FRESH

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from icl_ft import report
+from icl_ft.evaluation import report
 
 
 def _rec(dataset, split, condition, subset, qid, n_choices, correct, predicted):

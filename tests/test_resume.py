@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from icl_ft import checkpoints
+from icl_ft.model import checkpoints
 from icl_ft.train import metrics as metrics_lib
 
 import train_setup

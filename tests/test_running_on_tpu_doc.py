@@ -3,7 +3,7 @@
 Every `configs/<file>.py:<arg>` the page names loads and validates (shell variables in the arg
 are expanded over the values the page loops over), every `--config.<field>=` flag names a field
 of the config it is used with (or of some Gemma train / eval config), every launch_tpu.sh
-option it uses is one `--help` documents, and the mesh table matches icl_ft.scale.
+option it uses is one `--help` documents, and the mesh table matches icl_ft.scale.topologies.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from icl_ft import config_checks
-from icl_ft import scale
+from icl_ft.scale import topologies
 from tests.test_configs import CONFIGS, _load
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "running-on-tpu.md").read_text()
 # The shell loops of the page run over these.
-LOOP = {"$d": scale.DATASETS}
+LOOP = {"$d": topologies.DATASETS}
 
 
 def _expand(arg: str) -> list[str]:
@@ -82,7 +82,7 @@ def test_launch_options_are_documented():
 
 
 def test_mesh_table_matches_the_topologies():
-  for t in scale.TOPOLOGIES.values():
+  for t in topologies.TOPOLOGIES.values():
     m = t.mesh
     row = (f"| {t.name} | `{t.accelerator_type}` | `{t.runtime_version}` | {t.chips} | {t.hosts} | "
            f"{t.hbm_gib:g} GiB | ({m['data']}, {m['fsdp']}, {m['tensor']}) |")
@@ -99,16 +99,16 @@ def _fit_cells(preset: str) -> dict[str, str]:
 
 
 def test_fit_table_matches_the_estimator():
-  """The Gemma 2 2B row (the model the page runs) is what `python -m icl_ft.scale` prints now.
+  """The Gemma 2 2B row (the model the page runs) is what `python -m icl_ft.scale.topologies` prints now.
 
   The tests see 8 devices, so the slices of up to 8 chips are recomputed.
   """
   import jax  # pylint: disable=g-import-not-at-top
 
   cells = _fit_cells("gemma2_2b")
-  topologies = [t for t in scale.TOPOLOGIES.values() if t.chips <= len(jax.devices())]
+  topologies = [t for t in topologies.TOPOLOGIES.values() if t.chips <= len(jax.devices())]
   assert {t.name for t in topologies} >= {"v4-8", "v5e-8", "v5p-8"}
-  expected = scale.fit_table(scale.fit_rows(presets=("gemma2_2b",), topologies=topologies))
+  expected = topologies.fit_table(topologies.fit_rows(presets=("gemma2_2b",), topologies=topologies))
   row = expected.splitlines()[2].strip("|").split("|")[2:]
   for topo, cell in zip(topologies, row):
     assert cells[topo.name] == cell.strip(), (topo.name, cells[topo.name], cell)

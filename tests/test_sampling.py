@@ -1,4 +1,4 @@
-"""icl_ft.sampling: cached decoding equals full forwards, stop strings, context reuse, mesh."""
+"""icl_ft.inference.sampling: cached decoding equals full forwards, stop strings, context reuse, mesh."""
 
 import dataclasses
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from icl_ft import sampling
+from icl_ft.inference import sampling
 from icl_ft import sharding
 from icl_ft.datasets import simple_reversals
 from icl_ft.datasets import words

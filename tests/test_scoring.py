@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from icl_ft import evaluate
-from icl_ft import prompts
-from icl_ft import scoring
+from icl_ft.evaluation import evaluate
+from icl_ft.evaluation import prompts
+from icl_ft.inference import scoring
 from icl_ft.datasets import records
 from icl_ft.datasets import simple_reversals
 from icl_ft.model import config as model_config

@@ -14,7 +14,7 @@ import train_setup
 
 from icl_ft import config_blocks
 from icl_ft import fileio
-from icl_ft import report
+from icl_ft.evaluation import report
 from icl_ft import study
 from icl_ft.bin import study as study_bin
 from icl_ft.datasets import records
@@ -37,7 +37,7 @@ def _cache_dir(tmp_path_factory) -> str:
 
 def _standin_assets(root: Path) -> Path:
   """A stand-in for icl_ft/assets/tiny: a fresh `tiny_default` model and a 1024-piece tokenizer."""
-  from icl_ft import checkpoints
+  from icl_ft.model import checkpoints
   from icl_ft import config_blocks
   from icl_ft.datasets import registry
 
@@ -193,7 +193,7 @@ def test_rerun_resumes_and_a_removed_marker_reruns_only_that_stage(micro):
 
 def test_aug_all_is_exactly_what_augment_all_samples(micro):
   """ft_aug_all trains on local + global merged; augment_dataset(..., "all") gives the same."""
-  from icl_ft import sampling
+  from icl_ft.inference import sampling
   from icl_ft.augment import augment
 
   config, result = micro

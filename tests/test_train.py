@@ -11,7 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
-from icl_ft import checkpoints
+from icl_ft.model import checkpoints
 from icl_ft import sharding
 from icl_ft.model import layers
 from icl_ft.train import loop
@@ -197,7 +197,7 @@ def test_finetuning_learns_simple_reversal_facts(tmp_path, data):
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
   questions = _forward_questions(data_dir)
   assert len(questions) == 20
-  from icl_ft import scoring
+  from icl_ft.inference import scoring
 
   scores = scoring.score_questions_naive(result.model, result.tokenizer, questions, None,
                                          batch_size=len(questions) * 2)

@@ -13,7 +13,7 @@ from icl_ft.augment.augment import DEFAULT_SAMPLING
 from icl_ft.augment.augment import STRATEGIES
 from icl_ft.augment.augment import augment_dataset
 from icl_ft.augment.augment import write_augmented
-from icl_ft.sampling import SamplingParams
+from icl_ft.inference.sampling import SamplingParams
 
 __all__ = ["DEFAULT_SAMPLING", "STRATEGIES", "SamplingParams", "augment_dataset",
            "write_augmented"]

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from icl_ft import sampling as sampling_lib
-from icl_ft import scoring
+from icl_ft.inference import sampling as sampling_lib
+from icl_ft.inference import scoring
 from icl_ft.augment import audit as audit_lib
 from icl_ft.augment import templates
 from icl_ft.datasets import records

@@ -1,7 +1,7 @@
 """Prompt templates for in-context augmentation (local and global), and their output parsing.
 
 The one place that decides what the model sees when it writes augmentation traces, and what
-the pretraining corpus' augmentation-style episodes look like (`icl_ft.datasets.pretraining`
+the pretraining corpus' augmentation-style episodes look like (`icl_ft.pretrain.corpus`
 builds its episodes with these functions, so the tiny default model is pretrained on exactly
 this format).
 
@@ -11,7 +11,7 @@ this format).
       Statement: <example>\nRestatements:\n- <r1>\n- <r2>\n\n      (x len(LOCAL_EXAMPLES))
       Statement: <sentence>\nRestatements:\n-
 
-- Global (per document): the training corpus in context (the ICL block of `icl_ft.prompts`
+- Global (per document): the training corpus in context (the ICL block of `icl_ft.evaluation.prompts`
   without its question instruction), then the document, asking for inferences that link it to
   the rest:
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from icl_ft import prompts
+from icl_ft.evaluation import prompts
 from icl_ft.datasets import words
 
 LOCAL_INSTRUCTION = "Restate the statement in other words, including its reversal."

@@ -30,8 +30,8 @@ from icl_ft.bin import cli
 def execute(config: Any) -> int:
   """Runs `evaluate.evaluate(config)`; failures are one `error:` line on stderr and status 1."""
   from icl_ft import config_checks  # pylint: disable=g-import-not-at-top
-  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
-  from icl_ft import report  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import report  # pylint: disable=g-import-not-at-top
   from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
 
   dry = bool(config.get("dry_run", False))
@@ -40,7 +40,7 @@ def execute(config: Any) -> int:
     loop.initialize_distributed(config.get("multihost", None))
     config_checks.validate_eval(config, require_inputs=not dry)
     if dry:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
-      from icl_ft import dry_run  # pylint: disable=g-import-not-at-top
+      from icl_ft.scale import dry_run  # pylint: disable=g-import-not-at-top
 
       dry_run.run(config, "eval")
       return 0

@@ -4,7 +4,7 @@
       [--config.export_dir=icl_ft/assets/tiny] [--config.train.steps=N]
 
 Stages (corpus, tokenizer, training, held-out in-context eval, export) are described in
-`icl_ft.pretrain`; a rerun with the same workdir resumes (training from its last checkpoint).
+`icl_ft.pretrain.recipe`; a rerun with the same workdir resumes (training from its last checkpoint).
 Exit status: 0 done; 1 bad input or a NaN/inf loss (one `error: ...` line); 2 bad flags.
 """
 
@@ -17,12 +17,12 @@ from icl_ft.bin import cli
 
 
 def execute(config: Any) -> int:
-  """Runs `icl_ft.pretrain.pretrain(config)` and prints the held-out accuracies."""
-  from icl_ft import pretrain  # pylint: disable=g-import-not-at-top
+  """Runs `icl_ft.pretrain.recipe.pretrain(config)` and prints the held-out accuracies."""
+  from icl_ft.pretrain import recipe  # pylint: disable=g-import-not-at-top
   from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
 
   try:
-    card = pretrain.pretrain(config)
+    card = recipe.pretrain(config)
   except (loop.NonFiniteLossError, ValueError, OSError) as e:
     return cli.fail(e)
   print(json.dumps({"steps": card["steps"], "tokens_seen": card["tokens_seen"],

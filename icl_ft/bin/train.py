@@ -35,7 +35,7 @@ def execute(config: Any, **train_kwargs: Any) -> int:
     loop.initialize_distributed(config.get("multihost", None))
     config_checks.validate_train(config, require_inputs=not dry)
     if dry:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
-      from icl_ft import dry_run  # pylint: disable=g-import-not-at-top
+      from icl_ft.scale import dry_run  # pylint: disable=g-import-not-at-top
 
       dry_run.run(config, "train")
       return 0

@@ -11,7 +11,7 @@ values, not the original bfloat16 model; `info` says so and every result records
 
 The first `prepare` assembles the file, checks its sha256 and its metadata against the preset,
 dequantizes every tensor with `gguf.quants.dequantize` (the `gguf` library reads the file; no
-parser of ours), maps it onto the official Gemma flat layout (icl_ft.model.params), and writes
+parser of ours), maps it onto the official Gemma flat layout (icl_ft.model.gemma_checkpoint), and writes
 that as an orbax checkpoint plus the SentencePiece tokenizer (icl_ft.model.gguf_tokenizer)
 into the cache, `$ICL_FT_CACHE` or `~/.cache/icl_ft`, under the file's sha256. Later calls
 return the cached paths without reading the GGUF. The loader then imports the params like any
@@ -184,7 +184,7 @@ def _dequantized(reader: Any) -> dict[str, np.ndarray]:
 
 
 def official_flat(tensors: Mapping[str, np.ndarray], cfg: Any) -> dict[str, dict[str, np.ndarray]]:
-  """The official Gemma 3 flat layout (icl_ft.model.params) from dequantized GGUF tensors."""
+  """The official Gemma 3 flat layout (icl_ft.model.gemma_checkpoint) from dequantized GGUF tensors."""
   n, k, h, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.embed_dim
   used: set[str] = set()
 
@@ -244,7 +244,7 @@ def _convert(ck: GGUFCheckpoint, out: Path) -> None:
   from icl_ft import fileio  # pylint: disable=g-import-not-at-top
   from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
   from icl_ft.model import gguf_tokenizer  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import params as params_lib  # pylint: disable=g-import-not-at-top
+  from icl_ft.model import gemma_checkpoint  # pylint: disable=g-import-not-at-top
 
   gguf = _import_optional("gguf", ck)
   path = gguf_file(ck)
@@ -256,7 +256,7 @@ def _convert(ck: GGUFCheckpoint, out: Path) -> None:
   tmp.mkdir(parents=True)
   proto = gguf_tokenizer.sentencepiece_proto(gguf_tokenizer.tokenizer_fields(reader))
   fileio.atomic_write(tmp / "tokenizer.model", proto)
-  params_lib.save_official(tmp / "params", official_flat(_dequantized(reader), cfg))
+  gemma_checkpoint.save_official(tmp / "params", official_flat(_dequantized(reader), cfg))
   fileio.atomic_write(tmp / "info.json", json.dumps(ck.info(), indent=1).encode())
   try:
     os.replace(tmp, out)  # `out` appears only whole

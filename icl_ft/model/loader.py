@@ -9,8 +9,8 @@ with the same attributes):
                       checkpoint (icl_ft.model.gguf_checkpoint, e.g. "gemma3_270m": converted
                       once into the user cache, then imported as format "gemma"); else a
                       directory
-  checkpoint_format   "icl_ft" (icl_ft.checkpoints.save_params / a training checkpoint's
-                      latest step) or "gemma" (official flat layout, icl_ft.model.params)
+  checkpoint_format   "icl_ft" (icl_ft.model.checkpoints.save_params / a training checkpoint's
+                      latest step) or "gemma" (official flat layout, icl_ft.model.gemma_checkpoint)
   tokenizer           SentencePiece .model path; "" = none (returned as None); "default" = the
                       committed tiny default model's (icl_ft/assets/tiny/tokenizer.model); a
                       named GGUF checkpoint = the tokenizer built from its metadata
@@ -147,11 +147,11 @@ def load_model(model_cfg: Any, mesh: Mesh,
   model = sharding.create_for_restore(lambda: Transformer(cfg, rngs=nnx.Rngs(params=0)),
                                       mesh, rules)
   if fmt == "gemma":
-    from icl_ft.model import params as params_lib  # pylint: disable=g-import-not-at-top
+    from icl_ft.model import gemma_checkpoint  # pylint: disable=g-import-not-at-top
 
-    params_lib.import_gemma(path, model, cfg, mesh, rules)
+    gemma_checkpoint.import_gemma(path, model, cfg, mesh, rules)
   else:
-    from icl_ft import checkpoints  # pylint: disable=g-import-not-at-top
+    from icl_ft.model import checkpoints  # pylint: disable=g-import-not-at-top
 
     # The preset is checked against the checkpoint's own record (same shapes, other
     # attention pattern: a silent mismatch otherwise); so is every value's finiteness.

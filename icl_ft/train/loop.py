@@ -41,7 +41,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from icl_ft import checkpoints as ckpt_lib
+from icl_ft.model import checkpoints as ckpt_lib
 from icl_ft.train import metrics as metrics_lib
 from icl_ft.train import optimizer as optimizer_lib
 from icl_ft.train import step as step_lib

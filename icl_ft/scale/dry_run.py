@@ -8,7 +8,7 @@ shardings):
 
 - train: `icl_ft.train.step.TrainStep`'s train step (params and AdamW state donated) on a
   [data.batch_size, data.seq_len] batch;
-- eval: `icl_ft.scoring`'s prefill step (batch 1, `scoring.prefill_chunk` tokens into a cache
+- eval: `icl_ft.inference.scoring`'s prefill step (batch 1, `scoring.prefill_chunk` tokens into a cache
   of the context's slots) and suffix step (`scoring.batch_size` rows of `max_suffix_len`
   tokens attending that batch-1 cache as a shared prefix). The context length is the real one
   when the datasets and tokenizer are configured (tokenization only), else
@@ -16,7 +16,7 @@ shardings):
 
 XLA's `compiled.memory_analysis()` gives per-device argument, output, alias and temp bytes;
 the peak of a step is arguments + outputs - aliased (donated) + temp. `cost_analysis()` gives
-the FLOPs of the per-device program. Both are compared with `icl_ft.model.memory.estimate`.
+the FLOPs of the per-device program. Both are compared with `icl_ft.scale.memory.estimate`.
 `check_fits` raises `DoesNotFitError` (a ValueError: the binaries print one `error:` line and
 exit 1) when the peak exceeds the device memory: `device_memory_gib` from the config, else what
 the device reports (`memory_stats()["bytes_limit"]`; CPU reports nothing, then nothing is
@@ -68,7 +68,7 @@ class DryRunReport:
   params_bytes: int  # per device, from the parameters' shardings
   optimizer_bytes: int  # AdamW moments (train) / KV caches (eval), per device
   steps: tuple[CompiledStep, ...]
-  estimate: Any  # icl_ft.model.memory.MemoryEstimate
+  estimate: Any  # icl_ft.scale.memory.MemoryEstimate
   device_memory_bytes: int | None
   tokens_per_step: int
   notes: tuple[str, ...] = ()
@@ -212,7 +212,7 @@ def train_dry_run(config: Any) -> DryRunReport:
 
   from icl_ft import sharding  # pylint: disable=g-import-not-at-top
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import memory  # pylint: disable=g-import-not-at-top
+  from icl_ft.scale import memory  # pylint: disable=g-import-not-at-top
   from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
   from icl_ft.train import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from icl_ft.train import step as step_lib  # pylint: disable=g-import-not-at-top
@@ -246,7 +246,7 @@ def train_dry_run(config: Any) -> DryRunReport:
 
 def _context_tokens(config: Any) -> tuple[int, int, str]:
   """(context tokens incl. BOS, longest prompt + choice, where from) for the eval dry run."""
-  from icl_ft import evaluate  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
 
   dirs = evaluate.parse_list(_get(config, "datasets", ""))
@@ -275,10 +275,10 @@ def eval_dry_run(config: Any) -> DryRunReport:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
-  from icl_ft import scoring  # pylint: disable=g-import-not-at-top
+  from icl_ft.inference import scoring  # pylint: disable=g-import-not-at-top
   from icl_ft import sharding  # pylint: disable=g-import-not-at-top
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import memory  # pylint: disable=g-import-not-at-top
+  from icl_ft.scale import memory  # pylint: disable=g-import-not-at-top
 
   cfg = loader.model_config_from(config.model)
   mesh, rules = _mesh(config)

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from icl_ft import fileio
-from icl_ft import report
+from icl_ft.evaluation import report
 
-QUESTIONS_FILE = "questions.jsonl"  # icl_ft.evaluate.QUESTIONS_FILE (no JAX import here)
+QUESTIONS_FILE = "questions.jsonl"  # icl_ft.evaluation.evaluate.QUESTIONS_FILE (no JAX import here)
 SUMMARY_FILE = "summary.json"
 STUDY_FILE = "study.json"  # icl_ft.study.STUDY_FILE
 NOTEBOOK = Path("notebooks") / "analysis.ipynb"  # marks the repository root

@@ -4,7 +4,7 @@
 `config.workdir`, each skipped when its output is already there (so a rerun resumes, and
 training resumes from its latest checkpoint):
 
-  corpus/            icl_ft.datasets.pretraining.generate (a Dataset: episodes in train.jsonl)
+  corpus/            icl_ft.pretrain.corpus.generate (a Dataset: episodes in train.jsonl)
   tokenizer.model    SentencePiece BPE trained on the corpus' lines (byte fallback)
   data/              the corpus' episodes that fit `train.data.seq_len` tokens
   train/             icl_ft.train.loop.train(config.train): the library of `icl-ft-train`
@@ -19,7 +19,7 @@ same batches as an uninterrupted run (tests/test_pretraining.py
 `test_interrupted_pretraining_resumes_exactly`). Raising `train.steps` continues a finished run.
 
 and, with `config.export_dir` set (the package assets are `icl_ft/assets/tiny`), writes
-`tokenizer.model`, `params/` (orbax, `icl_ft.checkpoints.save_params`), `config.json` (the
+`tokenizer.model`, `params/` (orbax, `icl_ft.model.checkpoints.save_params`), `config.json` (the
 ModelConfig) and `card.json` there, atomically (a temporary sibling renamed at the end).
 """
 
@@ -36,16 +36,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from icl_ft.datasets import pretraining
+from icl_ft.pretrain import corpus as corpus_lib
 from icl_ft.datasets import records
 
 CHAT_SYMBOLS = ("<start_of_turn>", "<end_of_turn>")
 
 
-def corpus_params(config: Any) -> pretraining.Params:
+def corpus_params(config: Any) -> corpus_lib.Params:
   """The corpus Params of `config.corpus` (other fields: the generator's defaults)."""
   c = config.corpus
-  return dataclasses.replace(pretraining.Params(), num_episodes=int(c.num_episodes),
+  return dataclasses.replace(corpus_lib.Params(), num_episodes=int(c.num_episodes),
                              max_chars=int(c.max_chars),
                              episodes_per_dataset=int(c.episodes_per_dataset),
                              dataset_scale=float(c.get("dataset_scale", 1.0)))
@@ -55,7 +55,7 @@ def build_corpus(config: Any, workdir: Path) -> records.Dataset:
   """The corpus in `workdir/corpus` (generated and written once)."""
   path = workdir / "corpus"
   if not (path / "card.json").exists():
-    ds = pretraining.generate(corpus_params(config), seed=int(config.seed), progress=True,
+    ds = corpus_lib.generate(corpus_params(config), seed=int(config.seed), progress=True,
                               workers=int(config.workers))
     records.write_dataset(ds, path, overwrite=True)
   return records.read_dataset(path)
@@ -99,24 +99,24 @@ def train_config(config: Any, workdir: Path, data_dir: Path, tokenizer_path: Pat
 
 
 def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0,
-                        params: pretraining.Params | None = None, batch_size: int = 8,
-                        families: Sequence[str] = pretraining.FAMILIES,
+                        params: corpus_lib.Params | None = None, batch_size: int = 8,
+                        families: Sequence[str] = corpus_lib.FAMILIES,
                         progress: bool = False, context_chars: int = 0) -> dict[str, Any]:
   """Held-out in-context accuracy per `family/split` on new-seed pretraining-pool episodes.
 
   Each episode's documents are the context in the exact ICL format (`prompts.context_text`),
   and its questions are scored by multiple-choice log-likelihood (`scoring.score_questions`).
   `context_chars` > 0 pads each context with distractor documents to about that many characters
-  (`pretraining.heldout_episodes`), as long as the study's own ICL contexts.
+  (`corpus_lib.heldout_episodes`), as long as the study's own ICL contexts.
   """
-  from icl_ft import prompts  # pylint: disable=g-import-not-at-top
-  from icl_ft import scoring  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import prompts  # pylint: disable=g-import-not-at-top
+  from icl_ft.inference import scoring  # pylint: disable=g-import-not-at-top
 
-  params = params or pretraining.Params()
+  params = params or corpus_lib.Params()
   hits: dict[str, list[int]] = collections.defaultdict(list)
   chance: dict[str, list[float]] = collections.defaultdict(list)
   work = [(f, ep) for f in families
-          for ep in pretraining.heldout_episodes(f, episodes, params, seed=seed,
+          for ep in corpus_lib.heldout_episodes(f, episodes, params, seed=seed,
                                                  context_chars=context_chars)]
   if progress:
     import tqdm  # pylint: disable=g-import-not-at-top
@@ -150,7 +150,7 @@ def _hardware() -> str:
 
 def export(export_dir: Path, model: Any, tokenizer_path: Path, card: Mapping[str, Any]) -> Path:
   """Writes tokenizer.model, params/, config.json, card.json into `export_dir` atomically."""
-  from icl_ft import checkpoints  # pylint: disable=g-import-not-at-top
+  from icl_ft.model import checkpoints  # pylint: disable=g-import-not-at-top
 
   export_dir = Path(export_dir).absolute()
   tmp = export_dir.with_name(export_dir.name + ".tmp")
@@ -200,7 +200,7 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
   card = {
       "model": result.model.config.name,
       "recipe": "icl-ft-pretrain --config=configs/pretrain_tiny.py "
-                "(icl_ft.pretrain.pretrain; training with icl_ft.train.loop.train)",
+                "(icl_ft.pretrain.recipe.pretrain; training with icl_ft.train.loop.train)",
       "steps": steps,
       "resumed_from_step": int(result.start_step),  # > 0: this call continued a stopped run
       "batch_size": int(tcfg.data.batch_size),

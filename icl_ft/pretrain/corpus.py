@@ -11,7 +11,7 @@ prompts and the held-out question templates are exactly the ones the study score
 Each episode is one training document (format `document` of `icl_ft.pipeline`), of a *kind*:
 
 - `article`: the episode's documents joined by a blank line (plain text);
-- `icl`: the exact ICL prompt of `icl_ft.prompts.context_text(docs)` followed by questions
+- `icl`: the exact ICL prompt of `icl_ft.evaluation.prompts.context_text(docs)` followed by questions
   answered from the documents (`prompt + correct choice`, blank-line separated: the first one
   is exactly what the scorer sees), of every split the generator makes (forward, reversal,
   syllogism, rephrase, multi-hop chains, category-holdout inheritance);
@@ -36,7 +36,7 @@ import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from icl_ft import prompts
+from icl_ft.evaluation import prompts
 from icl_ft.augment import templates
 from icl_ft.datasets import celebrities
 from icl_ft.datasets import records

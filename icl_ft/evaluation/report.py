@@ -1,6 +1,6 @@
 """Summary arithmetic over per-question results, the condition order and colours, the tables.
 
-Per-question records are the lines of `results/<run>/questions.jsonl` (`icl_ft.evaluate`):
+Per-question records are the lines of `results/<run>/questions.jsonl` (`icl_ft.evaluation.evaluate`):
 
     {"dataset", "split", "subset", "condition", "id", "choices": [{"logprob", "num_tokens",
      "mean_logprob"}, ...], "metric", "predicted", "correct": [...], "is_correct"}

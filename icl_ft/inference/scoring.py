@@ -303,7 +303,7 @@ class _Mesh:
     return jax.jit(make, out_shardings=jax.tree.map(one, jax.eval_shape(make)))()
 
 
-# Public name of the placement helper: icl_ft.sampling shares it.
+# Public name of the placement helper: icl_ft.inference.sampling shares it.
 Placement = _Mesh
 
 
@@ -316,7 +316,7 @@ def prefill_context(graphdef: Any, state: Any, context_ids: Sequence[int], *, ch
   `end_index`), all written: callers attend it as a shared prefix (`model(..., prefix=)`), so
   it needs no room after the context; `logprobs` [V] is log p(. | context) at its last token. Call
   under the mesh context (`Placement.context()`) when sharded; shared by ContextScorer and
-  icl_ft.sampling.
+  icl_ft.inference.sampling.
   """
   ids = list(context_ids)
   n = len(ids)

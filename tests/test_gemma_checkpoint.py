@@ -1,4 +1,4 @@
-"""Tests for icl_ft.model.params: official Gemma checkpoint layout import / export."""
+"""Tests for icl_ft.model.gemma_checkpoint: official Gemma checkpoint layout import / export."""
 
 import dataclasses
 
@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from icl_ft import sharding
-from icl_ft.model import params
+from icl_ft.model import gemma_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,22 +25,22 @@ class _Cfg:
   vocab_size: int = 64
 
 
-def random_flat(layout: params.Layout, seed: int = 0, dtype=np.float32) -> dict:
+def random_flat(layout: gemma_checkpoint.Layout, seed: int = 0, dtype=np.float32) -> dict:
   rng = np.random.default_rng(seed)
   return {k: {leaf: rng.standard_normal(shape).astype(dtype) for leaf, shape in leaves.items()}
           for k, leaves in layout.shapes.items()}
 
 
 def test_layout_per_family():
-  g1 = params.official_layout(_Cfg(family="gemma1", num_kv_heads=4))
+  g1 = gemma_checkpoint.official_layout(_Cfg(family="gemma1", num_kv_heads=4))
   assert "transformer/layer_0/attn/qkv_einsum" in g1.shapes and g1.fused_qkv
   assert "transformer/layer_0/post_attention_norm" not in g1.shapes
   assert g1.shapes["transformer/layer_1/mlp/gating_einsum"]["w"] == (2, 16, 32)
-  g2 = params.official_layout(_Cfg())
+  g2 = gemma_checkpoint.official_layout(_Cfg())
   assert g2.shapes["transformer/layer_0/attn/kv_einsum"]["w"] == (2, 2, 16, 8)
   assert "transformer/layer_0/post_ffw_norm" in g2.shapes
   assert "transformer/layer_0/attn/_query_norm" not in g2.shapes
-  g3 = params.official_layout(_Cfg(family="gemma3"))
+  g3 = gemma_checkpoint.official_layout(_Cfg(family="gemma3"))
   assert g3.shapes["transformer/layer_0/attn/_key_norm"]["scale"] == (8,)
   assert g3.shapes["transformer/layer_0/mlp/gating_einsum"]["w"] == (2, 32, 16)
 
@@ -52,35 +52,35 @@ def _meta(flat):
 
 def test_check_checkpoint_detects_orientation_and_errors():
   cfg = _Cfg(family="gemma3")
-  flat = random_flat(params.official_layout(cfg, gating_transposed=False))
-  assert not params.check_checkpoint(_meta(flat), cfg).gating_transposed
-  flat = random_flat(params.official_layout(cfg))
-  assert params.check_checkpoint(_meta(flat), cfg).gating_transposed
+  flat = random_flat(gemma_checkpoint.official_layout(cfg, gating_transposed=False))
+  assert not gemma_checkpoint.check_checkpoint(_meta(flat), cfg).gating_transposed
+  flat = random_flat(gemma_checkpoint.official_layout(cfg))
+  assert gemma_checkpoint.check_checkpoint(_meta(flat), cfg).gating_transposed
 
   missing = dict(flat)
   del missing["transformer/layer_1/attn/q_einsum"]
-  with pytest.raises(params.CheckpointError, match="missing key 'transformer/layer_1/attn/q_einsum'"):
-    params.check_checkpoint(_meta(missing), cfg)
-  with pytest.raises(params.CheckpointError,
+  with pytest.raises(gemma_checkpoint.CheckpointError, match="missing key 'transformer/layer_1/attn/q_einsum'"):
+    gemma_checkpoint.check_checkpoint(_meta(missing), cfg)
+  with pytest.raises(gemma_checkpoint.CheckpointError,
                      match=r"layer_0/attn/q_einsum/w has shape \(4, 16, 8\), expected \(8, 16, 8\)"):
-    params.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_heads=8, num_kv_heads=2))
-  with pytest.raises(params.CheckpointError, match="looks like Gemma 3 .* preset is Gemma 2"):
-    params.check_checkpoint(_meta(flat), _Cfg(family="gemma2"))
-  with pytest.raises(params.CheckpointError, match="has 2 layers but the preset has 3"):
-    params.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_layers=3))
-  with pytest.raises(params.CheckpointError, match="input_embedding has shape .*resize_vocab"):
-    params.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48))
-  lay = params.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48), resize_vocab=True)
+    gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_heads=8, num_kv_heads=2))
+  with pytest.raises(gemma_checkpoint.CheckpointError, match="looks like Gemma 3 .* preset is Gemma 2"):
+    gemma_checkpoint.check_checkpoint(_meta(flat), _Cfg(family="gemma2"))
+  with pytest.raises(gemma_checkpoint.CheckpointError, match="has 2 layers but the preset has 3"):
+    gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_layers=3))
+  with pytest.raises(gemma_checkpoint.CheckpointError, match="input_embedding has shape .*resize_vocab"):
+    gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48))
+  lay = gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48), resize_vocab=True)
   assert lay.vocab_rows == 64
 
 
 def test_restore_onto_mesh(tmp_path):
   cfg = _Cfg()
-  layout = params.official_layout(cfg)
+  layout = gemma_checkpoint.official_layout(cfg)
   flat = random_flat(layout)
-  params.save_official(tmp_path / "ck", flat)
+  gemma_checkpoint.save_official(tmp_path / "ck", flat)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
-  groups = list(params.load_official(tmp_path / "ck", cfg, mesh))
+  groups = list(gemma_checkpoint.load_official(tmp_path / "ck", cfg, mesh))
   assert [i for i, _, _ in groups] == [None, 0, 1]
   _, _, layer0 = groups[1]
   q = layer0["transformer/layer_0/attn/q_einsum"]["w"]
@@ -94,10 +94,10 @@ def test_restore_onto_mesh(tmp_path):
 
 def test_not_a_gemma_checkpoint(tmp_path):
   with pytest.raises(FileNotFoundError):
-    params.read_metadata(tmp_path / "none")
-  params.save_official(tmp_path / "other", {"model": {"w": np.zeros((2, 2), np.float32)}})
-  with pytest.raises(params.CheckpointError, match="not in the official Gemma flat layout"):
-    params.read_metadata(tmp_path / "other")
+    gemma_checkpoint.read_metadata(tmp_path / "none")
+  gemma_checkpoint.save_official(tmp_path / "other", {"model": {"w": np.zeros((2, 2), np.float32)}})
+  with pytest.raises(gemma_checkpoint.CheckpointError, match="not in the official Gemma flat layout"):
+    gemma_checkpoint.read_metadata(tmp_path / "other")
 
 
 # ---------------------------------------------------------------------------
@@ -185,24 +185,24 @@ def _fresh(cfg, mesh):
 ])
 def test_import_run_export_round_trip(tmp_path, name, transposed):
   cfg = FAMILY_CFGS[name]()
-  layout = params.official_layout(cfg, gating_transposed=transposed)
+  layout = gemma_checkpoint.official_layout(cfg, gating_transposed=transposed)
   flat = random_flat(layout, seed=7)
   for k in flat:  # realistic scale: keep activations well-conditioned
     for leaf in flat[k]:
       flat[k][leaf] *= 0.1 if leaf == "scale" else 0.3
-  params.save_official(tmp_path / "official", flat)
+  gemma_checkpoint.save_official(tmp_path / "official", flat)
 
   mesh = sharding.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
-  model = params.import_gemma(tmp_path / "official", _fresh(cfg, mesh), cfg, mesh)
+  model = gemma_checkpoint.import_gemma(tmp_path / "official", _fresh(cfg, mesh), cfg, mesh)
   q = model.layers[0].q.get_value()
   assert q.sharding.spec == P("fsdp", "tensor")  # restored straight onto the mesh
   np.testing.assert_allclose(_logits(model, mesh), _logits(_reference_model(cfg, flat, transposed)),
                              atol=1e-4, rtol=1e-4)
 
-  params.export_gemma(model, cfg, tmp_path / "exported", gating_transposed=transposed)
-  back = params.read_metadata(tmp_path / "exported")
+  gemma_checkpoint.export_gemma(model, cfg, tmp_path / "exported", gating_transposed=transposed)
+  back = gemma_checkpoint.read_metadata(tmp_path / "exported")
   assert set(back) == set(flat)
-  again = {k: v for _, _, group in params.load_official(tmp_path / "exported", cfg, mesh)
+  again = {k: v for _, _, group in gemma_checkpoint.load_official(tmp_path / "exported", cfg, mesh)
            for k, v in group.items()}
   for k, leaves in flat.items():
     for leaf, x in leaves.items():
@@ -211,16 +211,16 @@ def test_import_run_export_round_trip(tmp_path, name, transposed):
 
 def test_vocab_rows_cut_and_padded(tmp_path):
   cfg = FAMILY_CFGS["gemma2"]()
-  layout = params.official_layout(cfg, vocab_rows=cfg.vocab_size + 32)
+  layout = gemma_checkpoint.official_layout(cfg, vocab_rows=cfg.vocab_size + 32)
   flat = random_flat(layout)
-  params.save_official(tmp_path / "padded", flat)
+  gemma_checkpoint.save_official(tmp_path / "padded", flat)
   mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
-  with pytest.raises(params.CheckpointError, match=r"input_embedding has shape \(160, 32\), expected \(128, 32\)"):
-    params.import_gemma(tmp_path / "padded", _fresh(cfg, mesh), cfg, mesh)
-  model = params.import_gemma(tmp_path / "padded", _fresh(cfg, mesh), cfg, mesh, resize_vocab=True)
+  with pytest.raises(gemma_checkpoint.CheckpointError, match=r"input_embedding has shape \(160, 32\), expected \(128, 32\)"):
+    gemma_checkpoint.import_gemma(tmp_path / "padded", _fresh(cfg, mesh), cfg, mesh)
+  model = gemma_checkpoint.import_gemma(tmp_path / "padded", _fresh(cfg, mesh), cfg, mesh, resize_vocab=True)
   emb = np.asarray(model.embedder.input_embedding.get_value())
   np.testing.assert_array_equal(emb, flat["transformer/embedder"]["input_embedding"][:128])
-  out = params.export_flat(model, cfg, vocab_rows=160)
+  out = gemma_checkpoint.export_flat(model, cfg, vocab_rows=160)
   padded = np.asarray(out["transformer/embedder"]["input_embedding"])
   assert padded.shape == (160, 32) and not padded[128:].any()
   np.testing.assert_array_equal(padded[:128], emb)
@@ -228,10 +228,10 @@ def test_vocab_rows_cut_and_padded(tmp_path):
 
 def test_bfloat16_checkpoint_is_cast_to_param_dtype(tmp_path):
   cfg = FAMILY_CFGS["gemma3"]()
-  flat = random_flat(params.official_layout(cfg), dtype=jax.numpy.bfloat16)
-  params.save_official(tmp_path / "bf16", flat)
+  flat = random_flat(gemma_checkpoint.official_layout(cfg), dtype=jax.numpy.bfloat16)
+  gemma_checkpoint.save_official(tmp_path / "bf16", flat)
   mesh = sharding.make_mesh({"data": 8})
-  model = params.import_gemma(tmp_path / "bf16", _fresh(cfg, mesh), cfg, mesh)
+  model = gemma_checkpoint.import_gemma(tmp_path / "bf16", _fresh(cfg, mesh), cfg, mesh)
   down = model.layers[1].down.get_value()
   assert down.dtype == np.float32
   np.testing.assert_array_equal(np.asarray(down),
@@ -240,20 +240,20 @@ def test_bfloat16_checkpoint_is_cast_to_param_dtype(tmp_path):
 
 def test_import_errors_name_the_problem(tmp_path):
   cfg3 = FAMILY_CFGS["gemma3"]()
-  flat = random_flat(params.official_layout(cfg3))
-  params.save_official(tmp_path / "g3", flat)
+  flat = random_flat(gemma_checkpoint.official_layout(cfg3))
+  gemma_checkpoint.save_official(tmp_path / "g3", flat)
   mesh = sharding.make_mesh({"data": 8})
   cfg2 = FAMILY_CFGS["gemma2"]()
-  with pytest.raises(params.CheckpointError, match="looks like Gemma 3.*preset is Gemma 2"):
-    params.import_gemma(tmp_path / "g3", _fresh(cfg2, mesh), cfg2, mesh)
+  with pytest.raises(gemma_checkpoint.CheckpointError, match="looks like Gemma 3.*preset is Gemma 2"):
+    gemma_checkpoint.import_gemma(tmp_path / "g3", _fresh(cfg2, mesh), cfg2, mesh)
   bigger = _preset("tiny_gemma3", num_kv_heads=2, hidden_dim=96)
-  with pytest.raises(params.CheckpointError,
+  with pytest.raises(gemma_checkpoint.CheckpointError,
                      match=r"layer_0/mlp/gating_einsum/w has shape \(2, 64, 32\), expected \(2, 96, 32\)"):
-    params.import_gemma(tmp_path / "g3", _fresh(bigger, mesh), bigger, mesh)
+    gemma_checkpoint.import_gemma(tmp_path / "g3", _fresh(bigger, mesh), bigger, mesh)
   del flat["transformer/layer_1/attn/_key_norm"]
-  params.save_official(tmp_path / "missing", flat)
-  with pytest.raises(params.CheckpointError, match="missing key 'transformer/layer_1/attn/_key_norm'"):
-    params.import_gemma(tmp_path / "missing", _fresh(cfg3, mesh), cfg3, mesh)
+  gemma_checkpoint.save_official(tmp_path / "missing", flat)
+  with pytest.raises(gemma_checkpoint.CheckpointError, match="missing key 'transformer/layer_1/attn/_key_norm'"):
+    gemma_checkpoint.import_gemma(tmp_path / "missing", _fresh(cfg3, mesh), cfg3, mesh)
 
 
 # ---------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def _model_cfg(**kw):
 
 
 def test_load_model_fresh_gemma_and_icl_ft(tmp_path):
-  from icl_ft import checkpoints
+  from icl_ft.model import checkpoints
   from icl_ft.model import loader
   from icl_ft.model.tokenizer import train_sentencepiece
 
@@ -300,7 +300,7 @@ def test_load_model_fresh_gemma_and_icl_ft(tmp_path):
   assert loaded.layers[3].down.get_value().sharding.spec == P("tensor", "fsdp")
 
   # gemma format: the official layout, exported from the same model.
-  params.export_gemma(fresh, None, tmp_path / "official")
+  gemma_checkpoint.export_gemma(fresh, None, tmp_path / "official")
   official, _ = loader.load_model(
       _model_cfg(checkpoint=str(tmp_path / "official"), checkpoint_format="gemma"), mesh)
   np.testing.assert_array_equal(np.asarray(official.layers[0].gate.get_value()),

@@ -2,7 +2,7 @@
 
 Pure Python (no JAX import): configs/gemma.py builds its configs from these tables, and
 `fit_table()` (JAX, imported lazily) prints which model fits which topology from the memory
-estimator (`python -m icl_ft.scale`, the table in docs/running-on-tpu.md).
+estimator (`python -m icl_ft.scale.topologies`, the table in docs/running-on-tpu.md).
 
 Topologies (one JAX device per chip; v4 and v5p chips are megacore, so "v4-8" / "v5p-8" are
 4 chips and "v5p-32" 16):
@@ -137,7 +137,7 @@ def fit_rows(presets=PRESETS, topologies=None, batch_size: int = 16, seq_len: in
 
   from icl_ft import sharding  # pylint: disable=g-import-not-at-top
   from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import memory  # pylint: disable=g-import-not-at-top
+  from icl_ft.scale import memory  # pylint: disable=g-import-not-at-top
 
   topologies = list(topologies or TOPOLOGIES.values())
   devices = jax.devices()

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from icl_ft import scoring
+from icl_ft.inference import scoring
 from icl_ft.model import layers
 
 FINISH_REASONS = ("stop", "eos", "length")

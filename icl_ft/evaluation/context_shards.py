@@ -1,11 +1,11 @@
 """ICL context shards: every question's supporting documents in context, when all do not fit.
 
-The `icl` condition puts a dataset's training documents in context (`icl_ft.prompts`). When the
+The `icl` condition puts a dataset's training documents in context (`icl_ft.evaluation.prompts`). When the
 whole set is longer than the model's context budget, `plan_shards` splits it into shards that
 each fit, and each question is scored against one shard that supports it: for every fact the
 question depends on (`Question.fact_ids`), the shard holds a document stating it
 (`Document.fact_ids`). The shard's other documents are the question's distractors. Each shard
-is one shared prefix for the prefix-cached scorer (`icl_ft.scoring.ContextScorer`: one prefill
+is one shared prefix for the prefix-cached scorer (`icl_ft.inference.scoring.ContextScorer`: one prefill
 per shard).
 
 Packing (deterministic):
@@ -27,8 +27,8 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from icl_ft import prompts
-from icl_ft import scoring
+from icl_ft.evaluation import prompts
+from icl_ft.inference import scoring
 from icl_ft.datasets import records
 
 _SLACK = 16  # tokens: how far the summed estimate may exceed the budget and still be counted

@@ -8,16 +8,16 @@
    splits (each named split must exist in at least one dataset), the tokenizer against the
    model's vocabulary, the checkpoint's existence, and the context budget (below);
 2. loads the model (`icl_ft.model.loader.load_model`, on the configured mesh);
-3. per dataset: builds the condition's shared context (`icl_ft.prompts.context_text`),
-   prefills it once (`icl_ft.scoring.ContextScorer`), and scores the questions of every split
+3. per dataset: builds the condition's shared context (`icl_ft.evaluation.prompts.context_text`),
+   prefills it once (`icl_ft.inference.scoring.ContextScorer`), and scores the questions of every split
    in groups of about `scoring.batch_size` (question, choice) rows; after each group its
    records are appended to `questions.jsonl` and flushed (tqdm shows questions/s). ICL with
    `icl.shards` and a training set too long for the context: one context per shard
-   (`icl_ft.context_shards`: each question against a shard stating every fact it depends on,
+   (`icl_ft.evaluation.context_shards`: each question against a shard stating every fact it depends on,
    the shard's other documents as distractors), each prefilled once; records carry
    `context_shard`;
 4. at the end, reads `questions.jsonl` back and writes `summary.json` and `table.md`
-   (`icl_ft.report`), each atomically.
+   (`icl_ft.evaluation.report`), each atomically.
 
 `no_knowledge` (the contamination control): each dataset's questions with every nonsense word
 and celebrity name replaced by fresh words (`icl_ft.datasets.relabel`, seed
@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from icl_ft import fileio
-from icl_ft import prompts
-from icl_ft import report
-from icl_ft import scoring
+from icl_ft.evaluation import prompts
+from icl_ft.evaluation import report
+from icl_ft.inference import scoring
 from icl_ft.datasets import records
 from icl_ft.datasets import relabel
 
@@ -155,7 +155,7 @@ def load_datasets(dirs: Sequence[str], splits: Sequence[str]
 
 def context_for(dataset: records.Dataset, condition: str, fmt: prompts.PromptFormat,
                 subsample: int = 1, seed: int = 0) -> str:
-  """The condition's shared context for `dataset` (module `icl_ft.prompts`)."""
+  """The condition's shared context for `dataset` (module `icl_ft.evaluation.prompts`)."""
   docs = dataset.train if uses_documents(condition) else None
   return prompts.context_text(docs, subsample, seed, fmt)
 
@@ -222,7 +222,7 @@ def plan_contexts(name: str, dataset: records.Dataset, condition: str, tokenizer
   """(contexts, longest prompt + choice): one context, or ICL shards when the set does not fit.
 
   With `shards` (ICL, subsample 1) a training set too long for the context is split into
-  shards (`icl_ft.context_shards`), each question scored against one that states its facts;
+  shards (`icl_ft.evaluation.context_shards`), each question scored against one that states its facts;
   otherwise an overflow is the ContextTooLongError of `check_budget`.
   """
   try:
@@ -232,7 +232,7 @@ def plan_contexts(name: str, dataset: records.Dataset, condition: str, tokenizer
     if not (shards and uses_documents(condition) and subsample == 1):
       raise
     longest = e.question_tokens
-  from icl_ft import context_shards  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import context_shards  # pylint: disable=g-import-not-at-top
 
   questions = [q for qs in dataset.tests.values() for q in qs]
   planned = context_shards.plan_shards(dataset.train, questions, tokenizer, fmt,

@@ -4,7 +4,7 @@ Every condition scores the same text except the documents. A scored sequence is
 
     [BOS] + context + question.prompt + choice
 
-tokenized in those three pieces separately (`icl_ft.scoring`), where `context` is the
+tokenized in those three pieces separately (`icl_ft.inference.scoring`), where `context` is the
 condition's shared prefix (`context_text`):
 
 - `pretrained` / finetuned conditions: no documents, so the plain context is "" and the

@@ -1,0 +1,1 @@
+"""The evaluation run: prompts, ICL context shards, scoring runs, reports, tables, figures."""

@@ -1,0 +1,1 @@
+"""Inference over one model: context prefill, multiple-choice scoring, sampling."""

@@ -1,0 +1,1 @@
+"""The embedded default model: its synthetic pretraining corpus and the recipe."""

@@ -1,0 +1,1 @@
+"""Running at scale: TPU topologies and recipes, the memory estimator, compile-only dry runs."""
