@@ -8,7 +8,7 @@ For each dataset (generated once, at one seed: every condition sees the same doc
                   (`icl_ft.datasets.relabel`); table.md says, per split, whether `pretrained`
                   is within 2 SE of it (`knowledge_check`)
   icl             evaluate the base model with the training documents in context; when they
-                  do not fit the model's context, in context shards (`icl_ft.evaluation.context_shards`:
+                  do not fit the model's context, in context shards (`icl_ft.evaluation.contexts`:
                   each question against a shard stating every fact it depends on), recorded
                   in table.md
   ft              finetune on the documents (`train.format`, default `document`), evaluate
@@ -387,7 +387,7 @@ def icl_subsample(name: str, dataset: records.Dataset, tokenizer: Any, max_len: 
                   requested: int, chat: bool, seed: int, shards: bool = False) -> int:
   """The ICL subsample factor: `requested`, or (0) 1 with `shards` (the evaluation shards the
   documents if they do not fit), else the smallest factor that fits the context."""
-  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from icl_ft.evaluation import contexts  # pylint: disable=g-import-not-at-top
   from icl_ft.evaluation import prompts  # pylint: disable=g-import-not-at-top
   from icl_ft.inference import scoring  # pylint: disable=g-import-not-at-top
 
@@ -397,10 +397,10 @@ def icl_subsample(name: str, dataset: records.Dataset, tokenizer: Any, max_len: 
     return 1
   fmt = prompts.PromptFormat(chat=chat)
   try:
-    evaluate.check_budget(name, dataset, "icl", tokenizer, fmt, 1, seed, max_len)
+    contexts.check_budget(name, dataset, "icl", tokenizer, fmt, 1, seed, max_len)
     return 1
   except scoring.ContextTooLongError as e:
-    k = evaluate.fitting_subsample(tokenizer, dataset.train, fmt, seed,
+    k = contexts.fitting_subsample(tokenizer, dataset.train, fmt, seed,
                                    max_len - e.question_tokens)
     if k is None:
       raise ValueError(f"dataset {name}: not even one training document fits the model's "

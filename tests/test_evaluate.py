@@ -12,6 +12,7 @@ import pytest
 import train_setup
 
 from icl_ft import config_blocks
+from icl_ft.evaluation import contexts
 from icl_ft.evaluation import evaluate
 from icl_ft.evaluation import report
 from icl_ft.bin import evaluate as eval_bin
@@ -176,7 +177,7 @@ def test_icl_shards_when_the_documents_do_not_fit(setup, monkeypatch):
   assert {r["context_shard"] for r in recs} == set(range(shards))
   assert f"simple_reversals: {shards} ICL context shards" in (result.run_dir / "table.md").read_text()
   # Re-score every question against its shard's context: the same log-probs.
-  plans, _ = evaluate.plan_contexts("simple_reversals", rev, "icl", tok, prompts.PromptFormat(),
+  plans, _ = contexts.plan_contexts("simple_reversals", rev, "icl", tok, prompts.PromptFormat(),
                                     1, 0, max_len, True)
   config = _config(setup, "icl")
   mesh, rules = loader.mesh_from_config(config.mesh)
@@ -269,7 +270,7 @@ def test_context_longer_than_the_model_says_which_subsample_fits(setup, capsys, 
   from icl_ft.model.tokenizer import Tokenizer
   tok = Tokenizer(setup["tok"])
   ds = records.read_dataset(big)
-  evaluate.check_budget("simple_reversals", ds, "icl", tok, prompts.PromptFormat(), k, 0, 4096)
+  contexts.check_budget("simple_reversals", ds, "icl", tok, prompts.PromptFormat(), k, 0, 4096)
 
 
 def test_binary_end_to_end(setup):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from icl_ft.evaluation import evaluate
+from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
 from icl_ft.inference import scoring
 from icl_ft.datasets import records
@@ -164,7 +164,7 @@ def test_context_too_long(model, tok, data, questions, context):
   longest = max(len(r.suffix) for r in scoring.encode_questions(tok, data.tests["reversal"]))
   max_len = full // 3 + longest
   with pytest.raises(scoring.ContextTooLongError) as e:
-    evaluate.check_budget("simple_reversals", data, "icl", tok, fmt, 1, 0, max_len)
+    contexts.check_budget("simple_reversals", data, "icl", tok, fmt, 1, 0, max_len)
   k = int(str(e.value).split("subsample factor ")[1].split()[0])
   assert f"{full + longest - max_len} over the model's max_seq_len {max_len}" in str(e.value)
   assert e.value.excess == full + longest - max_len
@@ -175,10 +175,10 @@ def test_context_too_long(model, tok, data, questions, context):
     return len(scoring.encode_context(tok, prompts.context_text(data.train, factor, 0)))
 
   assert ctx_len(k) + longest <= max_len < ctx_len(k - 1) + longest
-  ids, got_longest = evaluate.check_budget("simple_reversals", data, "icl", tok, fmt, k, 0, max_len)
+  ids, got_longest = contexts.check_budget("simple_reversals", data, "icl", tok, fmt, k, 0, max_len)
   assert len(ids) == ctx_len(k) and got_longest == longest
   with pytest.raises(scoring.ContextTooLongError, match="not even one document fits"):
-    evaluate.check_budget("simple_reversals", data, "icl", tok, fmt, 1, 0, longest + 5)
+    contexts.check_budget("simple_reversals", data, "icl", tok, fmt, 1, 0, longest + 5)
 
 
 def test_sharded_on_a_mesh_equals_unsharded(cfg, model, tok, questions, context):

@@ -13,7 +13,7 @@
    in groups of about `scoring.batch_size` (question, choice) rows; after each group its
    records are appended to `questions.jsonl` and flushed (tqdm shows questions/s). ICL with
    `icl.shards` and a training set too long for the context: one context per shard
-   (`icl_ft.evaluation.context_shards`: each question against a shard stating every fact it depends on,
+   (`icl_ft.evaluation.contexts`: each question against a shard stating every fact it depends on,
    the shard's other documents as distractors), each prefilled once; records carry
    `context_shard`;
 4. at the end, reads `questions.jsonl` back and writes `summary.json` and `table.md`
@@ -50,9 +50,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from icl_ft import fileio
+from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
 from icl_ft.evaluation import report
+from icl_ft.model import loader
 from icl_ft.inference import scoring
 from icl_ft.datasets import records
 from icl_ft.datasets import relabel
@@ -109,10 +113,6 @@ def check_condition(condition: str, checkpoint: str) -> None:
                      "to its checkpoint directory")
 
 
-def uses_documents(condition: str) -> bool:
-  return condition == "icl"
-
-
 def prompt_format(config: Any) -> prompts.PromptFormat:
   return prompts.PromptFormat(chat=bool(_get(_get(config, "prompt"), "chat", False)))
 
@@ -153,102 +153,9 @@ def load_datasets(dirs: Sequence[str], splits: Sequence[str]
   return out
 
 
-def context_for(dataset: records.Dataset, condition: str, fmt: prompts.PromptFormat,
-                subsample: int = 1, seed: int = 0) -> str:
-  """The condition's shared context for `dataset` (module `icl_ft.evaluation.prompts`)."""
-  docs = dataset.train if uses_documents(condition) else None
-  return prompts.context_text(docs, subsample, seed, fmt)
-
-
-def fitting_subsample(tokenizer: Any, documents: Sequence[records.Document],
-                      fmt: prompts.PromptFormat, seed: int, budget: int) -> int | None:
-  """The smallest subsample factor whose context ([BOS] + text) is <= budget tokens, or None."""
-  n = len(documents)
-
-  def fits(k: int) -> bool:
-    text = prompts.context_text(documents, k, seed, fmt)
-    return len(scoring.encode_context(tokenizer, text)) <= budget
-
-  if n == 0 or not fits(n):
-    return None
-  lo, hi = 1, n  # fits(hi) is True; subsamples are nested, so length falls as k grows
-  while lo < hi:
-    mid = (lo + hi) // 2
-    if fits(mid):
-      hi = mid
-    else:
-      lo = mid + 1
-  return lo
-
-
-def check_budget(name: str, dataset: records.Dataset, condition: str, tokenizer: Any,
-                 fmt: prompts.PromptFormat, subsample: int, seed: int, max_len: int
-                 ) -> tuple[list[int], int]:
-  """(context ids, longest prompt + choice) for `dataset`; ContextTooLongError if over max_len."""
-  context = context_for(dataset, condition, fmt, subsample, seed)
-  ids = scoring.encode_context(tokenizer, context)
-  questions = [q for qs in dataset.tests.values() for q in qs]
-  rows = scoring.encode_questions(tokenizer, questions)
-  longest = max(len(r.suffix) for r in rows)
-  total = len(ids) + longest
-  if total <= max_len:
-    return ids, longest
-  over = total - max_len
-  what = (f"dataset {name}: the ICL context ({len(ids)} tokens with BOS, subsample {subsample})"
-          if uses_documents(condition) else f"dataset {name}: the context ({len(ids)} tokens)")
-  message = (f"{what} plus the longest question ({longest} tokens) is {total} tokens, "
-             f"{over} over the model's max_seq_len {max_len}")
-  if uses_documents(condition):
-    k = fitting_subsample(tokenizer, dataset.train, fmt, seed, max_len - longest)
-    if k is None:
-      message += "; not even one document fits"
-    else:
-      message += f"; subsample factor {k} would fit (--config.icl.subsample={k})"
-  raise scoring.ContextTooLongError(message, context_tokens=len(ids), question_tokens=longest,
-                                    max_len=max_len)
-
-
-@dataclasses.dataclass(frozen=True)
-class ContextPlan:
-  """One shared context of a dataset and the questions scored against it (None: all)."""
-
-  context_ids: list[int]
-  questions: frozenset[tuple[str, str]] | None = None  # (split, id)
-
-
-def plan_contexts(name: str, dataset: records.Dataset, condition: str, tokenizer: Any,
-                  fmt: prompts.PromptFormat, subsample: int, seed: int, max_len: int,
-                  shards: bool) -> tuple[list[ContextPlan], int]:
-  """(contexts, longest prompt + choice): one context, or ICL shards when the set does not fit.
-
-  With `shards` (ICL, subsample 1) a training set too long for the context is split into
-  shards (`icl_ft.evaluation.context_shards`), each question scored against one that states its facts;
-  otherwise an overflow is the ContextTooLongError of `check_budget`.
-  """
-  try:
-    ids, longest = check_budget(name, dataset, condition, tokenizer, fmt, subsample, seed, max_len)
-    return [ContextPlan(ids)], longest
-  except scoring.ContextTooLongError as e:
-    if not (shards and uses_documents(condition) and subsample == 1):
-      raise
-    longest = e.question_tokens
-  from icl_ft.evaluation import context_shards  # pylint: disable=g-import-not-at-top
-
-  questions = [q for qs in dataset.tests.values() for q in qs]
-  planned = context_shards.plan_shards(dataset.train, questions, tokenizer, fmt,
-                                       max_len - longest, name=f"dataset {name}")
-  return [ContextPlan(list(p.context_ids), frozenset(p.questions)) for p in planned], longest
-
-
-def _shard_count(plans: Sequence[ContextPlan]) -> int:
-  return 0 if len(plans) == 1 and plans[0].questions is None else len(plans)
-
-
 def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str]],
                  splits: Sequence[str]) -> dict[str, Any]:
   """The settings that determine the scores (stored in run.json, compared on resume)."""
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-
   model = _get(config, "model")
   icl = _get(config, "icl")
   weights = loader.weights_info(model)  # named GGUF weights: their quantization
@@ -264,7 +171,7 @@ def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str
       "prompt": dataclasses.asdict(prompt_format(config)),
       "icl": ({"subsample": int(_get(icl, "subsample", 1)), "seed": int(_get(icl, "seed", 0)),
                "shards": bool(_get(icl, "shards", True))}
-              if uses_documents(config.condition) else None),
+              if contexts.uses_documents(config.condition) else None),
       **({"no_knowledge": {"seed": no_knowledge_seed(config)}}
          if config.condition == relabel.CONTROL else {}),
       "metric": _get(_get(config, "scoring"), "metric", "sum"),
@@ -312,7 +219,6 @@ def _record(dataset: str, condition: str, s: scoring.QuestionScore,
 
 
 def _model_max_len(model_cfg: Any) -> tuple[Any, int]:
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
 
   cfg = loader.model_config_from(model_cfg)
   return cfg, int(cfg.max_seq_len)
@@ -372,7 +278,6 @@ def evaluate(config: Any) -> EvalResult:
   Holds the run directory's lock (`fileio.run_dir_lock`): a second process evaluating into
   the same run is refused at once.
   """
-  import jax  # pylint: disable=g-import-not-at-top
 
   run_dir = Path(_get(config, "results_dir", "results")) / str(_get(config, "run", ""))
   if not _RUN_NAME.match(str(_get(config, "run", ""))):
@@ -411,7 +316,6 @@ def _evaluate(config: Any) -> EvalResult:
   if not _get(model_cfg, "tokenizer", ""):
     raise ValueError("config.model.tokenizer is required (a SentencePiece .model file)")
   checkpoint = _get(model_cfg, "checkpoint", "")
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
 
   if (checkpoint and not loader.is_named(checkpoint) and "://" not in checkpoint
       and not os.path.exists(checkpoint)):
@@ -419,7 +323,7 @@ def _evaluate(config: Any) -> EvalResult:
   loader.check_named_preset(model_cfg)
   cfg, max_len = _model_max_len(model_cfg)
   tokenizer = loader.load_tokenizer(model_cfg, cfg)  # vocab mismatch -> ValueError
-  budgets = {name: plan_contexts(name, ds, condition, tokenizer, fmt, subsample, seed, max_len,
+  budgets = {name: contexts.plan_contexts(name, ds, condition, tokenizer, fmt, subsample, seed, max_len,
                                  shards)
              for name, ds in datasets}
 
@@ -430,7 +334,6 @@ def _evaluate(config: Any) -> EvalResult:
   if not overwrite:
     fileio.check_run_dir(run_dir, RUN_FILE, settings, "an evaluation run")
 
-  import jax  # pylint: disable=g-import-not-at-top
 
   mesh, rules = loader.mesh_from_config(config.mesh)
   model, _ = loader.load_model(model_cfg, mesh, rules)
@@ -465,7 +368,7 @@ def _evaluate(config: Any) -> EvalResult:
 
   stats: dict[str, Any] = {"prefill_s": 0.0, "score_s": 0.0, "context_tokens": {},
                            # ICL shards per dataset; 0 = one context holding every document
-                           "context_shards": {name: _shard_count(budgets[name][0])
+                           "context_shards": {name: contexts.shard_count(budgets[name][0])
                                               for name, _ in datasets}}
   bar = tqdm(total=remaining, unit="q", dynamic_ncols=True,
              disable=not (_get(config, "progress", True) and writer))
@@ -513,7 +416,7 @@ def _evaluate(config: Any) -> EvalResult:
     fileio.atomic_write(run_dir / SUMMARY_FILE, json.dumps(rows, indent=2) + "\n")
     header = (f"Run `{run}`: condition `{condition}`, model `{_get(model_cfg, 'preset')}`"
               f"{' from ' + repr(checkpoint) if checkpoint else ''}, metric `{metric}`"
-              + (f", ICL subsample {subsample} (seed {seed})" if uses_documents(condition) else "")
+              + (f", ICL subsample {subsample} (seed {seed})" if contexts.uses_documents(condition) else "")
               + "".join(f", {n}: {k} ICL context shards" for n, k in
                         stats["context_shards"].items() if k)
               + (f", nonsense words replaced by fresh ones (seed {no_knowledge_seed(config)})"

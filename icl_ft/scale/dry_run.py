@@ -246,6 +246,7 @@ def train_dry_run(config: Any) -> DryRunReport:
 
 def _context_tokens(config: Any) -> tuple[int, int, str]:
   """(context tokens incl. BOS, longest prompt + choice, where from) for the eval dry run."""
+  from icl_ft.evaluation import contexts  # pylint: disable=g-import-not-at-top
   from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
 
@@ -256,7 +257,7 @@ def _context_tokens(config: Any) -> tuple[int, int, str]:
     tokenizer = loader.load_tokenizer(config.model, cfg)
     fmt = evaluate.prompt_format(config)
     loaded = evaluate.load_datasets(dirs, evaluate.parse_list(_get(config, "splits", "")))
-    budgets = [evaluate.plan_contexts(n, ds, str(config.condition), tokenizer, fmt,
+    budgets = [contexts.plan_contexts(n, ds, str(config.condition), tokenizer, fmt,
                                       int(_get(config.icl, "subsample", 1)),
                                       int(_get(config.icl, "seed", 0)), int(cfg.max_seq_len),
                                       bool(_get(config.icl, "shards", True)))

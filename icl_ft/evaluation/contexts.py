@@ -1,4 +1,10 @@
-"""ICL context shards: every question's supporting documents in context, when all do not fit.
+"""A condition's shared context for a dataset: the budget check, subsampling, ICL shards.
+
+`plan_contexts` gives each dataset its contexts: one (no documents; the training set in
+context, whole or subsampled) when it fits the model's context budget, else an error naming the
+overflow and the subsample that would fit (`check_budget`), or, for ICL with shards, shards.
+
+ICL context shards: every question's supporting documents in context, when all do not fit.
 
 The `icl` condition puts a dataset's training documents in context (`icl_ft.evaluation.prompts`). When the
 whole set is longer than the model's context budget, `plan_shards` splits it into shards that
@@ -146,3 +152,97 @@ def plan_shards(documents: Sequence[records.Document],
   return [Shard(documents=tuple(sorted(s)), questions=tuple(m),
                 context_ids=tuple(context_ids(tokenizer, docs, s, fmt)))
           for s, m in zip(shards, members)]
+
+
+def uses_documents(condition: str) -> bool:
+  return condition == "icl"
+
+
+def context_for(dataset: records.Dataset, condition: str, fmt: prompts.PromptFormat,
+                subsample: int = 1, seed: int = 0) -> str:
+  """The condition's shared context for `dataset` (module `icl_ft.evaluation.prompts`)."""
+  docs = dataset.train if uses_documents(condition) else None
+  return prompts.context_text(docs, subsample, seed, fmt)
+
+
+def fitting_subsample(tokenizer: Any, documents: Sequence[records.Document],
+                      fmt: prompts.PromptFormat, seed: int, budget: int) -> int | None:
+  """The smallest subsample factor whose context ([BOS] + text) is <= budget tokens, or None."""
+  n = len(documents)
+
+  def fits(k: int) -> bool:
+    text = prompts.context_text(documents, k, seed, fmt)
+    return len(scoring.encode_context(tokenizer, text)) <= budget
+
+  if n == 0 or not fits(n):
+    return None
+  lo, hi = 1, n  # fits(hi) is True; subsamples are nested, so length falls as k grows
+  while lo < hi:
+    mid = (lo + hi) // 2
+    if fits(mid):
+      hi = mid
+    else:
+      lo = mid + 1
+  return lo
+
+
+def check_budget(name: str, dataset: records.Dataset, condition: str, tokenizer: Any,
+                 fmt: prompts.PromptFormat, subsample: int, seed: int, max_len: int
+                 ) -> tuple[list[int], int]:
+  """(context ids, longest prompt + choice) for `dataset`; ContextTooLongError if over max_len."""
+  context = context_for(dataset, condition, fmt, subsample, seed)
+  ids = scoring.encode_context(tokenizer, context)
+  questions = [q for qs in dataset.tests.values() for q in qs]
+  rows = scoring.encode_questions(tokenizer, questions)
+  longest = max(len(r.suffix) for r in rows)
+  total = len(ids) + longest
+  if total <= max_len:
+    return ids, longest
+  over = total - max_len
+  what = (f"dataset {name}: the ICL context ({len(ids)} tokens with BOS, subsample {subsample})"
+          if uses_documents(condition) else f"dataset {name}: the context ({len(ids)} tokens)")
+  message = (f"{what} plus the longest question ({longest} tokens) is {total} tokens, "
+             f"{over} over the model's max_seq_len {max_len}")
+  if uses_documents(condition):
+    k = fitting_subsample(tokenizer, dataset.train, fmt, seed, max_len - longest)
+    if k is None:
+      message += "; not even one document fits"
+    else:
+      message += f"; subsample factor {k} would fit (--config.icl.subsample={k})"
+  raise scoring.ContextTooLongError(message, context_tokens=len(ids), question_tokens=longest,
+                                    max_len=max_len)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextPlan:
+  """One shared context of a dataset and the questions scored against it (None: all)."""
+
+  context_ids: list[int]
+  questions: frozenset[tuple[str, str]] | None = None  # (split, id)
+
+
+def plan_contexts(name: str, dataset: records.Dataset, condition: str, tokenizer: Any,
+                  fmt: prompts.PromptFormat, subsample: int, seed: int, max_len: int,
+                  shards: bool) -> tuple[list[ContextPlan], int]:
+  """(contexts, longest prompt + choice): one context, or ICL shards when the set does not fit.
+
+  With `shards` (ICL, subsample 1) a training set too long for the context is split into
+  shards (`plan_shards`), each question scored against one that states its facts;
+  otherwise an overflow is the ContextTooLongError of `check_budget`.
+  """
+  try:
+    ids, longest = check_budget(name, dataset, condition, tokenizer, fmt, subsample, seed, max_len)
+    return [ContextPlan(ids)], longest
+  except scoring.ContextTooLongError as e:
+    if not (shards and uses_documents(condition) and subsample == 1):
+      raise
+    longest = e.question_tokens
+  questions = [q for qs in dataset.tests.values() for q in qs]
+  planned = plan_shards(dataset.train, questions, tokenizer, fmt,
+                                       max_len - longest, name=f"dataset {name}")
+  return [ContextPlan(list(p.context_ids), frozenset(p.questions)) for p in planned], longest
+
+
+def shard_count(plans: Sequence[ContextPlan]) -> int:
+  """How many shards `plans` are (0: one unsharded context)."""
+  return 0 if len(plans) == 1 and plans[0].questions is None else len(plans)

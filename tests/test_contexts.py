@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from icl_ft.evaluation import context_shards
+from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
 from icl_ft.inference import scoring
 from icl_ft.datasets import registry
@@ -33,7 +33,7 @@ def _full_tokens(tok, ds):
 def test_every_question_in_one_shard_that_states_its_facts(tok, name, budget):
   ds = registry.generate(name, "small", seed=0)
   assert _full_tokens(tok, ds) > 2 * budget
-  shards = context_shards.plan_shards(ds.train, _questions(ds), tok, FMT, budget, name)
+  shards = contexts.plan_shards(ds.train, _questions(ds), tok, FMT, budget, name)
   assert len(shards) >= 2
   placed = [key for s in shards for key in s.questions]
   assert sorted(placed) == sorted((q.split, q.id) for q in _questions(ds))  # each exactly once
@@ -55,7 +55,7 @@ def test_every_question_in_one_shard_that_states_its_facts(tok, name, budget):
 def test_a_set_that_fits_is_one_shard_with_the_unsharded_context(tok):
   ds = registry.generate("syllogisms", "small", seed=0)
   full = scoring.encode_context(tok, prompts.context_text(ds.train, 1, 0, FMT))
-  shards = context_shards.plan_shards(ds.train, _questions(ds), tok, FMT, len(full), "syllogisms")
+  shards = contexts.plan_shards(ds.train, _questions(ds), tok, FMT, len(full), "syllogisms")
   assert len(shards) == 1
   assert list(shards[0].context_ids) == full
   assert shards[0].documents == tuple(range(len(ds.train)))
@@ -64,8 +64,8 @@ def test_a_set_that_fits_is_one_shard_with_the_unsharded_context(tok):
 def test_deterministic(tok):
   ds = registry.generate("semantic_structure", "small", seed=0)
   budget = 600
-  a = context_shards.plan_shards(ds.train, _questions(ds), tok, FMT, budget)
-  b = context_shards.plan_shards(ds.train, _questions(ds), tok, FMT, budget)
+  a = contexts.plan_shards(ds.train, _questions(ds), tok, FMT, budget)
+  b = contexts.plan_shards(ds.train, _questions(ds), tok, FMT, budget)
   assert a == b
 
 
@@ -73,4 +73,4 @@ def test_a_question_whose_facts_cannot_fit_is_an_error_naming_it(tok):
   ds = registry.generate("syllogisms", "small", seed=0)
   with pytest.raises(scoring.ContextTooLongError, match=r"question 'syllogism_\d+' \(syllogism\) "
                                                         r"needs 1 documents"):
-    context_shards.plan_shards(ds.train, _questions(ds), tok, FMT, 40, "dataset syllogisms")
+    contexts.plan_shards(ds.train, _questions(ds), tok, FMT, 40, "dataset syllogisms")
