@@ -8,6 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from icl_ft import sharding
+from icl_ft.model import checkpoints
 from icl_ft.model import gemma_checkpoint
 
 
@@ -59,16 +60,16 @@ def test_check_checkpoint_detects_orientation_and_errors():
 
   missing = dict(flat)
   del missing["transformer/layer_1/attn/q_einsum"]
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="missing key 'transformer/layer_1/attn/q_einsum'"):
+  with pytest.raises(checkpoints.CheckpointError, match="missing key 'transformer/layer_1/attn/q_einsum'"):
     gemma_checkpoint.check_checkpoint(_meta(missing), cfg)
-  with pytest.raises(gemma_checkpoint.CheckpointError,
+  with pytest.raises(checkpoints.CheckpointError,
                      match=r"layer_0/attn/q_einsum/w has shape \(4, 16, 8\), expected \(8, 16, 8\)"):
     gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_heads=8, num_kv_heads=2))
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="looks like Gemma 3 .* preset is Gemma 2"):
+  with pytest.raises(checkpoints.CheckpointError, match="looks like Gemma 3 .* preset is Gemma 2"):
     gemma_checkpoint.check_checkpoint(_meta(flat), _Cfg(family="gemma2"))
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="has 2 layers but the preset has 3"):
+  with pytest.raises(checkpoints.CheckpointError, match="has 2 layers but the preset has 3"):
     gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_layers=3))
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="input_embedding has shape .*resize_vocab"):
+  with pytest.raises(checkpoints.CheckpointError, match="input_embedding has shape .*resize_vocab"):
     gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48))
   lay = gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48), resize_vocab=True)
   assert lay.vocab_rows == 64
@@ -96,7 +97,7 @@ def test_not_a_gemma_checkpoint(tmp_path):
   with pytest.raises(FileNotFoundError):
     gemma_checkpoint.read_metadata(tmp_path / "none")
   gemma_checkpoint.save_official(tmp_path / "other", {"model": {"w": np.zeros((2, 2), np.float32)}})
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="not in the official Gemma flat layout"):
+  with pytest.raises(checkpoints.CheckpointError, match="not in the official Gemma flat layout"):
     gemma_checkpoint.read_metadata(tmp_path / "other")
 
 
@@ -215,7 +216,7 @@ def test_vocab_rows_cut_and_padded(tmp_path):
   flat = random_flat(layout)
   gemma_checkpoint.save_official(tmp_path / "padded", flat)
   mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
-  with pytest.raises(gemma_checkpoint.CheckpointError, match=r"input_embedding has shape \(160, 32\), expected \(128, 32\)"):
+  with pytest.raises(checkpoints.CheckpointError, match=r"input_embedding has shape \(160, 32\), expected \(128, 32\)"):
     gemma_checkpoint.import_gemma(tmp_path / "padded", _fresh(cfg, mesh), cfg, mesh)
   model = gemma_checkpoint.import_gemma(tmp_path / "padded", _fresh(cfg, mesh), cfg, mesh, resize_vocab=True)
   emb = np.asarray(model.embedder.input_embedding.get_value())
@@ -244,15 +245,15 @@ def test_import_errors_name_the_problem(tmp_path):
   gemma_checkpoint.save_official(tmp_path / "g3", flat)
   mesh = sharding.make_mesh({"data": 8})
   cfg2 = FAMILY_CFGS["gemma2"]()
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="looks like Gemma 3.*preset is Gemma 2"):
+  with pytest.raises(checkpoints.CheckpointError, match="looks like Gemma 3.*preset is Gemma 2"):
     gemma_checkpoint.import_gemma(tmp_path / "g3", _fresh(cfg2, mesh), cfg2, mesh)
   bigger = _preset("tiny_gemma3", num_kv_heads=2, hidden_dim=96)
-  with pytest.raises(gemma_checkpoint.CheckpointError,
+  with pytest.raises(checkpoints.CheckpointError,
                      match=r"layer_0/mlp/gating_einsum/w has shape \(2, 64, 32\), expected \(2, 96, 32\)"):
     gemma_checkpoint.import_gemma(tmp_path / "g3", _fresh(bigger, mesh), bigger, mesh)
   del flat["transformer/layer_1/attn/_key_norm"]
   gemma_checkpoint.save_official(tmp_path / "missing", flat)
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="missing key 'transformer/layer_1/attn/_key_norm'"):
+  with pytest.raises(checkpoints.CheckpointError, match="missing key 'transformer/layer_1/attn/_key_norm'"):
     gemma_checkpoint.import_gemma(tmp_path / "missing", _fresh(cfg3, mesh), cfg3, mesh)
 
 
@@ -322,6 +323,6 @@ def test_common_configs_and_mesh_from_config():
   assert loader.model_config_from(c).dtype == "bfloat16"
   mc = common.mesh_config(fsdp=2)
   mc.rules.embed = None
-  mesh, rules = loader.mesh_from_config(mc)
+  mesh, rules = sharding.mesh_from_config(mc)
   assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
   assert rules["embed"] is None and rules["mlp"] == "tensor"

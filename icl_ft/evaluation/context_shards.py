@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from icl_ft.evaluation import prompts
-from icl_ft.inference import scoring
+from icl_ft.inference import prefill
 from icl_ft.datasets import records
 
 _SLACK = 16  # tokens: how far the summed estimate may exceed the budget and still be counted
@@ -52,7 +52,7 @@ def context_ids(tokenizer: Any, documents: Sequence[records.Document], indices: 
                 fmt: prompts.PromptFormat) -> list[int]:
   """[BOS] + the ICL context of `documents[indices]` (training order)."""
   docs = [documents[i] for i in sorted(indices)]
-  return scoring.encode_context(tokenizer, prompts.context_text(docs, 1, 0, fmt))
+  return prefill.encode_context(tokenizer, prompts.context_text(docs, 1, 0, fmt))
 
 
 def plan_shards(documents: Sequence[records.Document],
@@ -72,8 +72,8 @@ def plan_shards(documents: Sequence[records.Document],
       by_fact.setdefault(f, []).append(i)
   # Token counts add up to within a few tokens of the joined text's: a cheap test that skips
   # shards that cannot fit before the exact count is taken.
-  sep = len(scoring.encode_context(tokenizer, fmt.document_separator)) - 1
-  doc_tokens = [len(scoring.encode_context(tokenizer, d.text)) - 1 + sep for d in docs]
+  sep = len(prefill.encode_context(tokenizer, fmt.document_separator)) - 1
+  doc_tokens = [len(prefill.encode_context(tokenizer, d.text)) - 1 + sep for d in docs]
 
   def fits(indices: set[int], known: int = 0, added: Iterable[int] = ()) -> int | None:
     if known and known + sum(doc_tokens[i] for i in added) > budget + _SLACK:
@@ -120,7 +120,7 @@ def plan_shards(documents: Sequence[records.Document],
       n = fits(first)
       if n is None:
         total = len(context_ids(tokenizer, docs, first, fmt))
-        raise scoring.ContextTooLongError(
+        raise prefill.ContextTooLongError(
             f"{name}: question {q.id!r} ({q.split}) needs {len(first)} documents to state its "
             f"facts, {total} context tokens with BOS, over the budget of {budget}",
             context_tokens=total, question_tokens=0, max_len=budget)

@@ -51,8 +51,10 @@ from pathlib import Path
 from typing import Any
 
 from icl_ft import fileio
+from icl_ft import sharding
 from icl_ft.evaluation import prompts
 from icl_ft.evaluation import report
+from icl_ft.inference import prefill
 from icl_ft.inference import scoring
 from icl_ft.datasets import records
 from icl_ft.datasets import relabel
@@ -167,7 +169,7 @@ def fitting_subsample(tokenizer: Any, documents: Sequence[records.Document],
 
   def fits(k: int) -> bool:
     text = prompts.context_text(documents, k, seed, fmt)
-    return len(scoring.encode_context(tokenizer, text)) <= budget
+    return len(prefill.encode_context(tokenizer, text)) <= budget
 
   if n == 0 or not fits(n):
     return None
@@ -186,7 +188,7 @@ def check_budget(name: str, dataset: records.Dataset, condition: str, tokenizer:
                  ) -> tuple[list[int], int]:
   """(context ids, longest prompt + choice) for `dataset`; ContextTooLongError if over max_len."""
   context = context_for(dataset, condition, fmt, subsample, seed)
-  ids = scoring.encode_context(tokenizer, context)
+  ids = prefill.encode_context(tokenizer, context)
   questions = [q for qs in dataset.tests.values() for q in qs]
   rows = scoring.encode_questions(tokenizer, questions)
   longest = max(len(r.suffix) for r in rows)
@@ -204,7 +206,7 @@ def check_budget(name: str, dataset: records.Dataset, condition: str, tokenizer:
       message += "; not even one document fits"
     else:
       message += f"; subsample factor {k} would fit (--config.icl.subsample={k})"
-  raise scoring.ContextTooLongError(message, context_tokens=len(ids), question_tokens=longest,
+  raise prefill.ContextTooLongError(message, context_tokens=len(ids), question_tokens=longest,
                                     max_len=max_len)
 
 
@@ -228,7 +230,7 @@ def plan_contexts(name: str, dataset: records.Dataset, condition: str, tokenizer
   try:
     ids, longest = check_budget(name, dataset, condition, tokenizer, fmt, subsample, seed, max_len)
     return [ContextPlan(ids)], longest
-  except scoring.ContextTooLongError as e:
+  except prefill.ContextTooLongError as e:
     if not (shards and uses_documents(condition) and subsample == 1):
       raise
     longest = e.question_tokens
@@ -432,7 +434,7 @@ def _evaluate(config: Any) -> EvalResult:
 
   import jax  # pylint: disable=g-import-not-at-top
 
-  mesh, rules = loader.mesh_from_config(config.mesh)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   model, _ = loader.load_model(model_cfg, mesh, rules)
 
   writer = jax.process_index() == 0

@@ -42,10 +42,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from icl_ft import sharding
+from icl_ft.model import checkpoints
 from icl_ft.model.tokenizer import KNOWN_PADDED_VOCABS
 
 Shape = tuple[int, ...]
@@ -62,10 +65,6 @@ OFFICIAL_LOGICAL: dict[str, tuple[str | None, ...]] = {
     "mlp/gating_einsum/w:transposed": (None, "mlp", "embed"),
     "mlp/linear/w": ("mlp", "embed"),
 }
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that does not fit the chosen preset (missing key, shape, family)."""
 
 
 def family_of(cfg: Any) -> int:
@@ -149,15 +148,11 @@ def _logical_for(key: str, leaf: str, layout: Layout) -> tuple[str | None, ...]:
 
 
 def _checkpointer():
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
   return ocp.PyTreeCheckpointer()
 
 
 def resolve_path(path: str | os.PathLike[str]) -> str:
   """The orbax item directory: `path`, or `path/default` for Kauldron-style checkpoints."""
-  from etils import epath  # pylint: disable=g-import-not-at-top
-
   p = epath.Path(path)
   if not p.exists():
     raise FileNotFoundError(f"checkpoint directory not found: {path}")
@@ -172,21 +167,21 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, dict[str, jax.Shape
   try:
     meta = _checkpointer().metadata(path)
   except Exception as e:  # orbax raises several types for non-checkpoints
-    raise CheckpointError(f"not an orbax checkpoint: {path} ({type(e).__name__}: {e})") from None
+    raise checkpoints.CheckpointError(f"not an orbax checkpoint: {path} ({type(e).__name__}: {e})") from None
   tree = getattr(meta, "item_metadata", meta)
   tree = getattr(tree, "tree", tree)
   if not isinstance(tree, Mapping):
-    raise CheckpointError(f"checkpoint {path} has no tree metadata")
+    raise checkpoints.CheckpointError(f"checkpoint {path} has no tree metadata")
   out: dict[str, dict[str, jax.ShapeDtypeStruct]] = {}
   for key, sub in tree.items():
     if isinstance(sub, Mapping):
       out[key] = {leaf: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype) for leaf, m in sub.items()
                   if hasattr(m, "shape")}
   if any(k.startswith("transformer/stacked_layers") for k in out):
-    raise CheckpointError(f"checkpoint {path} uses the stacked layer layout, which is not supported")
+    raise checkpoints.CheckpointError(f"checkpoint {path} uses the stacked layer layout, which is not supported")
   if not any(k.startswith("transformer/") for k in out):
     some = ", ".join(sorted(tree)[:5])
-    raise CheckpointError(f"checkpoint {path} is not in the official Gemma flat layout "
+    raise checkpoints.CheckpointError(f"checkpoint {path} is not in the official Gemma flat layout "
                           f"(no 'transformer/...' keys; found {some})")
   return out
 
@@ -214,13 +209,13 @@ def check_checkpoint(meta: Mapping[str, Mapping[str, jax.ShapeDtypeStruct]], cfg
       2 if _flag(cfg, "use_post_attn_norm", family_of(cfg) >= 2) else 1)
   ck_fam = detect_family(meta)
   if fam != ck_fam:
-    raise CheckpointError(f"{where}looks like Gemma {ck_fam} (keys "
+    raise checkpoints.CheckpointError(f"{where}looks like Gemma {ck_fam} (keys "
                           f"{'with' if ck_fam == 3 else 'without'} attn/_query_norm, "
                           f"{'with' if ck_fam >= 2 else 'without'} post_attention_norm) "
                           f"but the preset is Gemma {fam}")
   n_ck = num_layers_of(meta)
   if n_ck != cfg.num_layers:
-    raise CheckpointError(f"{where}has {n_ck} layers but the preset has {cfg.num_layers}")
+    raise checkpoints.CheckpointError(f"{where}has {n_ck} layers but the preset has {cfg.num_layers}")
   # Gating orientation from the first layer's shape.
   gating = meta.get("transformer/layer_0/mlp/gating_einsum", {}).get("w")
   transposed = None
@@ -239,13 +234,13 @@ def check_checkpoint(meta: Mapping[str, Mapping[str, jax.ShapeDtypeStruct]], cfg
   layout = official_layout(cfg, gating_transposed=transposed, vocab_rows=rows)
   for key, leaves in layout.shapes.items():
     if key not in meta:
-      raise CheckpointError(f"{where}missing key {key!r} (needed by the Gemma {fam} preset)")
+      raise checkpoints.CheckpointError(f"{where}missing key {key!r} (needed by the Gemma {fam} preset)")
     for leaf, shape in leaves.items():
       if leaf not in meta[key]:
-        raise CheckpointError(f"{where}missing key {key + '/' + leaf!r}")
+        raise checkpoints.CheckpointError(f"{where}missing key {key + '/' + leaf!r}")
       got = tuple(meta[key][leaf].shape)
       if got != shape:
-        raise CheckpointError(f"{where}{key}/{leaf} has shape {got}, expected {shape} for the preset"
+        raise checkpoints.CheckpointError(f"{where}{key}/{leaf} has shape {got}, expected {shape} for the preset"
                               + (" (vocab rows differ: pass resize_vocab=True to cut/pad)"
                                  if leaf == "input_embedding" and got[1:] == shape[1:] else ""))
   return layout
@@ -258,8 +253,6 @@ def check_checkpoint(meta: Mapping[str, Mapping[str, jax.ShapeDtypeStruct]], cfg
 
 def _restore(path: str, targets: dict[str, dict[str, jax.ShapeDtypeStruct]]) -> dict:
   """Partial restore of `targets` (ShapeDtypeStructs with sharding; dtype casts on read)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
   restore_args = jax.tree.map(
       lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype),
       targets)
@@ -304,8 +297,6 @@ def load_official(path: str | os.PathLike[str], cfg: Any, mesh: Mesh, rules=None
 def save_official(path: str | os.PathLike[str], flat: Mapping[str, Mapping[str, Any]],
                   force: bool = False) -> None:
   """Writes a flat-layout tree as an orbax PyTree checkpoint (like the official releases)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
   ckpt = ocp.PyTreeCheckpointer()
   ckpt.save(os.fspath(path), dict(flat), force=force)
   wait = getattr(ckpt, "wait_until_finished", None)
@@ -444,20 +435,20 @@ def import_gemma(path: str | os.PathLike[str], model: nnx.Module, cfg: Any | Non
         for e in entries_by_key.get((tmpl, leaf), []):
           mpath = e.model_path.format(i=i)
           if mpath not in variables:
-            raise CheckpointError(f"model has no parameter {mpath!r} for {key}/{leaf}")
+            raise checkpoints.CheckpointError(f"model has no parameter {mpath!r} for {key}/{leaf}")
           var = variables[mpath]
           target = var.get_value()
           out = converter(e, tuple(target.shape), target.dtype,
                           getattr(target, "sharding", None))(x)
           if tuple(out.shape) != tuple(target.shape):
-            raise CheckpointError(f"{key}/{leaf} converts to shape {tuple(out.shape)} but model "
+            raise checkpoints.CheckpointError(f"{key}/{leaf} converts to shape {tuple(out.shape)} but model "
                                   f"parameter {mpath} has {tuple(target.shape)}")
           var.set_value(out)
           done.add(mpath)
         x.delete()
   missing = sorted(set(variables) - done)
   if missing:
-    raise CheckpointError(f"model parameter {missing[0]!r} was not filled from the checkpoint "
+    raise checkpoints.CheckpointError(f"model parameter {missing[0]!r} was not filled from the checkpoint "
                           f"({len(missing)} missing)")
   return model
 
