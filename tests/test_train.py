@@ -374,4 +374,4 @@ def test_resume_with_another_schedule_warns(tmp_path, data, monkeypatch):
   # The same settings again (resumes at step 4): nothing to say.
   rc, err = _execute(changed, monkeypatch, _one())
   assert rc == 0 and "warning" not in err
-  assert loop.changed_schedule({}, changed) is None  # checkpoints from before these settings
+  assert train_checkpoints.changed_schedule({}, changed) is None  # checkpoints from before these settings

@@ -8,7 +8,7 @@ shardings):
 
 - train: `icl_ft.train.step.TrainStep`'s train step (params and AdamW state donated) on a
   [data.batch_size, data.seq_len] batch;
-- eval: `icl_ft.inference.scoring`'s prefill step (batch 1, `scoring.prefill_chunk` tokens into a cache
+- eval: `icl_ft.inference.prefill`'s prefill step (batch 1, `scoring.prefill_chunk` tokens into a cache
   of the context's slots) and suffix step (`scoring.batch_size` rows of `max_suffix_len`
   tokens attending that batch-1 cache as a shared prefix). The context length is the real one
   when the datasets and tokenizer are configured (tokenization only), else
@@ -285,16 +285,18 @@ def eval_dry_run(config: Any) -> DryRunReport:
   longest_chunk = max(sizes)
   ints = lambda shape, s: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s)
   data = sharding.data_sharding(mesh, rules)
-  # scoring's module-level jitted steps (the graphdef is their static first argument).
-  prefill = _compile("prefill step", prefill._prefill_fn, mesh, rules,  # pylint: disable=protected-access
-                     graphdef, state, cache1, ints((1, longest_chunk), replicated),
-                     ints((1, longest_chunk), replicated), ints((1, longest_chunk), replicated),
-                     ints((), replicated))
+  # The prefill's and scorer's module-level jitted steps (the graphdef is their static first
+  # argument).
+  prefill_step = _compile("prefill step", prefill._prefill_fn, mesh, rules,  # pylint: disable=protected-access
+                          graphdef, state, cache1, ints((1, longest_chunk), replicated),
+                          ints((1, longest_chunk), replicated),
+                          ints((1, longest_chunk), replicated), ints((), replicated))
   first = jax.ShapeDtypeStruct((cfg.vocab_size,), jnp.float32, sharding=replicated)
   mask = jax.ShapeDtypeStruct((batch_size, suffix_len), jnp.bool_, sharding=data)
-  suffix = _compile("suffix step", scoring._suffix_fn, mesh, rules,  # pylint: disable=protected-access
-                    graphdef, state, cache1, first, ints((batch_size, suffix_len), data),
-                    ints((batch_size, suffix_len), data), ints((batch_size, suffix_len), data), mask)
+  suffix_step = _compile("suffix step", scoring._suffix_fn, mesh, rules,  # pylint: disable=protected-access
+                         graphdef, state, cache1, first, ints((batch_size, suffix_len), data),
+                         ints((batch_size, suffix_len), data), ints((batch_size, suffix_len), data),
+                         mask)
   est = memory.estimate(cfg, mesh, batch_size, suffix_len, rules)
 
   def per_device(tree) -> int:
@@ -306,7 +308,7 @@ def eval_dry_run(config: Any) -> DryRunReport:
            f"<= {longest} tokens (suffix {suffix_len}), cache {slots} slots: from {source}",)
   return DryRunReport(
       binary="eval", preset=cfg.name, mesh_shape=dict(mesh.shape), num_params=est.num_params,
-      params_bytes=est.params, optimizer_bytes=cache_bytes, steps=(prefill, suffix), estimate=est,
+      params_bytes=est.params, optimizer_bytes=cache_bytes, steps=(prefill_step, suffix_step), estimate=est,
       device_memory_bytes=device_memory_bytes(config), tokens_per_step=batch_size * suffix_len,
       notes=notes)
 

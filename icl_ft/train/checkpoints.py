@@ -1,14 +1,19 @@
-"""Training checkpoints: orbax CheckpointManager of params, opt_state, step, data_iter, meta.
+"""Training checkpoints and resuming: orbax CheckpointManager of params, opt_state, step,
+data_iter, meta; the checks a run makes on the checkpoints it finds before resuming.
 
 The on-disk layout (one directory per kept step, `params/` the same as a params-only
 checkpoint) is described in `icl_ft.model.checkpoints`, which restores a step's params for
-evaluation; this manager writes the steps and resumes a run from them exactly (the grain
-iterator state included).
+evaluation; `TrainCheckpointManager` writes the steps and resumes a run from them exactly (the
+grain iterator state included). `existing_steps` refuses or checks what a run directory
+already holds before anything is allocated; each step records the learning-rate schedule it
+was trained with (`schedule_settings`) so a resume under another one warns
+(`warn_changed_schedule`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +21,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from icl_ft.model import builder
 from icl_ft.model import checkpoints as ckpt_lib
 
 
@@ -123,3 +129,64 @@ class TrainCheckpointManager:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def existing_steps(config: Any, model: Any, model_cfg: Any, mesh: Any, rules: Any
+                   ) -> tuple[str | None, list[int]]:
+  """(checkpoint dir or None when disabled, its complete steps), checked against the run.
+
+  Steps already there with `checkpoint.resume=false` are refused; otherwise the newest is
+  checked to be of this model's shapes (`model`, else the abstract `model_cfg` model: nothing
+  allocated) and, for a configured model, of its preset. One-line errors.
+  """
+  ck = config.checkpoint
+  if int(ck.every) <= 0:
+    return None, []
+  ckpt_dir = ck.get("dir", "") or os.path.join(os.fspath(config.workdir), "checkpoints")
+  existing = ckpt_lib.checkpoint_steps(ckpt_dir)
+  if existing and not ck.get("resume", True):
+    raise ValueError(f"checkpoint directory {ckpt_dir} already has steps {existing}; set "
+                     f"checkpoint.resume=true to continue or use a new directory")
+  if existing:
+    if model is None:
+      _, abs_state, _ = builder.abstract(model_cfg, mesh, rules)
+      shapes = ckpt_lib.param_shapes(ckpt_lib.param_state(abs_state))
+    else:
+      shapes = ckpt_lib.param_shapes(ckpt_lib.param_state(model))
+    ckpt_lib.check_shapes(
+        ckpt_lib.saved_param_shapes(ckpt_lib.resolve_params_dir(ckpt_dir, existing[-1])),
+        shapes, os.path.join(ckpt_dir, str(existing[-1])))
+    if model_cfg is not None:
+      ckpt_lib.check_preset(os.path.join(ckpt_dir, str(existing[-1])), config.model.preset)
+  return ckpt_dir, existing
+
+
+def schedule_settings(config: Any) -> dict[str, Any]:
+  """What sets the learning-rate schedule (stored in each checkpoint's metadata)."""
+  opt = config.optimizer
+  return {"steps": int(config.steps),
+          "optimizer": opt.to_dict() if hasattr(opt, "to_dict") else dict(opt)}
+
+
+def changed_schedule(saved_meta: Mapping[str, Any], config: Any) -> str | None:
+  """`field old -> new, ...` where `config` changes the schedule a checkpoint was trained with.
+
+  None when nothing changed, or the checkpoint predates these settings.
+  """
+  if "steps" not in saved_meta or "optimizer" not in saved_meta:
+    return None
+  old = {"steps": saved_meta["steps"], **{f"optimizer.{k}": v for k, v in saved_meta["optimizer"].items()}}
+  current = schedule_settings(config)
+  new = {"steps": current["steps"], **{f"optimizer.{k}": v for k, v in current["optimizer"].items()}}
+  diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+           if old.get(k) != new.get(k)]
+  return ", ".join(diffs) or None
+
+
+def warn_changed_schedule(saved_meta: Mapping[str, Any], config: Any, step: int, where: str) -> None:
+  """One `warning:` line on stderr (process 0) when a resume changes the lr schedule or steps."""
+  diffs = changed_schedule(saved_meta, config)
+  if diffs and jax.process_index() == 0:
+    print(f"warning: resuming {where} at step {step} with a different schedule than it was trained "
+          f"with: {diffs} (the remaining steps follow the new values; use a new workdir to start over)",
+          file=sys.stderr, flush=True)

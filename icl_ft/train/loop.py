@@ -32,7 +32,6 @@ import hashlib
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -207,37 +206,6 @@ def check_params_finite(params: Any, step_no: int, last_saved: int | None) -> No
 # ---------------------------------------------------------------------------
 
 
-def schedule_settings(config: Any) -> dict[str, Any]:
-  """What sets the learning-rate schedule (stored in each checkpoint's metadata)."""
-  opt = config.optimizer
-  return {"steps": int(config.steps),
-          "optimizer": opt.to_dict() if hasattr(opt, "to_dict") else dict(opt)}
-
-
-def changed_schedule(saved_meta: Mapping[str, Any], config: Any) -> str | None:
-  """`field old -> new, ...` where `config` changes the schedule a checkpoint was trained with.
-
-  None when nothing changed, or the checkpoint predates these settings.
-  """
-  if "steps" not in saved_meta or "optimizer" not in saved_meta:
-    return None
-  old = {"steps": saved_meta["steps"], **{f"optimizer.{k}": v for k, v in saved_meta["optimizer"].items()}}
-  current = schedule_settings(config)
-  new = {"steps": current["steps"], **{f"optimizer.{k}": v for k, v in current["optimizer"].items()}}
-  diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-           if old.get(k) != new.get(k)]
-  return ", ".join(diffs) or None
-
-
-def warn_changed_schedule(saved_meta: Mapping[str, Any], config: Any, step: int, where: str) -> None:
-  """One `warning:` line on stderr (process 0) when a resume changes the lr schedule or steps."""
-  diffs = changed_schedule(saved_meta, config)
-  if diffs and jax.process_index() == 0:
-    print(f"warning: resuming {where} at step {step} with a different schedule than it was trained "
-          f"with: {diffs} (the remaining steps follow the new values; use a new workdir to start over)",
-          file=sys.stderr, flush=True)
-
-
 def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = None,
           tokenizer: Any = None) -> TrainResult:
   """Finetunes per `config` (configs/train.py), holding `config.workdir`'s lock (see `_train`).
@@ -292,25 +260,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   # Existing checkpoints: refuse (resume=false) or check they are of this model's shape,
   # before anything is allocated or written.
   ck = config.checkpoint
-  ckpt_dir = None
-  existing: list[int] = []
-  if int(ck.every) > 0:
-    ckpt_dir = ck.get("dir", "") or os.path.join(os.fspath(config.workdir), "checkpoints")
-    existing = ckpt_lib.checkpoint_steps(ckpt_dir)
-    if existing and not ck.get("resume", True):
-      raise ValueError(f"checkpoint directory {ckpt_dir} already has steps {existing}; set "
-                       f"checkpoint.resume=true to continue or use a new directory")
-    if existing:
-      if model is None:
-        _, abs_state, _ = builder.abstract(model_cfg, mesh, rules)
-        shapes = ckpt_lib.param_shapes(ckpt_lib.param_state(abs_state))
-      else:
-        shapes = ckpt_lib.param_shapes(ckpt_lib.param_state(model))
-      ckpt_lib.check_shapes(
-          ckpt_lib.saved_param_shapes(ckpt_lib.resolve_params_dir(ckpt_dir, existing[-1])),
-          shapes, os.path.join(ckpt_dir, str(existing[-1])))
-      if model_cfg is not None:
-        ckpt_lib.check_preset(os.path.join(ckpt_dir, str(existing[-1])), config.model.preset)
+  ckpt_dir, existing = train_checkpoints.existing_steps(config, model, model_cfg, mesh, rules)
 
   if model is None and existing:
     # Resuming: the parameters come from the training checkpoint, so the model is built
@@ -358,7 +308,8 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   writer.truncate_after(start_step)
   if start_step:
     log.info("resumed from %s at step %d", ckpt_dir, start_step)
-    warn_changed_schedule(manager.read_meta(start_step), config, start_step, ckpt_dir)
+    train_checkpoints.warn_changed_schedule(manager.read_meta(start_step), config, start_step,
+                                            ckpt_dir)
 
   records: list[dict[str, Any]] = []
   log_every = int(config.log.get("every", 1))
@@ -428,7 +379,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
                 "model": config.model.to_dict() if hasattr(config.model, "to_dict") else {},
                 "data": config.data.to_dict() if hasattr(config.data, "to_dict") else {},
                 "process_count": jax.process_count()}
-        meta.update(schedule_settings(config))
+        meta.update(train_checkpoints.schedule_settings(config))
         manager.save(step_no, params, opt_state, data_iter, meta, force=True)
         last_saved = step_no
       if due_eval:
