@@ -35,6 +35,7 @@ from flax import nnx  # pylint: disable=wrong-import-order
 
 import train as train_bench  # pylint: disable=wrong-import-order
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
+from icl_ft.pipeline import loader as data_loader  # pylint: disable=wrong-import-order
 from icl_ft.train import step as step_lib  # pylint: disable=wrong-import-order
 
 
@@ -88,7 +89,7 @@ def main() -> None:
   model = Transformer(cfg, rngs=nnx.Rngs(params=0))
   batch = {k: jnp.asarray(v) for k, v in
            train_bench.batch_arrays(args.batch, args.seq, cfg.vocab_size).items()}
-  tok, pos, seg, lmask = (batch[k] for k in step_lib.BATCH_KEYS)
+  tok, pos, seg, lmask = (batch[k] for k in data_loader.BATCH_KEYS)
   x = jax.random.normal(jax.random.key(0), (args.batch, args.seq, cfg.embed_dim), jnp.float32)
   block = model.layers[0]
 

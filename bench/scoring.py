@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # pylint: disable=wrong-import-position
 from flax import nnx  # pylint: disable=wrong-import-position
 
-from icl_ft.evaluation import prompts, scoring  # pylint: disable=wrong-import-position
+from icl_ft.evaluation import prompts  # pylint: disable=wrong-import-position
+from icl_ft.inference import prefill, scoring  # pylint: disable=wrong-import-position
 from icl_ft.datasets import registry  # pylint: disable=wrong-import-position
 from icl_ft.model import config as model_config  # pylint: disable=wrong-import-position
 from icl_ft.model.tokenizer import Tokenizer, train_sentencepiece  # pylint: disable=wrong-import-position
@@ -91,9 +92,9 @@ def main() -> None:
   cfg = dataclasses.replace(cfg, **overrides)
   model = Transformer(cfg, rngs=nnx.Rngs(params=0))
   context = prompts.context_text(dataset.train, args.subsample, 0)
-  ctx_ids = scoring.encode_context(tok, context)
+  ctx_ids = prefill.encode_context(tok, context)
   rows = scoring.encode_questions(tok, questions)
-  scoring.check_length(len(ctx_ids), rows, cfg.max_seq_len, what="ICL context")
+  prefill.check_length(len(ctx_ids), rows, cfg.max_seq_len, what="ICL context")
   full_tokens = sum(len(ctx_ids) + len(r.suffix) for r in rows)
   longest = max(len(r.suffix) for r in rows)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; model {args.preset} "

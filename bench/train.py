@@ -27,6 +27,7 @@ import numpy as np  # pylint: disable=wrong-import-order
 from flax import nnx  # pylint: disable=wrong-import-order
 
 from icl_ft import sharding  # pylint: disable=wrong-import-order
+from icl_ft.model import builder  # pylint: disable=wrong-import-order
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
 from icl_ft.train import optimizer as optimizer_lib  # pylint: disable=wrong-import-order
 from icl_ft.train import step as step_lib  # pylint: disable=wrong-import-order
@@ -47,7 +48,7 @@ def batch_arrays(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, n
 def ours(cfg, batch: dict[str, np.ndarray], steps: int):
   """A closure running `steps` of our train step (blocks on the last step's loss)."""
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-  model = sharding.create_sharded_model(cfg, mesh, seed=0)
+  model = builder.fresh(cfg, mesh, seed=0)
   opt_cfg = ml_collections.ConfigDict({"learning_rate": 3e-4, "schedule": "constant",
                                        "warmup_steps": 0, "weight_decay": 0.0, "clip_norm": 0.0})
   tx, _ = optimizer_lib.make_optimizer(opt_cfg, 1000)

@@ -3,7 +3,7 @@
 Config files in configs/ nest these, e.g. `config.model = config_blocks.model_config("gemma2_2b")`
 and `config.mesh = config_blocks.mesh_config()`, and the binaries pass them to
 `icl_ft.model.loader.load_model(config.model, icl_ft.sharding.make_mesh(...))`
-(`loader.mesh_from_config(config.mesh)` does the latter).
+(`icl_ft.sharding.mesh_from_config(config.mesh)` does the latter).
 
 Config files import it as `from icl_ft import config_blocks`: it lives in the package so that
 absl's config_flags, which loads config files by path, can always import it.
@@ -79,7 +79,7 @@ def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collection
 
 
 def multihost_config() -> ml_collections.ConfigDict:
-  """Multi-host initialization (`icl_ft.train.loop.initialize_distributed`).
+  """Multi-host initialization (`icl_ft.sharding.initialize_distributed`).
 
   Fields:
     initialize: call jax.distributed.initialize before anything touches the devices. Also

@@ -1,4 +1,4 @@
-"""One device mesh for everything, and logical-axis-name -> mesh-axis rules.
+"""One device mesh for everything, logical-axis-name -> mesh-axis rules, distributed init.
 
 The mesh has axes ("data", "fsdp", "tensor"). Parameters carry logical axis names in their
 flax `out_sharding` metadata (e.g. ("vocab", "embed")); activations are annotated with
@@ -14,10 +14,13 @@ dimension whose mesh axes are already taken by an earlier one is replicated inst
 activation [batch, length, embed] gets P(("data", "fsdp"), None, None)). Rules from a config
 update the defaults (`resolve_rules`).
 
+This module imports no model code: functions that build a module take its constructor
+(`init_fn`); the Transformer's own builder is `icl_ft.model.builder`.
+
 Typical use:
 
-  mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  model = create_sharded_model(cfg, mesh)            # parameters are born sharded
+  mesh, rules = mesh_from_config(config.mesh)       # or make_mesh({"data": -1, ...})
+  model = create_sharded(init_fn, mesh, rules)       # parameters are born sharded
   with use_mesh(mesh):                               # activates mesh + rules for constrain()
     logits, _ = jax.jit(...)(...)
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -101,6 +105,82 @@ def make_mesh(sizes: Mapping[str, int] | None = None,
   shape = mesh_shape(sizes, len(devices))
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=list(devices))
+
+
+def mesh_from_config(mesh_cfg: Any, devices: Sequence[jax.Device] | None = None
+                     ) -> tuple[Mesh, dict[str, MeshAxes]]:
+  """(mesh, rules) from `icl_ft.config_blocks.mesh_config()` (on `devices`, else all)."""
+  def get(name: str, default: Any) -> Any:  # a ConfigDict, a mapping or any object
+    if isinstance(mesh_cfg, Mapping):
+      return mesh_cfg.get(name, default)
+    return getattr(mesh_cfg, name, default)
+
+  sizes = {a: int(get(a, -1 if a == "data" else 1)) for a in MESH_AXES}
+  rules = get("rules", None)
+  if rules is not None and hasattr(rules, "to_dict"):
+    rules = rules.to_dict()
+  return make_mesh(sizes, devices=devices), resolve_rules(rules or None)
+
+
+def data_parallel_size(mesh: Mesh, rules: Mapping[str, Any] | None = None) -> int:
+  """Number of batch shards on `mesh`: the sizes of the mesh axes that `data_sharding`
+  splits the batch over (data x fsdp by default), multiplied."""
+  spec = data_sharding(mesh, rules).spec
+  axes = spec[0] if len(spec) else None
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  return math.prod(int(mesh.shape[a]) for a in axes)
+
+
+# ---------------------------------------------------------------------------
+# Multi-host
+# ---------------------------------------------------------------------------
+
+
+MULTIHOST_ENV = "ICL_FT_MULTIHOST"
+
+
+def multihost_requested(mh: Any) -> bool:
+  """Whether to initialize: `mh.initialize`, or ICL_FT_MULTIHOST=1 (launch_tpu.sh's `run`)."""
+  if os.environ.get(MULTIHOST_ENV, "").strip().lower() in ("1", "true", "yes"):
+    return True
+  return bool(mh is not None and mh.get("initialize", False))
+
+
+def initialize_distributed(mh: Any) -> bool:
+  """`jax.distributed.initialize` from the `multihost` config block; returns whether it ran.
+
+  The one place every binary decides this: it runs when `mh.initialize` is true or the
+  environment has ICL_FT_MULTIHOST=1 (then a missing block means all fields unset).
+  Unset fields come from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, then
+  from JAX's cluster auto-detection. On CPU the cross-process collectives implementation
+  (`jax_cpu_collectives_implementation`) is set to `mh.cpu_collectives` ("gloo") first.
+  Idempotent: a second call in an initialized process does nothing.
+  """
+  if not multihost_requested(mh):
+    return False
+  mh = {} if mh is None else mh
+  if jax.distributed.is_initialized():
+    return True
+  collectives = mh.get("cpu_collectives", "gloo")
+  if collectives:
+    jax.config.update("jax_cpu_collectives_implementation", collectives)
+  address = mh.get("coordinator_address", "") or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  num = int(mh.get("num_processes", 0) or 0) or int(os.environ.get("JAX_NUM_PROCESSES", 0) or 0)
+  pid = int(mh.get("process_id", -1))
+  if pid < 0 and os.environ.get("JAX_PROCESS_ID", "") != "":
+    pid = int(os.environ["JAX_PROCESS_ID"])
+  kwargs: dict[str, Any] = {}
+  if address:
+    kwargs["coordinator_address"] = address
+  if num:
+    kwargs["num_processes"] = num
+  if pid >= 0:
+    kwargs["process_id"] = pid
+  timeout = mh.get("initialization_timeout", None)
+  if timeout:
+    kwargs["initialization_timeout"] = int(timeout)
+  jax.distributed.initialize(**kwargs)
+  return True
 
 
 # ---------------------------------------------------------------------------
@@ -315,21 +395,6 @@ def create_for_restore(init_fn: Callable[[], nnx.Module], mesh: Mesh,
 
     rest = jax.jit(init_rest, out_shardings=state_shardings(rest, mesh, rules))()
   return nnx.merge(graphdef, params, rest)
-
-
-def create_sharded_model(cfg: Any, mesh: Mesh, rules: Mapping[str, Any] | None = None,
-                         seed: int = 0) -> nnx.Module:
-  """A Transformer for `cfg` with parameters initialized (seed) directly onto `mesh`."""
-  from icl_ft.model.transformer import Transformer  # pylint: disable=g-import-not-at-top
-
-  return create_sharded(lambda: Transformer(cfg, rngs=nnx.Rngs(params=seed)), mesh, rules)
-
-
-def abstract_transformer(cfg: Any, mesh: Mesh, rules: Mapping[str, Any] | None = None):
-  """(graphdef, abstract state with target shardings, shardings) for a Transformer."""
-  from icl_ft.model.transformer import Transformer  # pylint: disable=g-import-not-at-top
-
-  return abstract_model(lambda: Transformer(cfg, rngs=nnx.Rngs(params=0)), mesh, rules)
 
 
 def shard_model_state(model_or_state: Any, mesh: Mesh,

@@ -389,7 +389,7 @@ def icl_subsample(name: str, dataset: records.Dataset, tokenizer: Any, max_len: 
   documents if they do not fit), else the smallest factor that fits the context."""
   from icl_ft.evaluation import contexts  # pylint: disable=g-import-not-at-top
   from icl_ft.evaluation import prompts  # pylint: disable=g-import-not-at-top
-  from icl_ft.inference import scoring  # pylint: disable=g-import-not-at-top
+  from icl_ft.inference import prefill  # pylint: disable=g-import-not-at-top
 
   if requested > 0:
     return requested
@@ -399,7 +399,7 @@ def icl_subsample(name: str, dataset: records.Dataset, tokenizer: Any, max_len: 
   try:
     contexts.check_budget(name, dataset, "icl", tokenizer, fmt, 1, seed, max_len)
     return 1
-  except scoring.ContextTooLongError as e:
+  except prefill.ContextTooLongError as e:
     k = contexts.fitting_subsample(tokenizer, dataset.train, fmt, seed,
                                    max_len - e.question_tokens)
     if k is None:
@@ -494,6 +494,7 @@ def _run_study(config: Any) -> StudyResult:
   if cache:
     enable_compilation_cache(Path(config.results_dir) / "xla_cache" if cache == "auto" else cache)
 
+  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
   from icl_ft.datasets import registry  # pylint: disable=g-import-not-at-top
   from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
 
@@ -543,7 +544,7 @@ def _run_study(config: Any) -> StudyResult:
 
   def base_model():
     if not base:
-      mesh, rules = loader.mesh_from_config(config.mesh)
+      mesh, rules = sharding.mesh_from_config(config.mesh)
       model, _ = loader.load_model(model_cfg, mesh, rules)
       base.update(model=model, mesh=mesh, rules=rules)
     return base

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from icl_ft.model import checkpoints
+from icl_ft.train import checkpoints as train_checkpoints
 from icl_ft import sharding
 
 
@@ -129,7 +130,7 @@ def test_train_manager_keep_latest_restore_and_params_only_view(tmp_path):
   opt_state = tx.init(params)
   it = _iterator()
   saved = {}
-  with checkpoints.TrainCheckpointManager(tmp_path / "ck", every=2, keep=2) as mngr:
+  with train_checkpoints.TrainCheckpointManager(tmp_path / "ck", every=2, keep=2) as mngr:
     for step in range(1, 8):
       next(it)
       params = jax.tree.map(lambda p: p + 1.0, params)
@@ -142,7 +143,7 @@ def test_train_manager_keep_latest_restore_and_params_only_view(tmp_path):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
   abstract_opt = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), opt_state)
-  mngr = checkpoints.TrainCheckpointManager(tmp_path / "ck", every=2, keep=2)
+  mngr = train_checkpoints.TrainCheckpointManager(tmp_path / "ck", every=2, keep=2)
   assert mngr.latest_step() == 6
   fresh = _iterator()
   p, o, step = mngr.restore(6, abstract_params, abstract_opt, fresh)
@@ -174,7 +175,7 @@ def test_incomplete_step_directory_is_ignored(tmp_path):
   model = _toy(0)
   params = _params(model)
   tx = optax.sgd(0.1)
-  with checkpoints.TrainCheckpointManager(tmp_path / "ck", every=1, keep=3) as mngr:
+  with train_checkpoints.TrainCheckpointManager(tmp_path / "ck", every=1, keep=3) as mngr:
     mngr.save(1, params, tx.init(params), _iterator())
   # What a run killed mid-save leaves: a temporary directory and a step dir without metadata.
   (tmp_path / "ck" / "2.orbax-checkpoint-tmp-123").mkdir()
@@ -188,19 +189,19 @@ def test_incomplete_step_directory_is_ignored(tmp_path):
 def test_train_manager_rejects_params_only_dir(tmp_path):
   checkpoints.save_params(tmp_path / "p", _toy(0))
   with pytest.raises(checkpoints.CheckpointError, match="params-only"):
-    checkpoints.TrainCheckpointManager(tmp_path / "p", every=1)
+    train_checkpoints.TrainCheckpointManager(tmp_path / "p", every=1)
 
 
 def test_restore_with_another_process_count_is_one_line_error(tmp_path):
   model = _toy(0)
   params = _params(model)
   tx = optax.sgd(0.1)
-  with checkpoints.TrainCheckpointManager(tmp_path / "ck", every=1) as mngr:
+  with train_checkpoints.TrainCheckpointManager(tmp_path / "ck", every=1) as mngr:
     mngr.save(1, params, tx.init(params), _iterator())
   item = tmp_path / "ck" / "1" / "data_iter"
   os.rename(item / "process_0-of-1.json", item / "process_0-of-2.json")
   abstract = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), t)
-  with checkpoints.TrainCheckpointManager(tmp_path / "ck", every=1) as mngr:
+  with train_checkpoints.TrainCheckpointManager(tmp_path / "ck", every=1) as mngr:
     with pytest.raises(checkpoints.CheckpointError, match="same number of processes") as e:
       mngr.restore(1, abstract(params), abstract(tx.init(params)), _iterator())
   assert "\n" not in str(e.value) and "process_0-of-2.json" in str(e.value)

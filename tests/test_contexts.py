@@ -6,7 +6,7 @@ import pytest
 
 from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
-from icl_ft.inference import scoring
+from icl_ft.inference import prefill
 from icl_ft.datasets import registry
 from icl_ft.model import loader
 from icl_ft.model.tokenizer import Tokenizer
@@ -24,7 +24,7 @@ def _questions(ds):
 
 
 def _full_tokens(tok, ds):
-  return len(scoring.encode_context(tok, prompts.context_text(ds.train, 1, 0, FMT)))
+  return len(prefill.encode_context(tok, prompts.context_text(ds.train, 1, 0, FMT)))
 
 
 # Budgets far below the whole set (1089, 6052, 4605 tokens): several shards each.
@@ -47,14 +47,14 @@ def test_every_question_in_one_shard_that_states_its_facts(tok, name, budget):
   for s in shards:
     assert list(s.documents) == sorted(set(s.documents))  # training order, no repeats
     text = prompts.context_text([ds.train[i] for i in s.documents], 1, 0, FMT)
-    assert list(s.context_ids) == scoring.encode_context(tok, text)
+    assert list(s.context_ids) == prefill.encode_context(tok, text)
     assert len(s.context_ids) <= budget
     assert len(s.context_ids) > budget * 0.75  # filled with distractors
 
 
 def test_a_set_that_fits_is_one_shard_with_the_unsharded_context(tok):
   ds = registry.generate("syllogisms", "small", seed=0)
-  full = scoring.encode_context(tok, prompts.context_text(ds.train, 1, 0, FMT))
+  full = prefill.encode_context(tok, prompts.context_text(ds.train, 1, 0, FMT))
   shards = contexts.plan_shards(ds.train, _questions(ds), tok, FMT, len(full), "syllogisms")
   assert len(shards) == 1
   assert list(shards[0].context_ids) == full
@@ -71,6 +71,6 @@ def test_deterministic(tok):
 
 def test_a_question_whose_facts_cannot_fit_is_an_error_naming_it(tok):
   ds = registry.generate("syllogisms", "small", seed=0)
-  with pytest.raises(scoring.ContextTooLongError, match=r"question 'syllogism_\d+' \(syllogism\) "
+  with pytest.raises(prefill.ContextTooLongError, match=r"question 'syllogism_\d+' \(syllogism\) "
                                                         r"needs 1 documents"):
     contexts.plan_shards(ds.train, _questions(ds), tok, FMT, 40, "dataset syllogisms")

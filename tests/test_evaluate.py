@@ -12,6 +12,7 @@ import pytest
 import train_setup
 
 from icl_ft import config_blocks
+from icl_ft import sharding
 from icl_ft.evaluation import contexts
 from icl_ft.evaluation import evaluate
 from icl_ft.evaluation import report
@@ -131,7 +132,7 @@ def test_finetuned_checkpoint_condition(setup):
 
   pre = evaluate.evaluate(_config(setup, "pretrained", splits="reversal"))
   config = _config(setup, "pretrained")
-  mesh, rules = loader.mesh_from_config(config.mesh)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   model, _ = loader.load_model(config.model, mesh, rules)  # fresh init, seed 0
   ckpt = setup["root"] / "ckpt"
   checkpoints.save_params(ckpt, model)
@@ -158,13 +159,14 @@ def test_icl_that_fits_scores_the_same_with_and_without_shards(setup, icl_run):
 def test_icl_shards_when_the_documents_do_not_fit(setup, monkeypatch):
   """A context budget below the whole set: each question scored against its shard's context."""
   from icl_ft.evaluation import prompts
+  from icl_ft.inference import prefill
   from icl_ft.inference import scoring
   from icl_ft.model import loader
   from icl_ft.model.tokenizer import Tokenizer
 
   tok = Tokenizer(setup["tok"])
   rev = records.read_dataset(setup["dirs"][0])
-  full = len(scoring.encode_context(tok, prompts.context_text(rev.train)))
+  full = len(prefill.encode_context(tok, prompts.context_text(rev.train)))
   longest = max(len(r.suffix) for r in scoring.encode_questions(tok, rev.tests["reversal"]))
   max_len = full // 2 + longest  # about half the documents fit
   real = evaluate._model_max_len  # pylint: disable=protected-access
@@ -180,7 +182,7 @@ def test_icl_shards_when_the_documents_do_not_fit(setup, monkeypatch):
   plans, _ = contexts.plan_contexts("simple_reversals", rev, "icl", tok, prompts.PromptFormat(),
                                     1, 0, max_len, True)
   config = _config(setup, "icl")
-  mesh, rules = loader.mesh_from_config(config.mesh)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   model, _ = loader.load_model(config.model, mesh, rules)
   by_id = {q.id: q for q in rev.tests["reversal"]}
   for index, plan in enumerate(plans):

@@ -25,6 +25,7 @@ from icl_ft.model import checkpoints
 from icl_ft import config_blocks
 from icl_ft.evaluation import evaluate
 from icl_ft import fileio
+from icl_ft import sharding
 from icl_ft import study
 from icl_ft.bin import cli
 from icl_ft.bin import evaluate as eval_bin
@@ -81,7 +82,7 @@ def _model_config(preset: str, checkpoint: str = ""):
 
 def _save_model(directory: Path, preset: str = "tiny", poison: bool = False) -> Path:
   """A fresh model of `preset` as a params-only checkpoint; `poison`: one NaN parameter."""
-  mesh, rules = loader.mesh_from_config(config_blocks.mesh_config())
+  mesh, rules = sharding.mesh_from_config(config_blocks.mesh_config())
   model, _ = loader.load_model(_model_config(preset), mesh, rules)
   if poison:
     scale = model.final_norm.scale
@@ -179,7 +180,7 @@ def test_checkpoint_of_another_preset_is_refused_on_every_route(tmp_path, data, 
   want = (f"checkpoint {ckpt} was written with model preset 'tiny_default', not 'tiny': "
           "set config.model.preset=tiny_default")
   # The loader (every binary and the study load through it).
-  mesh, rules = loader.mesh_from_config(config_blocks.mesh_config())
+  mesh, rules = sharding.mesh_from_config(config_blocks.mesh_config())
   with pytest.raises(checkpoints.CheckpointError) as e:
     loader.load_model(_model_config("tiny", str(ckpt)), mesh, rules)
   assert str(e.value) == want

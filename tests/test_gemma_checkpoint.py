@@ -8,7 +8,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from icl_ft import sharding
+from icl_ft.model import checkpoints
 from icl_ft.model import gemma_checkpoint
+from icl_ft.model import gemma_layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,22 +27,22 @@ class _Cfg:
   vocab_size: int = 64
 
 
-def random_flat(layout: gemma_checkpoint.Layout, seed: int = 0, dtype=np.float32) -> dict:
+def random_flat(layout: gemma_layout.Layout, seed: int = 0, dtype=np.float32) -> dict:
   rng = np.random.default_rng(seed)
   return {k: {leaf: rng.standard_normal(shape).astype(dtype) for leaf, shape in leaves.items()}
           for k, leaves in layout.shapes.items()}
 
 
 def test_layout_per_family():
-  g1 = gemma_checkpoint.official_layout(_Cfg(family="gemma1", num_kv_heads=4))
+  g1 = gemma_layout.official_layout(_Cfg(family="gemma1", num_kv_heads=4))
   assert "transformer/layer_0/attn/qkv_einsum" in g1.shapes and g1.fused_qkv
   assert "transformer/layer_0/post_attention_norm" not in g1.shapes
   assert g1.shapes["transformer/layer_1/mlp/gating_einsum"]["w"] == (2, 16, 32)
-  g2 = gemma_checkpoint.official_layout(_Cfg())
+  g2 = gemma_layout.official_layout(_Cfg())
   assert g2.shapes["transformer/layer_0/attn/kv_einsum"]["w"] == (2, 2, 16, 8)
   assert "transformer/layer_0/post_ffw_norm" in g2.shapes
   assert "transformer/layer_0/attn/_query_norm" not in g2.shapes
-  g3 = gemma_checkpoint.official_layout(_Cfg(family="gemma3"))
+  g3 = gemma_layout.official_layout(_Cfg(family="gemma3"))
   assert g3.shapes["transformer/layer_0/attn/_key_norm"]["scale"] == (8,)
   assert g3.shapes["transformer/layer_0/mlp/gating_einsum"]["w"] == (2, 32, 16)
 
@@ -52,31 +54,31 @@ def _meta(flat):
 
 def test_check_checkpoint_detects_orientation_and_errors():
   cfg = _Cfg(family="gemma3")
-  flat = random_flat(gemma_checkpoint.official_layout(cfg, gating_transposed=False))
-  assert not gemma_checkpoint.check_checkpoint(_meta(flat), cfg).gating_transposed
-  flat = random_flat(gemma_checkpoint.official_layout(cfg))
-  assert gemma_checkpoint.check_checkpoint(_meta(flat), cfg).gating_transposed
+  flat = random_flat(gemma_layout.official_layout(cfg, gating_transposed=False))
+  assert not gemma_layout.check_checkpoint(_meta(flat), cfg).gating_transposed
+  flat = random_flat(gemma_layout.official_layout(cfg))
+  assert gemma_layout.check_checkpoint(_meta(flat), cfg).gating_transposed
 
   missing = dict(flat)
   del missing["transformer/layer_1/attn/q_einsum"]
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="missing key 'transformer/layer_1/attn/q_einsum'"):
-    gemma_checkpoint.check_checkpoint(_meta(missing), cfg)
-  with pytest.raises(gemma_checkpoint.CheckpointError,
+  with pytest.raises(checkpoints.CheckpointError, match="missing key 'transformer/layer_1/attn/q_einsum'"):
+    gemma_layout.check_checkpoint(_meta(missing), cfg)
+  with pytest.raises(checkpoints.CheckpointError,
                      match=r"layer_0/attn/q_einsum/w has shape \(4, 16, 8\), expected \(8, 16, 8\)"):
-    gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_heads=8, num_kv_heads=2))
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="looks like Gemma 3 .* preset is Gemma 2"):
-    gemma_checkpoint.check_checkpoint(_meta(flat), _Cfg(family="gemma2"))
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="has 2 layers but the preset has 3"):
-    gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_layers=3))
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="input_embedding has shape .*resize_vocab"):
-    gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48))
-  lay = gemma_checkpoint.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48), resize_vocab=True)
+    gemma_layout.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_heads=8, num_kv_heads=2))
+  with pytest.raises(checkpoints.CheckpointError, match="looks like Gemma 3 .* preset is Gemma 2"):
+    gemma_layout.check_checkpoint(_meta(flat), _Cfg(family="gemma2"))
+  with pytest.raises(checkpoints.CheckpointError, match="has 2 layers but the preset has 3"):
+    gemma_layout.check_checkpoint(_meta(flat), dataclasses.replace(cfg, num_layers=3))
+  with pytest.raises(checkpoints.CheckpointError, match="input_embedding has shape .*resize_vocab"):
+    gemma_layout.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48))
+  lay = gemma_layout.check_checkpoint(_meta(flat), dataclasses.replace(cfg, vocab_size=48), resize_vocab=True)
   assert lay.vocab_rows == 64
 
 
 def test_restore_onto_mesh(tmp_path):
   cfg = _Cfg()
-  layout = gemma_checkpoint.official_layout(cfg)
+  layout = gemma_layout.official_layout(cfg)
   flat = random_flat(layout)
   gemma_checkpoint.save_official(tmp_path / "ck", flat)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
@@ -96,7 +98,7 @@ def test_not_a_gemma_checkpoint(tmp_path):
   with pytest.raises(FileNotFoundError):
     gemma_checkpoint.read_metadata(tmp_path / "none")
   gemma_checkpoint.save_official(tmp_path / "other", {"model": {"w": np.zeros((2, 2), np.float32)}})
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="not in the official Gemma flat layout"):
+  with pytest.raises(checkpoints.CheckpointError, match="not in the official Gemma flat layout"):
     gemma_checkpoint.read_metadata(tmp_path / "other")
 
 
@@ -185,7 +187,7 @@ def _fresh(cfg, mesh):
 ])
 def test_import_run_export_round_trip(tmp_path, name, transposed):
   cfg = FAMILY_CFGS[name]()
-  layout = gemma_checkpoint.official_layout(cfg, gating_transposed=transposed)
+  layout = gemma_layout.official_layout(cfg, gating_transposed=transposed)
   flat = random_flat(layout, seed=7)
   for k in flat:  # realistic scale: keep activations well-conditioned
     for leaf in flat[k]:
@@ -211,11 +213,11 @@ def test_import_run_export_round_trip(tmp_path, name, transposed):
 
 def test_vocab_rows_cut_and_padded(tmp_path):
   cfg = FAMILY_CFGS["gemma2"]()
-  layout = gemma_checkpoint.official_layout(cfg, vocab_rows=cfg.vocab_size + 32)
+  layout = gemma_layout.official_layout(cfg, vocab_rows=cfg.vocab_size + 32)
   flat = random_flat(layout)
   gemma_checkpoint.save_official(tmp_path / "padded", flat)
   mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
-  with pytest.raises(gemma_checkpoint.CheckpointError, match=r"input_embedding has shape \(160, 32\), expected \(128, 32\)"):
+  with pytest.raises(checkpoints.CheckpointError, match=r"input_embedding has shape \(160, 32\), expected \(128, 32\)"):
     gemma_checkpoint.import_gemma(tmp_path / "padded", _fresh(cfg, mesh), cfg, mesh)
   model = gemma_checkpoint.import_gemma(tmp_path / "padded", _fresh(cfg, mesh), cfg, mesh, resize_vocab=True)
   emb = np.asarray(model.embedder.input_embedding.get_value())
@@ -228,7 +230,7 @@ def test_vocab_rows_cut_and_padded(tmp_path):
 
 def test_bfloat16_checkpoint_is_cast_to_param_dtype(tmp_path):
   cfg = FAMILY_CFGS["gemma3"]()
-  flat = random_flat(gemma_checkpoint.official_layout(cfg), dtype=jax.numpy.bfloat16)
+  flat = random_flat(gemma_layout.official_layout(cfg), dtype=jax.numpy.bfloat16)
   gemma_checkpoint.save_official(tmp_path / "bf16", flat)
   mesh = sharding.make_mesh({"data": 8})
   model = gemma_checkpoint.import_gemma(tmp_path / "bf16", _fresh(cfg, mesh), cfg, mesh)
@@ -240,19 +242,19 @@ def test_bfloat16_checkpoint_is_cast_to_param_dtype(tmp_path):
 
 def test_import_errors_name_the_problem(tmp_path):
   cfg3 = FAMILY_CFGS["gemma3"]()
-  flat = random_flat(gemma_checkpoint.official_layout(cfg3))
+  flat = random_flat(gemma_layout.official_layout(cfg3))
   gemma_checkpoint.save_official(tmp_path / "g3", flat)
   mesh = sharding.make_mesh({"data": 8})
   cfg2 = FAMILY_CFGS["gemma2"]()
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="looks like Gemma 3.*preset is Gemma 2"):
+  with pytest.raises(checkpoints.CheckpointError, match="looks like Gemma 3.*preset is Gemma 2"):
     gemma_checkpoint.import_gemma(tmp_path / "g3", _fresh(cfg2, mesh), cfg2, mesh)
   bigger = _preset("tiny_gemma3", num_kv_heads=2, hidden_dim=96)
-  with pytest.raises(gemma_checkpoint.CheckpointError,
+  with pytest.raises(checkpoints.CheckpointError,
                      match=r"layer_0/mlp/gating_einsum/w has shape \(2, 64, 32\), expected \(2, 96, 32\)"):
     gemma_checkpoint.import_gemma(tmp_path / "g3", _fresh(bigger, mesh), bigger, mesh)
   del flat["transformer/layer_1/attn/_key_norm"]
   gemma_checkpoint.save_official(tmp_path / "missing", flat)
-  with pytest.raises(gemma_checkpoint.CheckpointError, match="missing key 'transformer/layer_1/attn/_key_norm'"):
+  with pytest.raises(checkpoints.CheckpointError, match="missing key 'transformer/layer_1/attn/_key_norm'"):
     gemma_checkpoint.import_gemma(tmp_path / "missing", _fresh(cfg3, mesh), cfg3, mesh)
 
 
@@ -322,6 +324,6 @@ def test_common_configs_and_mesh_from_config():
   assert loader.model_config_from(c).dtype == "bfloat16"
   mc = common.mesh_config(fsdp=2)
   mc.rules.embed = None
-  mesh, rules = loader.mesh_from_config(mc)
+  mesh, rules = sharding.mesh_from_config(mc)
   assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
   assert rules["embed"] is None and rules["mlp"] == "tensor"

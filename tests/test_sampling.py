@@ -10,6 +10,7 @@ from flax import nnx
 
 from icl_ft.inference import sampling
 from icl_ft import sharding
+from icl_ft.model import builder
 from icl_ft.datasets import simple_reversals
 from icl_ft.datasets import words
 from icl_ft.model import config as model_config
@@ -170,7 +171,7 @@ def test_prefilled_context_reuse_equals_fresh_prefill(setup):
 def test_sharded_equals_unsharded(setup):
   model, tok = setup
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  sharded = sharding.create_sharded_model(model.config, mesh, seed=0)
+  sharded = builder.fresh(model.config, mesh, seed=0)
   # The shapes of the context test above (its compilation is reused for the plain run).
   hot = sampling.SamplingParams(max_new_tokens=32, temperature=1.0, top_p=0.9, seed=3,
                                 stop=(".",), stop_at_eos=False)

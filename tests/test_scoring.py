@@ -10,6 +10,7 @@ from flax import nnx
 
 from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
+from icl_ft.inference import prefill
 from icl_ft.inference import scoring
 from icl_ft.datasets import records
 from icl_ft.datasets import simple_reversals
@@ -90,7 +91,7 @@ def _forward(model, tokens, positions, segment_ids):
 
 def test_cached_equals_naive_with_a_chunked_prefill(model, tok, questions, context):
   # 64-token prefill chunks: several, the last one partial (padded with segment 0).
-  n_ctx = len(scoring.encode_context(tok, context))
+  n_ctx = len(prefill.encode_context(tok, context))
   assert n_ctx > 2 * 64 and n_ctx % 64
   cached = scoring.score_questions(model, tok, questions, context, batch_size=BATCH,
                                    prefill_chunk=64)
@@ -155,15 +156,15 @@ def test_mean_metric_end_to_end(model, tok, questions, context):
 
 
 def test_context_too_long(model, tok, data, questions, context):
-  n_ctx = len(scoring.encode_context(tok, context))
-  with pytest.raises(scoring.ContextTooLongError, match="more than the model's maximum length"):
+  n_ctx = len(prefill.encode_context(tok, context))
+  with pytest.raises(prefill.ContextTooLongError, match="more than the model's maximum length"):
     scoring.score_questions(model, tok, questions, context, max_len=n_ctx + 3)
   # The evaluation's check: by how many tokens, and which subsample factor would fit.
   fmt = prompts.PromptFormat()
-  full = len(scoring.encode_context(tok, prompts.context_text(data.train)))
+  full = len(prefill.encode_context(tok, prompts.context_text(data.train)))
   longest = max(len(r.suffix) for r in scoring.encode_questions(tok, data.tests["reversal"]))
   max_len = full // 3 + longest
-  with pytest.raises(scoring.ContextTooLongError) as e:
+  with pytest.raises(prefill.ContextTooLongError) as e:
     contexts.check_budget("simple_reversals", data, "icl", tok, fmt, 1, 0, max_len)
   k = int(str(e.value).split("subsample factor ")[1].split()[0])
   assert f"{full + longest - max_len} over the model's max_seq_len {max_len}" in str(e.value)
@@ -172,22 +173,23 @@ def test_context_too_long(model, tok, data, questions, context):
   assert 3 <= k <= 4
 
   def ctx_len(factor):
-    return len(scoring.encode_context(tok, prompts.context_text(data.train, factor, 0)))
+    return len(prefill.encode_context(tok, prompts.context_text(data.train, factor, 0)))
 
   assert ctx_len(k) + longest <= max_len < ctx_len(k - 1) + longest
   ids, got_longest = contexts.check_budget("simple_reversals", data, "icl", tok, fmt, k, 0, max_len)
   assert len(ids) == ctx_len(k) and got_longest == longest
-  with pytest.raises(scoring.ContextTooLongError, match="not even one document fits"):
+  with pytest.raises(prefill.ContextTooLongError, match="not even one document fits"):
     contexts.check_budget("simple_reversals", data, "icl", tok, fmt, 1, 0, longest + 5)
 
 
 def test_sharded_on_a_mesh_equals_unsharded(cfg, model, tok, questions, context):
   from icl_ft import sharding
+  from icl_ft.model import builder
 
   if jax.device_count() < 8:
     pytest.skip("needs 8 (simulated) devices")
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  sharded = sharding.create_sharded_model(cfg, mesh, seed=0)
+  sharded = builder.fresh(cfg, mesh, seed=0)
   reference = scoring.score_questions(model, tok, questions, context, batch_size=BATCH)
   got = scoring.score_questions(sharded, tok, questions, context, batch_size=BATCH, mesh=mesh)
   _assert_same(got, reference)
@@ -196,7 +198,7 @@ def test_sharded_on_a_mesh_equals_unsharded(cfg, model, tok, questions, context)
 
 
 def test_bucket_lengths():
-  assert [scoring.bucket_length(n) for n in (1, 16, 17, 100, 1024, 1025, 1537)] == \
+  assert [prefill.bucket_length(n) for n in (1, 16, 17, 100, 1024, 1025, 1537)] == \
       [16, 16, 32, 128, 1024, 1536, 2048]
-  assert all(scoring.bucket_length(n) >= n for n in range(1, 5000, 7))
-  assert math.log2(scoring.bucket_length(300)) == 9
+  assert all(prefill.bucket_length(n) >= n for n in range(1, 5000, 7))
+  assert math.log2(prefill.bucket_length(300)) == 9

@@ -8,6 +8,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from icl_ft import sharding
+from icl_ft.model import builder
 
 MESHES = [{"data": 8}, {"data": 2, "fsdp": 4}, {"data": 1, "fsdp": 2, "tensor": 4}]
 
@@ -165,7 +166,7 @@ def _logits(model, mesh, tokens, positions, segment_ids):
 def reference():
   cfg = _tiny_cfg()
   one = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  model = sharding.create_sharded_model(cfg, one, seed=3)
+  model = builder.fresh(cfg, one, seed=3)
   batch = _batch(cfg)
   return cfg, batch, _logits(model, None, *batch), model
 
@@ -174,7 +175,7 @@ def reference():
 def test_transformer_sharded_logits_match_one_device(reference, sizes):
   cfg, batch, ref, _ = reference
   mesh = sharding.make_mesh(sizes)
-  model = sharding.create_sharded_model(cfg, mesh, seed=3)
+  model = builder.fresh(cfg, mesh, seed=3)
   got = _logits(model, mesh, *batch)
   np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)
 

@@ -14,6 +14,7 @@ import train_setup
 
 from icl_ft import config_blocks
 from icl_ft import fileio
+from icl_ft import sharding
 from icl_ft.evaluation import report
 from icl_ft import study
 from icl_ft.bin import study as study_bin
@@ -45,7 +46,7 @@ def _standin_assets(root: Path) -> Path:
     study.train_tokenizer([registry.generate("syllogisms", "small")], 1024,
                           root / "tokenizer.model")
   if not (root / "params").is_dir():
-    mesh, rules = loader.mesh_from_config(config_blocks.mesh_config())
+    mesh, rules = sharding.mesh_from_config(config_blocks.mesh_config())
     model, _ = loader.load_model(config_blocks.model_config(loader.DEFAULT_PRESET), mesh, rules)
     checkpoints.save_params(root / "params", model)
   return root
@@ -203,7 +204,7 @@ def test_aug_all_is_exactly_what_augment_all_samples(micro):
   parts = [records.read_dataset(run_dir / "data" / f"syllogisms_aug_{s}_s0")
            for s in ("local", "global")]
   assert merged.train == ds.train + parts[0].train[len(ds.train):] + parts[1].train[len(ds.train):]
-  mesh, rules = loader.mesh_from_config(config.mesh)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   model, tokenizer = loader.load_model(config.model, mesh, rules)
   params = sampling.SamplingParams(max_new_tokens=config.augment.max_new_tokens,
                                    temperature=config.augment.temperature,

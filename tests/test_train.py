@@ -12,7 +12,9 @@ import pytest
 from flax import nnx
 
 from icl_ft.model import checkpoints
+from icl_ft.train import checkpoints as train_checkpoints
 from icl_ft import sharding
+from icl_ft.model import builder
 from icl_ft.model import layers
 from icl_ft.train import loop
 from icl_ft.train import metrics as metrics_lib
@@ -331,10 +333,10 @@ def test_checkpoint_of_a_different_model_shape(tmp_path, data, monkeypatch):
   cfg = train_setup.tiny_model_config()
   other = dataclasses.replace(cfg, embed_dim=cfg.embed_dim * 2)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=_one())
-  _, abstract, _ = sharding.abstract_transformer(other, mesh)
+  _, abstract, _ = builder.abstract(other, mesh)
   params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
                         nnx.to_pure_dict(checkpoints.param_state(abstract)))
-  with checkpoints.TrainCheckpointManager(tmp_path / "run" / "checkpoints", every=1) as mngr:
+  with train_checkpoints.TrainCheckpointManager(tmp_path / "run" / "checkpoints", every=1) as mngr:
     mngr.save(2, params, optax.sgd(0.1).init(params), None)
   before = _snapshot(tmp_path / "run")
   config = train_setup.train_config(str(tmp_path / "run"), data_dir, tok)
@@ -347,7 +349,7 @@ def test_checkpoint_of_a_different_model_shape(tmp_path, data, monkeypatch):
 def test_existing_checkpoints_without_resume(tmp_path, data, monkeypatch):
   data_dir, tok = data
   params = {"w": np.zeros(3, np.float32)}
-  with checkpoints.TrainCheckpointManager(tmp_path / "run" / "checkpoints", every=1) as mngr:
+  with train_checkpoints.TrainCheckpointManager(tmp_path / "run" / "checkpoints", every=1) as mngr:
     mngr.save(2, params, optax.sgd(0.1).init(params), None)
   before = _snapshot(tmp_path / "run")
   config = train_setup.train_config(str(tmp_path / "run"), data_dir, tok, checkpoint__resume=False)
@@ -372,4 +374,4 @@ def test_resume_with_another_schedule_warns(tmp_path, data, monkeypatch):
   # The same settings again (resumes at step 4): nothing to say.
   rc, err = _execute(changed, monkeypatch, _one())
   assert rc == 0 and "warning" not in err
-  assert loop.changed_schedule({}, changed) is None  # checkpoints from before these settings
+  assert train_checkpoints.changed_schedule({}, changed) is None  # checkpoints from before these settings

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from icl_ft import sharding
 from icl_ft.inference import sampling as sampling_lib
-from icl_ft.inference import scoring
+from icl_ft.inference import prefill
 from icl_ft.augment import audit as audit_lib
 from icl_ft.augment import templates
 from icl_ft.datasets import records
@@ -113,7 +114,7 @@ def fit_corpus(tokenizer: Any, documents: Sequence[records.Document], budget: in
 
   def size(m: int) -> int:
     text = templates.global_context([d.text for d in take(m)])
-    return len(scoring.encode_context(tokenizer, text))
+    return len(prefill.encode_context(tokenizer, text))
 
   if size(len(docs)) <= budget:
     return docs, size(len(docs))
@@ -196,7 +197,7 @@ def augment_dataset(model: Any, tokenizer: Any, dataset: records.Dataset, strate
       context = None
     ids = tokenizer.encode_batch([r.suffix for r in requests])
     longest = max(len(x) for x in ids)
-    room = scoring.bucket_length(longest) + params.max_new_tokens
+    room = prefill.bucket_length(longest) + params.max_new_tokens
     if name == "global":
       budget = sampler.max_len - room if sampler.max_len else None
       if budget is None or (max_context_tokens is not None and max_context_tokens < budget):
@@ -212,7 +213,7 @@ def augment_dataset(model: Any, tokenizer: Any, dataset: records.Dataset, strate
               "subsampled": len(corpus) < len(dataset.train), "context_budget": budget,
               "subsample_seed": seed}
     if sampler.max_len is not None:
-      n_ctx = len(scoring.encode_context(tokenizer, context))
+      n_ctx = len(prefill.encode_context(tokenizer, context))
       room = min(room, sampler.max_len - n_ctx)
     prefilled = sampler.prefill(context, room=room)
     info["context_tokens"] = prefilled.num_tokens
@@ -278,7 +279,7 @@ def run(config: Any) -> tuple[Any, records.Dataset]:
   max_ctx = int(config.max_context_tokens) or None
   if max_ctx is not None and max_ctx < 1:
     raise ValueError(f"max_context_tokens must be >= 0, got {config.max_context_tokens}")
-  mesh, rules = loader.mesh_from_config(config.mesh)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   model, tokenizer = loader.load_model(config.model, mesh, rules)
   augmented = augment_dataset(model, tokenizer, dataset, config.strategy, sampling=params,
                               max_context_tokens=max_ctx, seed=int(config.seed), mesh=mesh,

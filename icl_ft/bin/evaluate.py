@@ -32,12 +32,12 @@ def execute(config: Any) -> int:
   from icl_ft import config_checks  # pylint: disable=g-import-not-at-top
   from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from icl_ft.evaluation import report  # pylint: disable=g-import-not-at-top
-  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
+  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
 
   dry = bool(config.get("dry_run", False))
   try:
     # Before anything touches the devices (ICL_FT_MULTIHOST=1 or multihost.initialize).
-    loop.initialize_distributed(config.get("multihost", None))
+    sharding.initialize_distributed(config.get("multihost", None))
     config_checks.validate_eval(config, require_inputs=not dry)
     if dry:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
       from icl_ft.scale import dry_run  # pylint: disable=g-import-not-at-top

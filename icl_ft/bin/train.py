@@ -26,13 +26,14 @@ def execute(config: Any, **train_kwargs: Any) -> int:
   """Runs `loop.train(config, **train_kwargs)`; failures: one `error:` line on stderr, status 1."""
   # Multi-host initialization must come before anything touches the devices (even imports
   # that query them), so it runs first, here as well as inside train().
+  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
   from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
 
   from icl_ft import config_checks  # pylint: disable=g-import-not-at-top
 
   dry = bool(config.get("dry_run", False))
   try:
-    loop.initialize_distributed(config.get("multihost", None))
+    sharding.initialize_distributed(config.get("multihost", None))
     config_checks.validate_train(config, require_inputs=not dry)
     if dry:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
       from icl_ft.scale import dry_run  # pylint: disable=g-import-not-at-top

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from icl_ft.evaluation import prompts
+from icl_ft.inference import prefill
 from icl_ft.inference import scoring
 from icl_ft.datasets import records
 
@@ -58,7 +59,7 @@ def context_ids(tokenizer: Any, documents: Sequence[records.Document], indices: 
                 fmt: prompts.PromptFormat) -> list[int]:
   """[BOS] + the ICL context of `documents[indices]` (training order)."""
   docs = [documents[i] for i in sorted(indices)]
-  return scoring.encode_context(tokenizer, prompts.context_text(docs, 1, 0, fmt))
+  return prefill.encode_context(tokenizer, prompts.context_text(docs, 1, 0, fmt))
 
 
 def plan_shards(documents: Sequence[records.Document],
@@ -78,8 +79,8 @@ def plan_shards(documents: Sequence[records.Document],
       by_fact.setdefault(f, []).append(i)
   # Token counts add up to within a few tokens of the joined text's: a cheap test that skips
   # shards that cannot fit before the exact count is taken.
-  sep = len(scoring.encode_context(tokenizer, fmt.document_separator)) - 1
-  doc_tokens = [len(scoring.encode_context(tokenizer, d.text)) - 1 + sep for d in docs]
+  sep = len(prefill.encode_context(tokenizer, fmt.document_separator)) - 1
+  doc_tokens = [len(prefill.encode_context(tokenizer, d.text)) - 1 + sep for d in docs]
 
   def fits(indices: set[int], known: int = 0, added: Iterable[int] = ()) -> int | None:
     if known and known + sum(doc_tokens[i] for i in added) > budget + _SLACK:
@@ -126,7 +127,7 @@ def plan_shards(documents: Sequence[records.Document],
       n = fits(first)
       if n is None:
         total = len(context_ids(tokenizer, docs, first, fmt))
-        raise scoring.ContextTooLongError(
+        raise prefill.ContextTooLongError(
             f"{name}: question {q.id!r} ({q.split}) needs {len(first)} documents to state its "
             f"facts, {total} context tokens with BOS, over the budget of {budget}",
             context_tokens=total, question_tokens=0, max_len=budget)
@@ -172,7 +173,7 @@ def fitting_subsample(tokenizer: Any, documents: Sequence[records.Document],
 
   def fits(k: int) -> bool:
     text = prompts.context_text(documents, k, seed, fmt)
-    return len(scoring.encode_context(tokenizer, text)) <= budget
+    return len(prefill.encode_context(tokenizer, text)) <= budget
 
   if n == 0 or not fits(n):
     return None
@@ -191,7 +192,7 @@ def check_budget(name: str, dataset: records.Dataset, condition: str, tokenizer:
                  ) -> tuple[list[int], int]:
   """(context ids, longest prompt + choice) for `dataset`; ContextTooLongError if over max_len."""
   context = context_for(dataset, condition, fmt, subsample, seed)
-  ids = scoring.encode_context(tokenizer, context)
+  ids = prefill.encode_context(tokenizer, context)
   questions = [q for qs in dataset.tests.values() for q in qs]
   rows = scoring.encode_questions(tokenizer, questions)
   longest = max(len(r.suffix) for r in rows)
@@ -209,7 +210,7 @@ def check_budget(name: str, dataset: records.Dataset, condition: str, tokenizer:
       message += "; not even one document fits"
     else:
       message += f"; subsample factor {k} would fit (--config.icl.subsample={k})"
-  raise scoring.ContextTooLongError(message, context_tokens=len(ids), question_tokens=longest,
+  raise prefill.ContextTooLongError(message, context_tokens=len(ids), question_tokens=longest,
                                     max_len=max_len)
 
 
@@ -233,7 +234,7 @@ def plan_contexts(name: str, dataset: records.Dataset, condition: str, tokenizer
   try:
     ids, longest = check_budget(name, dataset, condition, tokenizer, fmt, subsample, seed, max_len)
     return [ContextPlan(ids)], longest
-  except scoring.ContextTooLongError as e:
+  except prefill.ContextTooLongError as e:
     if not (shards and uses_documents(condition) and subsample == 1):
       raise
     longest = e.question_tokens

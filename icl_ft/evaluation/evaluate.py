@@ -53,6 +53,7 @@ from typing import Any
 import jax
 
 from icl_ft import fileio
+from icl_ft import sharding
 from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
 from icl_ft.evaluation import report
@@ -335,7 +336,7 @@ def _evaluate(config: Any) -> EvalResult:
     fileio.check_run_dir(run_dir, RUN_FILE, settings, "an evaluation run")
 
 
-  mesh, rules = loader.mesh_from_config(config.mesh)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   model, _ = loader.load_model(model_cfg, mesh, rules)
 
   writer = jax.process_index() == 0

@@ -6,7 +6,7 @@
                             context=context)              # any number of calls reuse it
 
 Every row is `[BOS] + context + prompt + generated`. The context is tokenized separately
-from each prompt and prefilled once at batch 1 (`scoring.prefill_context`, chunked, the same
+from each prompt and prefilled once at batch 1 (`prefill.prefill_context`, chunked, the same
 code as the scorer) and every row attends it as a shared prefix (`model(..., prefix=)`: read
 once per step for all rows, never repeated to the batch); each batch's rows get their own
 cache for prompt and generated tokens only (on a mesh, born sharded along the batch), the
@@ -41,8 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
-from icl_ft.inference import scoring
+from icl_ft.inference import prefill
 from icl_ft.model import layers
 
 FINISH_REASONS = ("stop", "eos", "length")
@@ -289,9 +290,9 @@ class Sampler:
                rules: Any = None):
     self.tokenizer = tokenizer
     self.batch_size = int(batch_size)
-    self._mesh = scoring.Placement(mesh, rules)
-    scoring._check_batch(self.batch_size, self._mesh)  # pylint: disable=protected-access
-    self.max_len = scoring._model_max_len(model) if max_len is None else int(max_len)  # pylint: disable=protected-access
+    self._mesh = prefill.Placement(mesh, rules)
+    prefill.check_batch(self.batch_size, self._mesh)
+    self.max_len = prefill.model_max_len(model) if max_len is None else int(max_len)
     self.prefill_chunk = int(prefill_chunk)
     self._graphdef, self._state = nnx.split(model)
     self._init_cache = model.init_cache
@@ -316,17 +317,17 @@ class Sampler:
               context_ids: Sequence[int] | None = None) -> PrefilledContext:
     """Prefills `[BOS] + context` once, leaving `room` cache slots for prompt + generation."""
     ids = (list(context_ids) if context_ids is not None
-           else scoring.encode_context(self.tokenizer, context))
+           else prefill.encode_context(self.tokenizer, context))
     room = int(room)
     if self.max_len is not None and len(ids) + room > self.max_len:
-      raise scoring.ContextTooLongError(
+      raise prefill.ContextTooLongError(
           f"context ({len(ids)} tokens incl. BOS) plus room for prompt and generation ({room} "
           f"tokens) is {len(ids) + room} tokens, {len(ids) + room - self.max_len} more than the "
           f"model's maximum length {self.max_len}",
           context_tokens=len(ids), question_tokens=room, max_len=self.max_len)
     start = time.perf_counter()
     with self._mesh.context():
-      cache, logprobs, slots = scoring.prefill_context(
+      cache, logprobs, slots = prefill.prefill_context(
           self._graphdef, self._state, ids, chunk=self.prefill_chunk)
     jax.block_until_ready(logprobs)
     self.stats["prefill_s"] += time.perf_counter() - start
@@ -367,13 +368,13 @@ class Sampler:
       return []
     t_new = int(params.max_new_tokens)
     longest = max(len(p) for p in prompt_ids)
-    p_len = scoring.bucket_length(longest)
+    p_len = prefill.bucket_length(longest)
     if context is None:
       context = self.prefill(None, room=p_len + t_new)
     if p_len + t_new > context.room:
       # The bucket may exceed the room; the exact need is what must fit.
       if longest + t_new > context.room:
-        raise scoring.ContextTooLongError(
+        raise prefill.ContextTooLongError(
             f"longest prompt ({longest} tokens) plus max_new_tokens ({t_new}) is "
             f"{longest + t_new} tokens, more than the {context.room} slots left after the context",
             context_tokens=context.num_tokens, question_tokens=longest + t_new,
@@ -390,7 +391,6 @@ class Sampler:
     results: list[Completion | None] = [None] * len(prompt_ids)
     bar = None
     if progress:
-      from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
       bar = tqdm(total=len(prompt_ids), desc=desc, unit="row")
     start = time.perf_counter()
     with self._mesh.context():
@@ -447,9 +447,9 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str],
   """Completions of `prompts` after a shared `context` (prefilled once)."""
   sampler = Sampler(model, tokenizer, batch_size=batch_size, mesh=mesh, rules=rules)
   ids = tokenizer.encode_batch(list(prompts)) if prompts else []
-  room = scoring.bucket_length(max((len(p) for p in ids), default=1)) + params.max_new_tokens
+  room = prefill.bucket_length(max((len(p) for p in ids), default=1)) + params.max_new_tokens
   if sampler.max_len is not None:
-    n_ctx = len(scoring.encode_context(tokenizer, context))
+    n_ctx = len(prefill.encode_context(tokenizer, context))
     room = min(room, max(sampler.max_len - n_ctx, 0))
   prefilled = sampler.prefill(context, room=room)
   return sampler.generate_ids(ids, params, context=prefilled, progress=progress)

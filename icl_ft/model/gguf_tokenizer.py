@@ -42,6 +42,7 @@ def tokenizer_fields(reader: Any) -> dict[str, Any]:
 
 def sentencepiece_proto(fields: Mapping[str, Any]) -> bytes:
   """A serialized SentencePiece ModelProto from `tokenizer_fields(reader)`."""
+  # The protobuf schema is needed only to build a GGUF tokenizer (the optional gemma3 extra).
   from sentencepiece import sentencepiece_model_pb2 as pb  # pylint: disable=g-import-not-at-top
 
   if fields.get("model") != "llama":

@@ -4,7 +4,7 @@ Every parameter is an `nnx.Param` whose flax metadata `out_sharding` holds its l
 names (e.g. ("vocab", "embed")); `icl_ft.sharding` maps them to mesh axes, and
 `nnx.get_partition_spec(nnx.state(model))` returns them. Parameters are created without eager
 sharding unless a mesh is active (so a model can be built on a single device without any
-mesh; `icl_ft.sharding.create_sharded_model` creates them sharded under jit).
+mesh; `icl_ft.model.builder.fresh` creates them sharded under jit).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.core import meta
 
 Initializer = Callable[..., jax.Array]
 
@@ -25,8 +26,6 @@ def _mesh_active() -> bool:
   except Exception:  # pylint: disable=broad-except
     pass
   try:
-    from flax.core import meta  # pylint: disable=g-import-not-at-top
-
     return meta.get_global_mesh() is not None
   except Exception:  # pylint: disable=broad-except
     return False

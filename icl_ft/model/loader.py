@@ -1,4 +1,8 @@
-"""`load_model(model_cfg, mesh) -> (model, tokenizer)`: the one entry point the binaries use.
+"""`load_model(model_cfg, mesh) -> (model, tokenizer)`: a model config to a model on a mesh.
+
+The one entry point the binaries and the training loop use to get a model from its config
+(the Transformer itself is built by `icl_ft.model.builder`; the mesh and rules come from
+`icl_ft.sharding.mesh_from_config`).
 
 `model_cfg` is `icl_ft.config_blocks.model_config()` (an ml_collections ConfigDict, or any object
 with the same attributes):
@@ -31,11 +35,11 @@ from typing import Any
 from flax import nnx
 from jax.sharding import Mesh
 
-from icl_ft import sharding
+from icl_ft.model import builder
+from icl_ft.model import config as config_lib
 from icl_ft.model import gguf_checkpoint
 from icl_ft.model.tokenizer import Tokenizer
 
-FORMATS = ("icl_ft", "gemma")
 # The committed default model (`icl-ft-pretrain`): `checkpoint="default"`, `tokenizer="default"`.
 DEFAULT = "default"
 DEFAULT_PRESET = "tiny_default"
@@ -94,25 +98,14 @@ def _get(cfg: Any, name: str, default: Any = None) -> Any:
   return getattr(cfg, name, default)
 
 
-def model_config_from(model_cfg: Any):
+def model_config_from(model_cfg: Any) -> config_lib.ModelConfig:
   """The ModelConfig of the preset, with the dtype / param_dtype overrides applied."""
-  from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
-
   cfg = config_lib.get_preset(_get(model_cfg, "preset", "tiny"))
   overrides = {k: _get(model_cfg, k) for k in ("dtype", "param_dtype") if _get(model_cfg, k)}
   for k in overrides:
     if not hasattr(cfg, k):
       raise ValueError(f"model config has no field {k!r} to override")
   return dataclasses.replace(cfg, **overrides) if overrides else cfg
-
-
-def mesh_from_config(mesh_cfg: Any) -> tuple[Mesh, dict[str, Any]]:
-  """(mesh, rules) from `icl_ft.config_blocks.mesh_config()`."""
-  sizes = {a: int(_get(mesh_cfg, a, -1 if a == "data" else 1)) for a in sharding.MESH_AXES}
-  rules = _get(mesh_cfg, "rules", None)
-  if rules is not None and hasattr(rules, "to_dict"):
-    rules = rules.to_dict()
-  return sharding.make_mesh(sizes), sharding.resolve_rules(rules or None)
 
 
 def load_tokenizer(model_cfg: Any, cfg: Any | None = None) -> Tokenizer | None:
@@ -136,25 +129,9 @@ def load_model(model_cfg: Any, mesh: Mesh,
   cfg = model_config_from(model_cfg)
   tokenizer = load_tokenizer(model_cfg, cfg)
   path, fmt = resolve_checkpoint(model_cfg)
-  if fmt not in FORMATS:
-    raise ValueError(f"checkpoint_format {fmt!r} is not one of {FORMATS}")
+  builder.check_format(fmt)
   if not path:
     seed = int(_get(model_cfg, "seed", 0) or 0)
-    return sharding.create_sharded_model(cfg, mesh, rules, seed=seed), tokenizer
-
-  from icl_ft.model.transformer import Transformer  # pylint: disable=g-import-not-at-top
-
-  model = sharding.create_for_restore(lambda: Transformer(cfg, rngs=nnx.Rngs(params=0)),
-                                      mesh, rules)
-  if fmt == "gemma":
-    from icl_ft.model import gemma_checkpoint  # pylint: disable=g-import-not-at-top
-
-    gemma_checkpoint.import_gemma(path, model, cfg, mesh, rules)
-  else:
-    from icl_ft.model import checkpoints  # pylint: disable=g-import-not-at-top
-
-    # The preset is checked against the checkpoint's own record (same shapes, other
-    # attention pattern: a silent mismatch otherwise); so is every value's finiteness.
-    checkpoints.restore_params(path, model, mesh, rules=rules,
-                               preset=_get(model_cfg, "preset", "tiny"))
+    return builder.fresh(cfg, mesh, rules, seed=seed), tokenizer
+  model = builder.restored(cfg, path, fmt, mesh, rules, preset=_get(model_cfg, "preset", "tiny"))
   return model, tokenizer

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sentencepiece as spm
+from etils import epath
 
 from icl_ft import fileio
 
@@ -38,8 +39,6 @@ def _read_bytes(path: str | os.PathLike[str]) -> bytes:
   """Reads a local or remote (gs://, via etils.epath) file."""
   path = os.fspath(path)
   if "://" in path:
-    from etils import epath  # pylint: disable=g-import-not-at-top
-
     return epath.Path(path).read_bytes()
   with open(path, "rb") as f:
     return f.read()

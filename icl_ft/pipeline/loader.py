@@ -44,8 +44,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from icl_ft import sharding
 from icl_ft.datasets import records
 from icl_ft.pipeline import formats, packing
 
@@ -91,8 +94,6 @@ def next_tokens(tokens):
     out = np.zeros_like(tokens)
     out[..., :-1] = tokens[..., 1:]
     return out
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   return jnp.concatenate([tokens[..., 1:], jnp.zeros_like(tokens[..., :1])], axis=-1)
 
 
@@ -117,6 +118,7 @@ def load_dataset(dataset: Any) -> records.Dataset:
     if not os.path.isfile(os.path.join(path, "dataset_info.json")):
       raise ValueError(f"{path}: neither a dataset directory ({records.CARD_FILE}) nor a prepared TFDS "
                        "dataset (dataset_info.json)")
+    # TFDS (seconds to import) only on this input path; dataset directories do without it.
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
     try:  # a truncated or corrupted array_record file fails deep in the readers
@@ -131,6 +133,7 @@ def load_dataset(dataset: Any) -> records.Dataset:
   else:
     name = type(dataset).__name__
   if hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+    # tfds_builders imports TFDS (seconds): only for TFDS sources.
     from icl_ft.datasets import tfds_builders  # pylint: disable=g-import-not-at-top
 
     train = tuple(tfds_builders.to_document(dataset[i]) for i in range(len(dataset)))
@@ -189,20 +192,7 @@ def _check_lengths(examples: Sequence[formats.Example], elements: Sequence[Mappi
 
 
 def _process_index_and_count() -> tuple[int, int]:
-  import jax  # pylint: disable=g-import-not-at-top
-
   return jax.process_index(), jax.process_count()
-
-
-def data_parallel_size(mesh) -> int:
-  """Number of batch shards on `mesh`: the sizes of the mesh axes that `sharding.data_sharding`
-  splits the batch over (data x fsdp by default), multiplied."""
-  from icl_ft import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-
-  spec = sharding_lib.data_sharding(mesh).spec
-  axes = spec[0] if len(spec) else None
-  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-  return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 
 class _FinishBatch:
@@ -261,9 +251,9 @@ def make_train_dataset(
   if global_batch_size % shard_count:
     raise ValueError(f"global_batch_size={global_batch_size} is not divisible by the process count "
                      f"{shard_count}")
-  if mesh is not None and global_batch_size % data_parallel_size(mesh):
+  if mesh is not None and global_batch_size % sharding.data_parallel_size(mesh):
     raise ValueError(f"global_batch_size={global_batch_size} is not divisible by the data-parallel "
-                     f"size {data_parallel_size(mesh)} (mesh axes data x fsdp)")
+                     f"size {sharding.data_parallel_size(mesh)} (mesh axes data x fsdp)")
 
   data = load_dataset(dataset)
   exs = formats.examples(data, fmt)
@@ -341,17 +331,13 @@ def to_global(batch: Mapping[str, Any], mesh) -> dict[str, Any]:
   The global batch has `process_count` times the local rows. Raises ValueError if that is not
   divisible by the mesh's data-parallel size (data x fsdp).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from icl_ft import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-
   local_rows = int(np.shape(batch["tokens"])[0])
   global_rows = local_rows * jax.process_count()
-  dp = data_parallel_size(mesh)
+  dp = sharding.data_parallel_size(mesh)
   if global_rows % dp:
     raise ValueError(f"global batch of {global_rows} rows is not divisible by the data-parallel "
                      f"size {dp} (mesh axes data x fsdp)")
-  data_sharding = sharding_lib.data_sharding(mesh)
+  data_sharding = sharding.data_sharding(mesh)
   out = {}
   for key, value in batch.items():
     value = np.asarray(value)

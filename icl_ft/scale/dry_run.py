@@ -1,14 +1,14 @@
 """Compile-only dry runs of the train and scoring steps: memory and FLOPs per device, no weights.
 
 `--config.dry_run=true` on `icl-ft-train` / `icl-ft-eval` calls `train_dry_run(config)` /
-`eval_dry_run(config)`: the configured preset is built abstract (`sharding.abstract_transformer`,
+`eval_dry_run(config)`: the configured preset is built abstract (`icl_ft.model.builder.abstract`,
 shapes and shardings only, nothing allocated) on the configured mesh, and the *real* jitted
 steps are lowered and compiled with abstract inputs (`jax.ShapeDtypeStruct` carrying their
 shardings):
 
 - train: `icl_ft.train.step.TrainStep`'s train step (params and AdamW state donated) on a
   [data.batch_size, data.seq_len] batch;
-- eval: `icl_ft.inference.scoring`'s prefill step (batch 1, `scoring.prefill_chunk` tokens into a cache
+- eval: `icl_ft.inference.prefill`'s prefill step (batch 1, `scoring.prefill_chunk` tokens into a cache
   of the context's slots) and suffix step (`scoring.batch_size` rows of `max_suffix_len`
   tokens attending that batch-1 cache as a shared prefix). The context length is the real one
   when the datasets and tokenizer are configured (tokenization only), else
@@ -31,17 +31,32 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from icl_ft import sharding
+from icl_ft.evaluation import contexts
+from icl_ft.evaluation import evaluate
+from icl_ft.inference import prefill
+from icl_ft.inference import scoring
+from icl_ft.model import builder
+from icl_ft.model import loader
+from icl_ft.pipeline import loader as data_loader
+from icl_ft.scale import memory
+from icl_ft.train import loop
+from icl_ft.train import optimizer as optimizer_lib
+from icl_ft.train import step as step_lib
+
 GiB = 1024**3
 
 
 class DoesNotFitError(ValueError):
   """The compiled step needs more memory per device than the device has."""
 
-
 @dataclasses.dataclass(frozen=True)
 class CompiledStep:
   """XLA's per-device accounting of one compiled step."""
-
   name: str
   argument_bytes: int
   output_bytes: int
@@ -60,7 +75,6 @@ class CompiledStep:
 @dataclasses.dataclass(frozen=True)
 class DryRunReport:
   """What a dry run measured (bytes per device) next to the estimator's numbers."""
-
   binary: str  # "train" | "eval"
   preset: str
   mesh_shape: dict[str, int]
@@ -153,8 +167,6 @@ def device_memory_bytes(config: Any) -> int | None:
   gib = float(_get(config, "device_memory_gib", 0.0) or 0.0)
   if gib > 0:
     return int(gib * GiB)
-  import jax  # pylint: disable=g-import-not-at-top
-
   try:
     stats = jax.local_devices()[0].memory_stats()
   except Exception:  # pylint: disable=broad-except  # CPU and some plugins raise / return None
@@ -177,23 +189,11 @@ def check_fits(report: DryRunReport) -> None:
       f"batch or sequence, or a bigger topology")
 
 
-def _mesh(config: Any):
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-
-  return loader.mesh_from_config(config.mesh)
-
-
-def _abstract(x: Any, sharding: Any) -> Any:
-  import jax  # pylint: disable=g-import-not-at-top
-
-  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+def _abstract(x: Any, target: Any) -> Any:
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target)
 
 
 def _compile(name: str, jitted: Any, mesh: Any, rules: Any, *args: Any) -> CompiledStep:
-  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-
-  import jax  # pylint: disable=g-import-not-at-top
-
   # Nothing runs, so on CPU skip LLVM's optimizations (most of the compile time); buffer
   # assignment, hence memory_analysis(), happens before them and is unaffected.
   options = ({"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -206,22 +206,11 @@ def _compile(name: str, jitted: Any, mesh: Any, rules: Any, *args: Any) -> Compi
 
 def train_dry_run(config: Any) -> DryRunReport:
   """Compiles the training step of `config` (configs/train.py) abstractly; see the module doc."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-  from icl_ft.scale import memory  # pylint: disable=g-import-not-at-top
-  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
-  from icl_ft.train import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
-  from icl_ft.train import step as step_lib  # pylint: disable=g-import-not-at-top
-
   cfg = loader.model_config_from(config.model)
-  mesh, rules = _mesh(config)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   loop.check_batch(config, mesh)
   batch_size, seq_len = int(config.data.batch_size), int(config.data.seq_len)
-  graphdef, abs_state, _ = sharding.abstract_transformer(cfg, mesh, rules)
+  graphdef, abs_state, _ = builder.abstract(cfg, mesh, rules)
   params = nnx.to_pure_dict(nnx.filter_state(abs_state, nnx.Param))
   rest = nnx.filter_state(abs_state, nnx.Not(nnx.Param))
   param_shardings = jax.tree.map(lambda x: x.sharding, params)
@@ -232,7 +221,7 @@ def train_dry_run(config: Any) -> DryRunReport:
                                mesh=mesh, rules=rules)
   data = sharding.data_sharding(mesh, rules)
   batch = {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32, sharding=data)
-           for k in step_lib.BATCH_KEYS}
+           for k in data_loader.BATCH_KEYS}
   lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(mesh))
   # The real step's jit (TrainStep wraps it in a mesh context when called with arrays).
   step = _compile("train step", stepper._train, mesh, rules,  # pylint: disable=protected-access
@@ -246,10 +235,6 @@ def train_dry_run(config: Any) -> DryRunReport:
 
 def _context_tokens(config: Any) -> tuple[int, int, str]:
   """(context tokens incl. BOS, longest prompt + choice, where from) for the eval dry run."""
-  from icl_ft.evaluation import contexts  # pylint: disable=g-import-not-at-top
-  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-
   dirs = evaluate.parse_list(_get(config, "datasets", ""))
   tok_path = _get(config.model, "tokenizer", "")
   if dirs and tok_path:
@@ -272,19 +257,10 @@ def _context_tokens(config: Any) -> tuple[int, int, str]:
 
 def eval_dry_run(config: Any) -> DryRunReport:
   """Compiles the scoring steps of `config` (configs/eval.py) abstractly; see the module doc."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  from icl_ft.inference import scoring  # pylint: disable=g-import-not-at-top
-  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-  from icl_ft.scale import memory  # pylint: disable=g-import-not-at-top
-
   cfg = loader.model_config_from(config.model)
-  mesh, rules = _mesh(config)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   batch_size = int(_get(config.scoring, "batch_size", 32))
-  dp = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+  dp = sharding.data_parallel_size(mesh)
   if batch_size < 1 or batch_size % dp:
     raise ValueError(f"config.scoring.batch_size={batch_size} must be a positive multiple of the "
                      f"data-parallel size {dp} (mesh data x fsdp)")
@@ -296,12 +272,12 @@ def eval_dry_run(config: Any) -> DryRunReport:
   # The same slot arithmetic as ContextScorer._prefill: full chunks, then the rest bucketed.
   sizes = [chunk] * (ctx // chunk)
   if ctx % chunk:
-    sizes.append(min(scoring.bucket_length(ctx % chunk), chunk) if sizes
-                 else scoring.bucket_length(ctx))
-  suffix_len = scoring.bucket_length(longest)
+    sizes.append(min(prefill.bucket_length(ctx % chunk), chunk) if sizes
+                 else prefill.bucket_length(ctx))
+  suffix_len = prefill.bucket_length(longest)
   slots = sum(sizes)  # the context only: suffix rows attend it as a shared prefix
 
-  graphdef, abs_state, _ = sharding.abstract_transformer(cfg, mesh, rules)
+  graphdef, abs_state, _ = builder.abstract(cfg, mesh, rules)
   state = abs_state  # the scorer's nnx.split(model) state, abstract
   model = nnx.merge(graphdef, abs_state)  # for init_cache's shapes only
   replicated = sharding.replicated(mesh)
@@ -310,16 +286,18 @@ def eval_dry_run(config: Any) -> DryRunReport:
   longest_chunk = max(sizes)
   ints = lambda shape, s: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s)
   data = sharding.data_sharding(mesh, rules)
-  # scoring's module-level jitted steps (the graphdef is their static first argument).
-  prefill = _compile("prefill step", scoring._prefill_fn, mesh, rules,  # pylint: disable=protected-access
-                     graphdef, state, cache1, ints((1, longest_chunk), replicated),
-                     ints((1, longest_chunk), replicated), ints((1, longest_chunk), replicated),
-                     ints((), replicated))
+  # The prefill's and scorer's module-level jitted steps (the graphdef is their static first
+  # argument).
+  prefill_step = _compile("prefill step", prefill._prefill_fn, mesh, rules,  # pylint: disable=protected-access
+                          graphdef, state, cache1, ints((1, longest_chunk), replicated),
+                          ints((1, longest_chunk), replicated),
+                          ints((1, longest_chunk), replicated), ints((), replicated))
   first = jax.ShapeDtypeStruct((cfg.vocab_size,), jnp.float32, sharding=replicated)
   mask = jax.ShapeDtypeStruct((batch_size, suffix_len), jnp.bool_, sharding=data)
-  suffix = _compile("suffix step", scoring._suffix_fn, mesh, rules,  # pylint: disable=protected-access
-                    graphdef, state, cache1, first, ints((batch_size, suffix_len), data),
-                    ints((batch_size, suffix_len), data), ints((batch_size, suffix_len), data), mask)
+  suffix_step = _compile("suffix step", scoring._suffix_fn, mesh, rules,  # pylint: disable=protected-access
+                         graphdef, state, cache1, first, ints((batch_size, suffix_len), data),
+                         ints((batch_size, suffix_len), data), ints((batch_size, suffix_len), data),
+                         mask)
   est = memory.estimate(cfg, mesh, batch_size, suffix_len, rules)
 
   def per_device(tree) -> int:
@@ -331,15 +309,13 @@ def eval_dry_run(config: Any) -> DryRunReport:
            f"<= {longest} tokens (suffix {suffix_len}), cache {slots} slots: from {source}",)
   return DryRunReport(
       binary="eval", preset=cfg.name, mesh_shape=dict(mesh.shape), num_params=est.num_params,
-      params_bytes=est.params, optimizer_bytes=cache_bytes, steps=(prefill, suffix), estimate=est,
+      params_bytes=est.params, optimizer_bytes=cache_bytes, steps=(prefill_step, suffix_step), estimate=est,
       device_memory_bytes=device_memory_bytes(config), tokens_per_step=batch_size * suffix_len,
       notes=notes)
 
 
 def run(config: Any, kind: str) -> DryRunReport:
   """The dry run of `kind` ("train" | "eval"), printed (process 0); DoesNotFitError if too big."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   report = train_dry_run(config) if kind == "train" else eval_dry_run(config)
   if jax.process_index() == 0:
     print("\n".join(report.lines()), flush=True)

@@ -47,6 +47,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from icl_ft import sharding
+from icl_ft.model import builder
 
 GiB = 1024**3
 
@@ -154,10 +155,7 @@ def weight_bytes(abstract_state: Any, shardings: Any, mesh: Mesh, compute_dtype:
 def estimate(cfg: Any, mesh: Mesh, batch_size: int, seq_len: int,
              rules: Mapping[str, Any] | None = None, num_moments: int = 2) -> MemoryEstimate:
   """Per-device bytes of params, grads, AdamW moments (float32) and activations."""
-  from icl_ft.model.transformer import Transformer  # pylint: disable=g-import-not-at-top
-
-  _, abs_state, _ = sharding.abstract_model(
-      lambda: Transformer(cfg, rngs=nnx.Rngs(params=0)), mesh, rules)
+  _, abs_state, _ = builder.abstract(cfg, mesh, rules)
   params_state = nnx.filter_state(abs_state, nnx.Param)
   shardings = sharding.state_shardings(params_state, mesh, rules)
   n, p, g, o = param_bytes(params_state, shardings, num_moments=num_moments)

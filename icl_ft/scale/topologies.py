@@ -22,7 +22,11 @@ sharded over every chip; the batch too, since batch -> (data, fsdp)). With batch
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from typing import Any
+
+from icl_ft.model import config as config_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,10 +137,11 @@ def fit_rows(presets=PRESETS, topologies=None, batch_size: int = 16, seq_len: in
   Needs at least max(chips) JAX devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=16):
   nothing is allocated, the estimator works on abstract shapes.
   """
+  # JAX (here and through sharding / memory) only now: `main` sets the device-count flag before
+  # JAX is first imported, and configs/gemma.py imports this module without needing JAX.
   import jax  # pylint: disable=g-import-not-at-top
 
   from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-  from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
   from icl_ft.scale import memory  # pylint: disable=g-import-not-at-top
 
   topologies = list(topologies or TOPOLOGIES.values())
@@ -180,11 +185,9 @@ def fit_table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
   """Prints the fit table (batch 16, seq 512: the largest recipe)."""
-  import os  # pylint: disable=g-import-not-at-top
-
   need = max(t.chips for t in TOPOLOGIES.values())
   flag = f"--xla_force_host_platform_device_count={need}"
-  if "jax" not in __import__("sys").modules and flag not in os.environ.get("XLA_FLAGS", ""):
+  if "jax" not in sys.modules and flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
   print(fit_table(fit_rows()), end="")

@@ -2,9 +2,10 @@
 
 Order of work (everything that can fail on bad input fails before anything is written):
 
-1. `initialize_distributed(config.multihost)` (if enabled) - before any device is touched.
-2. Check the config; build the mesh; load the model and tokenizer
-   (`icl_ft.model.loader.load_model`: an orbax or official checkpoint, or a fresh init);
+1. `sharding.initialize_distributed(config.multihost)` (if enabled) - before any device is touched.
+2. Check the config; build the mesh (`sharding.mesh_from_config`); load the model and
+   tokenizer (`icl_ft.model.loader.load_model`: an orbax or official checkpoint, or a fresh
+   init; on a resume `icl_ft.model.builder.for_restore`, filled from the training checkpoint);
    build the grain iterator (`icl_ft.pipeline.loader.make_train_iterator`).
 3. Optimizer (`optimizer.make_optimizer`) and the jitted step (`step.TrainStep`).
 4. If the checkpoint directory has a complete step: check it is of this model's shape, and
@@ -28,20 +29,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+import tqdm
 from flax import nnx
 
+from icl_ft import fileio
+from icl_ft import sharding
+from icl_ft.model import builder
 from icl_ft.model import checkpoints as ckpt_lib
+from icl_ft.model import loader as model_loader
+from icl_ft.pipeline import formats
+from icl_ft.pipeline import loader as data_loader
+from icl_ft.train import checkpoints as train_checkpoints
 from icl_ft.train import metrics as metrics_lib
 from icl_ft.train import optimizer as optimizer_lib
 from icl_ft.train import step as step_lib
@@ -81,78 +88,12 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------
-# Multi-host
-# ---------------------------------------------------------------------------
-
-
-MULTIHOST_ENV = "ICL_FT_MULTIHOST"
-
-
-def multihost_requested(mh: Any) -> bool:
-  """Whether to initialize: `mh.initialize`, or ICL_FT_MULTIHOST=1 (launch_tpu.sh's `run`)."""
-  if os.environ.get(MULTIHOST_ENV, "").strip().lower() in ("1", "true", "yes"):
-    return True
-  return bool(mh is not None and mh.get("initialize", False))
-
-
-def initialize_distributed(mh: Any) -> bool:
-  """`jax.distributed.initialize` from the `multihost` config block; returns whether it ran.
-
-  The one place every binary decides this: it runs when `mh.initialize` is true or the
-  environment has ICL_FT_MULTIHOST=1 (then a missing block means all fields unset).
-  Unset fields come from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, then
-  from JAX's cluster auto-detection. On CPU the cross-process collectives implementation
-  (`jax_cpu_collectives_implementation`) is set to `mh.cpu_collectives` ("gloo") first.
-  Idempotent: a second call in an initialized process does nothing.
-  """
-  if not multihost_requested(mh):
-    return False
-  mh = {} if mh is None else mh
-  if jax.distributed.is_initialized():
-    return True
-  collectives = mh.get("cpu_collectives", "gloo")
-  if collectives:
-    jax.config.update("jax_cpu_collectives_implementation", collectives)
-  address = mh.get("coordinator_address", "") or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
-  num = int(mh.get("num_processes", 0) or 0) or int(os.environ.get("JAX_NUM_PROCESSES", 0) or 0)
-  pid = int(mh.get("process_id", -1))
-  if pid < 0 and os.environ.get("JAX_PROCESS_ID", "") != "":
-    pid = int(os.environ["JAX_PROCESS_ID"])
-  kwargs: dict[str, Any] = {}
-  if address:
-    kwargs["coordinator_address"] = address
-  if num:
-    kwargs["num_processes"] = num
-  if pid >= 0:
-    kwargs["process_id"] = pid
-  timeout = mh.get("initialization_timeout", None)
-  if timeout:
-    kwargs["initialization_timeout"] = int(timeout)
-  jax.distributed.initialize(**kwargs)
-  return True
-
-
-# ---------------------------------------------------------------------------
 # Config checks
 # ---------------------------------------------------------------------------
 
 
-def _mesh_sizes(mesh_cfg: Any) -> dict[str, int]:
-  return {a: int(mesh_cfg.get(a, 1)) for a in ("data", "fsdp", "tensor")}
-
-
-def _rules(mesh_cfg: Any) -> dict[str, Any] | None:
-  rules = mesh_cfg.get("rules", None)
-  if rules is None:
-    return None
-  rules = rules.to_dict() if hasattr(rules, "to_dict") else dict(rules)
-  return rules or None
-
-
 def check_config(config: Any) -> None:
   """One-line ValueError for a bad training config (nothing is touched)."""
-  from icl_ft.pipeline import formats  # pylint: disable=g-import-not-at-top
-
   if not config.get("workdir", ""):
     raise ValueError("config.workdir is required (checkpoints, metrics.jsonl, tensorboard/)")
   data = config.data
@@ -182,7 +123,7 @@ def check_config(config: Any) -> None:
 
 def check_batch(config: Any, mesh) -> None:
   """The global batch must split evenly over the data-parallel axes and the processes."""
-  dp = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
+  dp = sharding.data_parallel_size(mesh)
   b = int(config.data.batch_size)
   if b % dp:
     raise ValueError(f"config.data.batch_size={b} is not divisible by the data-parallel size {dp} "
@@ -197,32 +138,10 @@ def check_batch(config: Any, mesh) -> None:
 # ---------------------------------------------------------------------------
 
 
-def load_model(config: Any, mesh, rules=None):
-  """(model, tokenizer) via icl_ft.model.loader.load_model (rules passed if it takes them)."""
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-
-  params = inspect.signature(loader.load_model).parameters
-  if "rules" in params:
-    return loader.load_model(config.model, mesh, rules=rules)
-  return loader.load_model(config.model, mesh)
-
-
-def _transformer_init(model_cfg):
-  from icl_ft.model.transformer import Transformer  # pylint: disable=g-import-not-at-top
-
-  return lambda: Transformer(model_cfg, rngs=nnx.Rngs(params=0))
-
-
-def make_mesh(config: Any, devices: Sequence[Any] | None = None):
-  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-
-  return sharding.make_mesh(_mesh_sizes(config.mesh), devices=devices)
-
-
 def batch_fingerprint(batch: Mapping[str, np.ndarray]) -> str:
   """A short hash of a host-local batch (tokens, positions, segment ids, loss mask)."""
   h = hashlib.sha1()
-  for k in step_lib.BATCH_KEYS:
+  for k in data_loader.BATCH_KEYS:
     h.update(np.ascontiguousarray(batch[k], dtype=np.int32).tobytes())
   return h.hexdigest()[:16]
 
@@ -236,8 +155,6 @@ def batch_example_ids(example_ids: np.ndarray, positions: np.ndarray,
 
 def _make_iterator(config: Any, tokenizer, mesh, *, dataset_dir: str, fmt: str,
                    num_epochs: int | None, with_ids: bool):
-  from icl_ft.pipeline import loader as data_loader  # pylint: disable=g-import-not-at-top
-
   kwargs = {}
   bins = int(config.data.get("num_packing_bins", 0) or 0)
   if bins:
@@ -249,9 +166,7 @@ def _make_iterator(config: Any, tokenizer, mesh, *, dataset_dir: str, fmt: str,
 
 
 def _to_global(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  from icl_ft.pipeline import loader as data_loader  # pylint: disable=g-import-not-at-top
-
-  return data_loader.to_global({k: batch[k] for k in step_lib.BATCH_KEYS}, mesh)
+  return data_loader.to_global({k: batch[k] for k in data_loader.BATCH_KEYS}, mesh)
 
 
 def _fetch(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
@@ -291,46 +206,13 @@ def check_params_finite(params: Any, step_no: int, last_saved: int | None) -> No
 # ---------------------------------------------------------------------------
 
 
-def schedule_settings(config: Any) -> dict[str, Any]:
-  """What sets the learning-rate schedule (stored in each checkpoint's metadata)."""
-  opt = config.optimizer
-  return {"steps": int(config.steps),
-          "optimizer": opt.to_dict() if hasattr(opt, "to_dict") else dict(opt)}
-
-
-def changed_schedule(saved_meta: Mapping[str, Any], config: Any) -> str | None:
-  """`field old -> new, ...` where `config` changes the schedule a checkpoint was trained with.
-
-  None when nothing changed, or the checkpoint predates these settings.
-  """
-  if "steps" not in saved_meta or "optimizer" not in saved_meta:
-    return None
-  old = {"steps": saved_meta["steps"], **{f"optimizer.{k}": v for k, v in saved_meta["optimizer"].items()}}
-  current = schedule_settings(config)
-  new = {"steps": current["steps"], **{f"optimizer.{k}": v for k, v in current["optimizer"].items()}}
-  diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-           if old.get(k) != new.get(k)]
-  return ", ".join(diffs) or None
-
-
-def warn_changed_schedule(saved_meta: Mapping[str, Any], config: Any, step: int, where: str) -> None:
-  """One `warning:` line on stderr (process 0) when a resume changes the lr schedule or steps."""
-  diffs = changed_schedule(saved_meta, config)
-  if diffs and jax.process_index() == 0:
-    print(f"warning: resuming {where} at step {step} with a different schedule than it was trained "
-          f"with: {diffs} (the remaining steps follow the new values; use a new workdir to start over)",
-          file=sys.stderr, flush=True)
-
-
 def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = None,
           tokenizer: Any = None) -> TrainResult:
   """Finetunes per `config` (configs/train.py), holding `config.workdir`'s lock (see `_train`).
 
   A second process training into the same workdir is refused at once (fileio.RunDirLockedError).
   """
-  from icl_ft import fileio  # pylint: disable=g-import-not-at-top
-
-  initialize_distributed(config.get("multihost", None))
+  sharding.initialize_distributed(config.get("multihost", None))
   check_config(config)
   with fileio.run_dir_lock(config.workdir, "training run", enabled=jax.process_index() == 0):
     return _train(config, devices=devices, model=model, tokenizer=tokenizer)
@@ -351,20 +233,15 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
     a checkpoint directory of another model or preset. NonFiniteLossError on a NaN/inf loss
     or parameter.
   """
-  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-
-  initialize_distributed(config.get("multihost", None))
+  sharding.initialize_distributed(config.get("multihost", None))
   check_config(config)
-  mesh = make_mesh(config, devices)
-  rules = _rules(config.mesh)
+  mesh, rules = sharding.mesh_from_config(config.mesh, devices)
   check_batch(config, mesh)
 
   # Tokenizer and data first: data errors (empty dataset, too-long examples) surface before
   # any model is built.
   model_cfg = None
   if model is None:
-    from icl_ft.model import loader as model_loader  # pylint: disable=g-import-not-at-top
-
     model_cfg = model_loader.model_config_from(config.model)
     if tokenizer is None:
       tokenizer = model_loader.load_tokenizer(config.model, model_cfg)
@@ -383,32 +260,14 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   # Existing checkpoints: refuse (resume=false) or check they are of this model's shape,
   # before anything is allocated or written.
   ck = config.checkpoint
-  ckpt_dir = None
-  existing: list[int] = []
-  if int(ck.every) > 0:
-    ckpt_dir = ck.get("dir", "") or os.path.join(os.fspath(config.workdir), "checkpoints")
-    existing = ckpt_lib.checkpoint_steps(ckpt_dir)
-    if existing and not ck.get("resume", True):
-      raise ValueError(f"checkpoint directory {ckpt_dir} already has steps {existing}; set "
-                       f"checkpoint.resume=true to continue or use a new directory")
-    if existing:
-      if model is None:
-        _, abs_state, _ = sharding.abstract_transformer(model_cfg, mesh, rules)
-        shapes = ckpt_lib.param_shapes(ckpt_lib.param_state(abs_state))
-      else:
-        shapes = ckpt_lib.param_shapes(ckpt_lib.param_state(model))
-      ckpt_lib.check_shapes(
-          ckpt_lib.saved_param_shapes(ckpt_lib.resolve_params_dir(ckpt_dir, existing[-1])),
-          shapes, os.path.join(ckpt_dir, str(existing[-1])))
-      if model_cfg is not None:
-        ckpt_lib.check_preset(os.path.join(ckpt_dir, str(existing[-1])), config.model.preset)
+  ckpt_dir, existing = train_checkpoints.existing_steps(config, model, model_cfg, mesh, rules)
 
   if model is None and existing:
     # Resuming: the parameters come from the training checkpoint, so the model is built
     # abstract (nothing allocated, model.checkpoint not read).
-    model = sharding.create_for_restore(_transformer_init(model_cfg), mesh, rules)
+    model = builder.for_restore(model_cfg, mesh, rules)
   elif model is None:
-    model, _ = load_model(config, mesh, rules)
+    model, _ = model_loader.load_model(config.model, mesh, rules)
   else:
     sharding.shard_model_state(model, mesh, rules)
 
@@ -429,8 +288,9 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   manager = None
   start_step = 0
   if ckpt_dir is not None:
-    manager = ckpt_lib.TrainCheckpointManager(ckpt_dir, every=int(ck.every), keep=int(ck.keep),
-                                              async_save=bool(ck.get("async_save", True)))
+    manager = train_checkpoints.TrainCheckpointManager(
+        ckpt_dir, every=int(ck.every), keep=int(ck.keep),
+        async_save=bool(ck.get("async_save", True)))
     latest = manager.latest_step()
     if existing and latest != existing[-1]:
       raise ValueError(f"checkpoint directory {ckpt_dir}: orbax sees latest step {latest} but "
@@ -448,7 +308,8 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   writer.truncate_after(start_step)
   if start_step:
     log.info("resumed from %s at step %d", ckpt_dir, start_step)
-    warn_changed_schedule(manager.read_meta(start_step), config, start_step, ckpt_dir)
+    train_checkpoints.warn_changed_schedule(manager.read_meta(start_step), config, start_step,
+                                            ckpt_dir)
 
   records: list[dict[str, Any]] = []
   log_every = int(config.log.get("every", 1))
@@ -456,8 +317,6 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   eval_every = int(eval_cfg.every) if eval_cfg is not None and eval_cfg.get("dataset_dir", "") else 0
   progress = None
   if is_main and config.log.get("progress", True) and start_step < total_steps:
-    import tqdm  # pylint: disable=g-import-not-at-top
-
     progress = tqdm.tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                          dynamic_ncols=True)
 
@@ -520,7 +379,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
                 "model": config.model.to_dict() if hasattr(config.model, "to_dict") else {},
                 "data": config.data.to_dict() if hasattr(config.data, "to_dict") else {},
                 "process_count": jax.process_count()}
-        meta.update(schedule_settings(config))
+        meta.update(train_checkpoints.schedule_settings(config))
         manager.save(step_no, params, opt_state, data_iter, meta, force=True)
         last_saved = step_no
       if due_eval:

@@ -24,21 +24,16 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from icl_ft import sharding as sharding_lib
 from icl_ft.model import layers
-
-BATCH_KEYS = ("tokens", "positions", "segment_ids", "loss_mask")
-
-
-def next_tokens(tokens: jax.Array) -> jax.Array:
-  """`tokens` shifted left by one along the last axis (0 at the end)."""
-  return jnp.concatenate([tokens[..., 1:], jnp.zeros_like(tokens[..., :1])], axis=-1)
+from icl_ft.pipeline import loader as data_loader
 
 
 def masked_cross_entropy(logits: jax.Array, tokens: jax.Array, loss_mask: jax.Array
                          ) -> dict[str, jax.Array]:
   """Sums over the masked positions: loss_sum, correct (argmax hits), count."""
   logits = logits.astype(jnp.float32)  # [B, L, V]
-  targets = next_tokens(tokens)  # [B, L]
+  targets = data_loader.next_tokens(tokens)  # [B, L]
   mask = loss_mask.astype(jnp.float32)  # [B, L]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, L]
   hits = (layers.argmax(logits) == targets).astype(jnp.float32)
@@ -72,11 +67,9 @@ class TrainStep:
   eval: Callable[..., Any] = dataclasses.field(init=False)
 
   def __post_init__(self):
-    from icl_ft import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-
     graphdef, tx = self.graphdef, self.tx
     batch_sharding = sharding_lib.data_sharding(self.mesh, self.rules)
-    batch_shardings = {k: batch_sharding for k in BATCH_KEYS}
+    batch_shardings = {k: batch_sharding for k in data_loader.BATCH_KEYS}
     replicated = NamedSharding(self.mesh, PartitionSpec())
     rest_shardings = jax.tree.map(lambda x: getattr(x, "sharding", replicated), self.rest)
 
@@ -117,18 +110,16 @@ class TrainStep:
     self.eval = self._eval_call
 
   def _use_mesh(self):
-    from icl_ft import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-
     return sharding_lib.use_mesh(self.mesh, self.rules)
 
   def _train_call(self, params, opt_state, batch: Mapping[str, jax.Array], learning_rate: float):
     with self._use_mesh():
-      return self._train(params, opt_state, self.rest, {k: batch[k] for k in BATCH_KEYS},
-                         np.float32(learning_rate))
+      batch = {k: batch[k] for k in data_loader.BATCH_KEYS}
+      return self._train(params, opt_state, self.rest, batch, np.float32(learning_rate))
 
   def _eval_call(self, params, batch: Mapping[str, jax.Array]):
     with self._use_mesh():
-      return self._eval(params, self.rest, {k: batch[k] for k in BATCH_KEYS})
+      return self._eval(params, self.rest, {k: batch[k] for k in data_loader.BATCH_KEYS})
 
   def cache_size(self) -> int:
     """Number of compiled train-step executables (1 after the first step: no retrace)."""
