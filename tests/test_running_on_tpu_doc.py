@@ -93,9 +93,9 @@ def test_mesh_table_matches_the_topologies():
 def _fit_cells(preset: str) -> dict[str, str]:
   """The page's fit-table cells of `preset`, by topology name."""
   header = next(l for l in DOC.splitlines() if l.startswith("| model | params |"))
-  topologies = [re.match(r"\s*(\S+) \(", c).group(1) for c in header.strip("|").split("|")[2:]]
+  names = [re.match(r"\s*(\S+) \(", c).group(1) for c in header.strip("|").split("|")[2:]]
   row = next(l for l in DOC.splitlines() if l.startswith(f"| {preset} |"))
-  return dict(zip(topologies, (c.strip() for c in row.strip("|").split("|")[2:])))
+  return dict(zip(names, (c.strip() for c in row.strip("|").split("|")[2:])))
 
 
 def test_fit_table_matches_the_estimator():
@@ -106,11 +106,11 @@ def test_fit_table_matches_the_estimator():
   import jax  # pylint: disable=g-import-not-at-top
 
   cells = _fit_cells("gemma2_2b")
-  topologies = [t for t in topologies.TOPOLOGIES.values() if t.chips <= len(jax.devices())]
-  assert {t.name for t in topologies} >= {"v4-8", "v5e-8", "v5p-8"}
-  expected = topologies.fit_table(topologies.fit_rows(presets=("gemma2_2b",), topologies=topologies))
+  slices = [t for t in topologies.TOPOLOGIES.values() if t.chips <= len(jax.devices())]
+  assert {t.name for t in slices} >= {"v4-8", "v5e-8", "v5p-8"}
+  expected = topologies.fit_table(topologies.fit_rows(presets=("gemma2_2b",), topologies=slices))
   row = expected.splitlines()[2].strip("|").split("|")[2:]
-  for topo, cell in zip(topologies, row):
+  for topo, cell in zip(slices, row):
     assert cells[topo.name] == cell.strip(), (topo.name, cells[topo.name], cell)
   # The prose quotes the same numbers.
   train_gib = lambda t: cells[t].split(" GiB")[0]
