@@ -291,17 +291,17 @@ def test_committed_default_model_loads_and_reproduces_its_card():
   assert card["model"] == "tiny_default" and model.config.name == "tiny_default"
   assert card["tokens_seen"] == card["steps"] * card["batch_size"] * card["seq_len"]
   # The card was made by configs/pretrain_tiny.py: same corpus and held-out episodes.
-  recipe = config_blocks.config_module("pretrain_tiny").get_config()
-  params = recipe.corpus_params(recipe)
+  config = config_blocks.config_module("pretrain_tiny").get_config()
+  params = recipe.corpus_params(config)
   assert card["corpus"]["params"] == json.loads(json.dumps(dataclasses.asdict(params)))
-  assert card["heldout_episodes_per_family"] == recipe.eval.episodes
+  assert card["heldout_episodes_per_family"] == config.eval.episodes
   # The family whose in-context accuracy is furthest above chance, re-scored from the weights.
   heldout = card["heldout_in_context"]
   best = max(heldout, key=lambda k: (heldout[k]["accuracy"] - heldout[k]["chance"]) / max(heldout[k]["se"], 1e-3))
   family = best.split("/")[0]
-  result = recipe.evaluate_in_context(model, tokenizer, recipe.eval.episodes,
+  result = recipe.evaluate_in_context(model, tokenizer, config.eval.episodes,
                                         seed=card["heldout_seed"], params=params,
-                                        families=(family,), batch_size=recipe.eval.batch_size)
+                                        families=(family,), batch_size=config.eval.batch_size)
   assert set(result) == {k for k in heldout if k.startswith(family + "/")}
   for key, row in result.items():  # float sums on another CPU may flip a near tie
     assert row["n"] == heldout[key]["n"]

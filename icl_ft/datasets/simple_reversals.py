@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 
 from icl_ft.datasets import records
 from icl_ft.datasets import words
@@ -128,9 +129,13 @@ def fact_sentence(subject: str, comparison: str, obj: str) -> str:
   return f"{subject} are {comparison} than {obj}"
 
 
-def generate(params: Params, seed: int = 0) -> records.Dataset:
-  """Generates the dataset deterministically from `params` and `seed`."""
-  vocabulary = words.pool(NAME)
+def generate(params: Params, seed: int = 0, vocabulary: Sequence[str] | None = None) -> records.Dataset:
+  """Generates the dataset deterministically from `params` and `seed`.
+
+  `vocabulary`: the nonsense words entities are drawn from (default: the dataset's own pool,
+  `words.pool(NAME)`; the pretraining corpus passes its reserved pool).
+  """
+  vocabulary = words.pool(NAME) if vocabulary is None else tuple(vocabulary)
   _validate(params, len(vocabulary))
   rng = random.Random(f"{NAME}:{seed}")
   entities = rng.sample(vocabulary, 2 * params.num_facts)

@@ -167,9 +167,13 @@ def lead_sentence(terms: Sequence[str]) -> str:
   return f"The relationships between {listed} are:"
 
 
-def generate(params: Params, seed: int = 0) -> records.Dataset:
-  """Generates the dataset deterministically from `params` and `seed`."""
-  vocabulary = words.pool(NAME)
+def generate(params: Params, seed: int = 0, vocabulary: Sequence[str] | None = None) -> records.Dataset:
+  """Generates the dataset deterministically from `params` and `seed`.
+
+  `vocabulary`: the nonsense words terms are drawn from (default: the dataset's own pool,
+  `words.pool(NAME)`; the pretraining corpus passes its reserved pool).
+  """
+  vocabulary = words.pool(NAME) if vocabulary is None else tuple(vocabulary)
   max_examples = len(vocabulary) // 3
   if not 1 <= params.num_examples <= max_examples:
     raise ValueError(

@@ -4,9 +4,10 @@ Evaluation knowledge must be absent from pretraining, so every content word come
 `words.pool("pretraining")` (disjoint from every evaluation namespace) and people get nonsense
 names from the same pool (the celebrity sets use Faker's English names). The *formats* are the
 evaluation datasets' own: each episode is a small dataset made by one of the four generators
-(`simple_reversals`, `syllogisms`, `celebrities`, `semantic_structure`) with its word source
-swapped for the pretraining pool (`_pretraining_words`), so the statement styles, the question
-prompts and the held-out question templates are exactly the ones the study scores.
+(`simple_reversals`, `syllogisms`, `celebrities`, `semantic_structure`) given the pretraining
+pool as its word source (`vocabulary`) or its people (`people_source=make_people`), so the
+statement styles, the question prompts and the held-out question templates are exactly the ones
+the study scores.
 
 Each episode is one training document (format `document` of `icl_ft.pipeline`), of a *kind*:
 
@@ -28,17 +29,20 @@ in-context evaluation of a pretrained model. Pure Python: no JAX.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
+import functools
+import multiprocessing
 import random
 import re
-import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+import tqdm
 
 from icl_ft.evaluation import prompts
 from icl_ft.augment import templates
 from icl_ft.datasets import celebrities
+from icl_ft.datasets import celebrity_descriptions
 from icl_ft.datasets import records
 from icl_ft.datasets import semantic_structure
 from icl_ft.datasets import simple_reversals
@@ -106,40 +110,23 @@ def _check(params: Params) -> None:
 # Evaluation generators over the pretraining pool.
 
 
-def _pool_module() -> types.SimpleNamespace:
-  """A stand-in for `words` whose `pool(...)` is the pretraining pool for every namespace."""
-  attrs = {k: getattr(words, k) for k in dir(words) if not k.startswith("__")}
-  attrs["pool"] = lambda _namespace: words.pool(POOL)
-  return types.SimpleNamespace(**attrs)
-
-
-def _reserved_celebrities() -> tuple[frozenset[str], frozenset[str]]:
-  """(names, descriptions) of the evaluation celebrity sets for the reserved seeds."""
-  if _RESERVED_CACHE:
-    return _RESERVED_CACHE[0]
-  names, descriptions = set(), set()
-  for seed in RESERVED_CELEBRITY_SEEDS:
-    for person in _REAL_MAKE_PEOPLE(celebrities.MAX_PEOPLE, seed):
-      names.add(person.name)
-      descriptions.add(person.description)
-  _RESERVED_CACHE.append((frozenset(names), frozenset(descriptions)))
-  return _RESERVED_CACHE[0]
-
-
-_RESERVED_CACHE: list[tuple[frozenset[str], frozenset[str]]] = []
-_REAL_MAKE_PEOPLE = celebrities.make_people
+@functools.cache
+def _reserved_descriptions() -> frozenset[str]:
+  """Descriptions of the evaluation celebrity sets for the reserved seeds."""
+  return frozenset(person.description for seed in RESERVED_CELEBRITY_SEEDS
+                   for person in celebrities.make_people(celebrities.MAX_PEOPLE, seed))
 
 
 def make_people(count: int, seed: int) -> list[celebrities.Person]:
   """`count` people with nonsense names (pretraining pool) and unreserved invented descriptions."""
   rng = random.Random(f"{NAME}/{seed}/people")
   pool = words.pool(POOL)
-  _, reserved = _reserved_celebrities()
+  reserved = _reserved_descriptions()
   people, names, keys = [], set(), set()
   while len(people) < count:
     first, last = rng.sample(pool, 2)
     name = f"{first.capitalize()} {last.capitalize()}"
-    description, key = celebrities._description(rng)  # pylint: disable=protected-access
+    description, key = celebrity_descriptions.invent(rng)
     if name in names or key in keys or description in reserved:
       continue
     names.add(name)
@@ -148,21 +135,11 @@ def make_people(count: int, seed: int) -> list[celebrities.Person]:
   return people
 
 
-@contextlib.contextmanager
-def _pretraining_words() -> Iterator[None]:
-  """Swaps the generators' word source (and celebrity names) for the pretraining pool."""
-  saved = [(m, m.words) for m in _MODULES.values() if hasattr(m, "words")]
-  saved_people = celebrities.make_people
-  shim = _pool_module()
-  try:
-    for m, _ in saved:
-      m.words = shim
-    celebrities.make_people = make_people
-    yield
-  finally:
-    for m, w in saved:
-      m.words = w
-    celebrities.make_people = saved_people
+def _generate(family: str, params: Any, seed: int) -> records.Dataset:
+  """A dataset of `family` by its evaluation generator, over the pretraining pool."""
+  if family == celebrities.NAME:
+    return celebrities.generate(params, seed=seed, people_source=make_people)
+  return _MODULES[family].generate(params, seed=seed, vocabulary=words.pool(POOL))
 
 
 def _sample_params(family: str, rng: random.Random, scale: float = 1.0) -> Any:
@@ -186,12 +163,10 @@ def _sample_params(family: str, rng: random.Random, scale: float = 1.0) -> Any:
 def episode_dataset(family: str, seed: int, rng: random.Random,
                     scale: float = 1.0) -> records.Dataset:
   """One small dataset of `family` made by its evaluation generator over the pretraining pool."""
-  module = _MODULES[family]
   for _ in range(20):
     params = _sample_params(family, rng, scale)
     try:
-      with _pretraining_words():
-        return module.generate(params, seed=seed)
+      return _generate(family, params, seed)
     except ValueError:  # a random size the generator cannot fill (e.g. too few holdouts)
       continue
   raise RuntimeError(f"could not generate a {family} episode for seed {seed}")
@@ -389,14 +364,10 @@ def generate(params: Params = Params(), seed: int = 0, progress: bool = False,
   jobs = [(i, params, seed) for i in range(num_groups)]
   bar = None
   if progress:
-    import tqdm  # pylint: disable=g-import-not-at-top
-
     bar = tqdm.tqdm(total=num_groups, desc="corpus", unit="dataset")
   groups: list[list[records.Document]] = []
   if workers > 1:
-    import multiprocessing  # pylint: disable=g-import-not-at-top
-
-    _reserved_celebrities()  # computed once, inherited by forked workers
+    _reserved_descriptions()  # computed once, inherited by forked workers
     with multiprocessing.get_context("fork").Pool(workers) as pool:
       for g in pool.imap(_make_group_star, jobs, chunksize=16):
         groups.append(g)
