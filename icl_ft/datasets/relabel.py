@@ -41,7 +41,7 @@ from icl_ft.datasets import words
 FRESH_NAMESPACE = "no_knowledge"
 CONTROL = "no_knowledge"
 _WORD = re.compile(r"[A-Za-z]+")
-_VOWELS = "aeiou"  # an article is "an" before these (semantic_documents.article)
+_VOWELS = "aeiou"  # an article is "an" before these (semantic_phrasing.article)
 
 
 def source_namespaces() -> tuple[str, ...]:

@@ -52,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from icl_ft.datasets import records
 from icl_ft.datasets import semantic_documents as docs
 from icl_ft.datasets import semantic_hierarchy as hierarchy
+from icl_ft.datasets import semantic_phrasing as phrasing
 from icl_ft.datasets import words
 from icl_ft.datasets.semantic_hierarchy import ISA, Statement, World
 
@@ -158,7 +159,7 @@ class QuestionPlan:
   split: str
   subset: str
   statement: Statement
-  style: str  # "forward" | "reverse" | "rephrase" (semantic_documents.question_text)
+  style: str  # "forward" | "reverse" | "rephrase" (semantic_phrasing.question_text)
   fact_ids: tuple[str, ...]
   distractors: tuple[Statement, ...] = ()
 
@@ -321,7 +322,7 @@ def render_questions(world: World, plans: Mapping[str, Sequence[QuestionPlan]], 
     for i, plan in enumerate(plans[split]):
       options = [plan.statement, *plan.distractors]
       rng.shuffle(options)
-      prompt, choices = docs.question_text(world, options, plan.style, rng)
+      prompt, choices = phrasing.question_text(world, options, plan.style, rng)
       qid = f"{split}_{i:04d}"
       out.append(records.Question(
           id=qid,
