@@ -35,12 +35,13 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import faker
 
 from icl_ft.datasets import celebrity_descriptions
 from icl_ft.datasets import records
+from icl_ft.datasets.text import normalize
 
 NAME = "celebrities"
 
@@ -260,6 +261,38 @@ def _split(template: str, person: Person, answer: str) -> tuple[str, str]:
 
 
 _ANSWER = {"p2d": "description", "d2p": "name"}
+
+
+def restatements(person: Person, rng: random.Random) -> list[str]:
+  """A person's fact in both directions (a training template of each), in random order."""
+  p2d = _fill(rng.choice(P2D_TRAIN_TEMPLATES), person)
+  d2p = _fill(rng.choice(D2P_TRAIN_TEMPLATES), person)
+  return [p2d, d2p] if rng.random() < 0.5 else [d2p, p2d]
+
+
+# (fact_id, name, description), the last two normalized: what `parse_claims` looks for.
+ClaimPeople = tuple[tuple[str, str, str], ...]
+
+
+def claim_people(people: Mapping[str, Sequence[Mapping[str, str]]]) -> ClaimPeople:
+  """The people of a card's `people` ({group: [{fact_id, name, description}]}) for `parse_claims`."""
+  return tuple((p["fact_id"], normalize(p["name"]), normalize(p["description"]))
+               for group in people.values() for p in group)
+
+
+def parse_claims(text: str, people: ClaimPeople) -> list[tuple[str, str, str]] | None:
+  """(person named, direction, owner of the description) for each full description in `text`.
+
+  A claim needs exactly one full name; direction is "p2d" when the name comes before the
+  description, else "d2p". None: no single name or no description (nothing readable).
+  """
+  padded = f" {normalize(text)} "
+  names = [(padded.index(f" {n} "), fid) for fid, n, _ in people if f" {n} " in padded]
+  descriptions = [(padded.index(f" {d} "), fid) for fid, _, d in people if f" {d} " in padded]
+  if len(names) != 1 or not descriptions:
+    return None
+  (name_at, who), = names
+  return [(who, "p2d" if name_at < at else "d2p", owner) for at, owner in descriptions]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -236,29 +236,11 @@ def article_episode(dataset: records.Dataset, params: Params, rng: random.Random
   return prompts.DOCUMENT_SEPARATOR.join(d.text for d in docs) if docs else None
 
 
-_COMPARISON = re.compile(r"(\w+) are (.+) than (\w+)[.?!]?$")
-
-
-def _syllogism_restatements(sentence: str) -> list[str]:
-  m = re.fullmatch(r"(All|Some|No) (\w+) are (\w+)\.", sentence)
-  if not m:
-    return []
-  q, a, b = m.groups()
-  if q == "All":
-    return [f"Every {a} is a {b}.", f"Some {b} are {a}."]
-  return [f"{q} {b} are {a}."]
-
-
 def _celebrity_restatements(dataset: records.Dataset, doc: records.Document,
                             rng: random.Random) -> list[str]:
   people = {p["fact_id"]: p for group in dataset.card["people"].values() for p in group}
   person = people[doc.fact_ids[0]]
-  desc = person["description"]
-  fill = lambda t: t.format(name=person["name"], description=desc,
-                            Description=desc[:1].upper() + desc[1:])
-  p2d = fill(rng.choice(celebrities.P2D_TRAIN_TEMPLATES))
-  d2p = fill(rng.choice(celebrities.D2P_TRAIN_TEMPLATES))
-  return [p2d, d2p] if rng.random() < 0.5 else [d2p, p2d]
+  return celebrities.restatements(celebrities.Person(person["name"], person["description"], ""), rng)
 
 
 def _sentence_restatements(dataset: records.Dataset, doc: records.Document, index: int,
@@ -266,11 +248,11 @@ def _sentence_restatements(dataset: records.Dataset, doc: records.Document, inde
   """Rephrasings and reversals of sentence `index` of `doc`."""
   sentence = doc.sentences[index]
   if dataset.name == "simple_reversals":
-    m = _COMPARISON.search(sentence)
     q = next(q for q in _questions(dataset) if q.fact_ids == doc.fact_ids)
-    return [f"{m.group(1).capitalize()} are {m.group(2)} than {m.group(3)}.", statement(q)]
+    return [simple_reversals.restatement(sentence, dataset.card["features"]), statement(q)]
   if dataset.name == "syllogisms":
-    return _syllogism_restatements(sentence)
+    parsed = syllogisms.parse_sentence(sentence)
+    return [] if parsed is None else syllogisms.restatements(parsed)
   if dataset.name == "celebrities":
     return _celebrity_restatements(dataset, doc, rng)
   sentence_facts = set(doc.metadata["sentence_fact_ids"][index])
