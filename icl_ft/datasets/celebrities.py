@@ -1,4 +1,4 @@
-"""The reversal-curse celebrities set (Berglund et al. 2024), generated and loaded.
+"""The reversal-curse celebrities set (Berglund et al. 2024), generated.
 
 Fictional people (names from Faker, seeded) each get one unique invented
 description ("the acclaimed director of the film "The Silent Orchard""). Groups,
@@ -23,11 +23,9 @@ Test splits (held-out paraphrase templates that end exactly before the answer):
             its description among 3 other set-A descriptions (`d2p` likewise).
 Distractors come from other people's answers under the same test template.
 
-People come from a name source, `make_people` by default (Faker names); the pretraining
-corpus passes its own (nonsense names). The module owns its phrasing: `parse_claim` reads a
-(person, direction) claim from a statement for the augmentation audit, `restatements` gives
-both directions of a fact for the corpus. The original release's JSONL layout (load and write)
-is `icl_ft.datasets.celebrities_original`, which shares `build_questions`.
+People come from `people_source` (default `make_people`: Faker names; the pretraining corpus
+passes nonsense names). Phrasing read back: `parse_claims` (audit), `restatements` (corpus).
+The original release's layout (load, write) is `celebrities_original`, sharing `build_questions`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Each episode is one training document (format `document` of `icl_ft.pipeline`), 
 
 `generate(params, seed)` returns a `records.Dataset` (train = episodes; no tests) whose card
 records the mix. `heldout_episodes` gives new-seed episodes as (documents, questions) for the
-in-context evaluation of a pretrained model. Pure Python: no JAX.
+in-context evaluation of a pretrained model.
 """
 
 from __future__ import annotations
@@ -106,7 +106,6 @@ def _check(params: Params) -> None:
     raise ValueError(f"max_chars={params.max_chars}: must be >= 200")
 
 
-# ---------------------------------------------------------------------------
 # Evaluation generators over the pretraining pool.
 
 
@@ -172,7 +171,6 @@ def episode_dataset(family: str, seed: int, rng: random.Random,
   raise RuntimeError(f"could not generate a {family} episode for seed {seed}")
 
 
-# ---------------------------------------------------------------------------
 # Episodes.
 
 
