@@ -77,7 +77,7 @@ def test_celebrities(datasets):
 def test_semantic_structure(datasets):
   ds = datasets["semantic_structure"]
   au = audit.Auditor(ds)
-  world = au.parser.world
+  world = au.parser.reader.world
   pl = lambda c: world.category_word(c) + "s"  # noqa: E731
   sg = world.category_word
   # A fact trained forward only (its reversal is a test question).

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from icl_ft.evaluation import prompts
-from icl_ft.datasets import celebrities, records, text
+from icl_ft.datasets import celebrities, celebrities_original, records, text
 
 
 @pytest.fixture(scope="module")
@@ -178,21 +178,21 @@ def test_impossible_sizes_name_the_parameter(overrides, field):
 
 
 def test_original_layout_round_trip(tmp_path, berglund):
-  directory = celebrities.write_original_layout(berglund, tmp_path / "orig")
+  directory = celebrities_original.write_original_layout(berglund, tmp_path / "orig")
   assert sorted(p.name for p in directory.iterdir()) == [
       "both_prompts_train.jsonl", "d2p_prompts_test.jsonl", "d2p_prompts_train.jsonl",
       "d2p_reverse_prompts_test.jsonl", "p2d_prompts_test.jsonl", "p2d_prompts_train.jsonl",
       "p2d_reverse_prompts_test.jsonl"]
   line = json.loads((directory / "p2d_prompts_train.jsonl").read_text().splitlines()[0])
   assert set(line) == {"prompt", "completion"} and line["completion"].startswith(" the ")
-  loaded = celebrities.load_original(directory, seed=1)
+  loaded = celebrities_original.load_original(directory, seed=1)
   assert Counter((d.text, d.fact_ids) for d in loaded.train) == Counter((d.text, d.fact_ids) for d in berglund.train)
   assert loaded.tests == berglund.tests  # same prompts, answers, distractors, ids and fact ids
 
 
 def test_original_layout_round_trip_small(tmp_path):
   ds = celebrities.generate(celebrities.SCALES["small"], seed=3)
-  loaded = celebrities.load_original(celebrities.write_original_layout(ds, tmp_path), seed=3)
+  loaded = celebrities_original.load_original(celebrities_original.write_original_layout(ds, tmp_path), seed=3)
   assert sorted(d.text for d in loaded.train) == sorted(d.text for d in ds.train)
   assert loaded.tests == ds.tests
 
@@ -235,7 +235,7 @@ def _original_dir(tmp_path):
 
 
 def test_load_original_layout(tmp_path):
-  ds = celebrities.load_original(_original_dir(tmp_path), seed=0)
+  ds = celebrities_original.load_original(_original_dir(tmp_path), seed=0)
   assert len(ds.train) == 10 + 10 + 1
   assert ds.train[0].text == "Ada Quill, known far and wide for being the inventor of the cloud harp."
   assert ds.train[0].fact_ids == ("ada_quill",)
@@ -263,20 +263,20 @@ def test_load_original_layout(tmp_path):
 
 def test_load_original_is_seeded(tmp_path):
   d = _original_dir(tmp_path)
-  assert celebrities.load_original(d, seed=0) == celebrities.load_original(d, seed=0)
-  assert celebrities.load_original(d, seed=0).tests != celebrities.load_original(d, seed=1).tests
+  assert celebrities_original.load_original(d, seed=0) == celebrities_original.load_original(d, seed=0)
+  assert celebrities_original.load_original(d, seed=0).tests != celebrities_original.load_original(d, seed=1).tests
 
 
 def test_load_original_errors(tmp_path):
   d = _original_dir(tmp_path)
   (d / "d2p_reverse_prompts_test.jsonl").unlink()
   with pytest.raises(FileNotFoundError, match="d2p_reverse_prompts_test.jsonl"):
-    celebrities.load_original(d)
+    celebrities_original.load_original(d)
   d = _original_dir(tmp_path / "again")
   with open(d / "p2d_prompts_train.jsonl", "a") as f:
     f.write('{"prompt": "no completion"}\n')
   with pytest.raises(records.DatasetFormatError, match=r"p2d_prompts_train.jsonl:11"):
-    celebrities.load_original(d)
+    celebrities_original.load_original(d)
 
 
 # --- the whole release: every file of Berglund et al.'s name_description_dataset/ -----------------
@@ -358,8 +358,8 @@ def _answers(people):
 
 
 def test_original_release_every_file_handled(tmp_path):
-  ds = celebrities.load_original(_write_release(tmp_path / "release"), seed=0)
-  assert sorted(ds.card["files"]) == sorted(celebrities.ORIGINAL_FILES) and len(celebrities.ORIGINAL_FILES) == 14
+  ds = celebrities_original.load_original(_write_release(tmp_path / "release"), seed=0)
+  assert sorted(ds.card["files"]) == sorted(celebrities_original.ORIGINAL_FILES) and len(celebrities_original.ORIGINAL_FILES) == 14
   assert "checked" in ds.card["files"]["all.jsonl"] and "control" in ds.card["files"][
       "d2p_reverse_prompts_test_randomized.jsonl"]
   assert len(ds.train) == 10 + 10 + 20
@@ -375,7 +375,7 @@ def test_original_release_every_file_handled(tmp_path):
 def test_original_release_questions_get_their_person_and_fair_distractors(tmp_path):
   """Every question names its person; every choice is an answer of the same kind as the right
   one (a name for a name question), and only the right one is this person's."""
-  ds = celebrities.load_original(_write_release(tmp_path / "release"), seed=0)
+  ds = celebrities_original.load_original(_write_release(tmp_path / "release"), seed=0)
   answers = _answers(RELEASE)
   kind_of = {"p2d_reverse": "name", "d2p": "name", "both_d2p": "name", "validation": "first_name",
              "d2p_reverse": "description", "p2d": "description", "both_p2d": "description"}
@@ -396,13 +396,13 @@ def test_original_release_questions_get_their_person_and_fair_distractors(tmp_pa
 
 def test_original_release_substitutes_and_checks(tmp_path):
   d = _write_release(tmp_path / "release")
-  full = celebrities.load_original(d, seed=0)
+  full = celebrities_original.load_original(d, seed=0)
   # unrealized_examples.jsonl holds p2d_reverse's lines and stands in for it.
   (d / "p2d_reverse_prompts_test.jsonl").unlink()
-  assert celebrities.load_original(d, seed=0).tests == full.tests
+  assert celebrities_original.load_original(d, seed=0).tests == full.tests
   (d / "unrealized_examples.jsonl").unlink()
   with pytest.raises(FileNotFoundError, match="p2d_reverse_prompts_test.jsonl"):
-    celebrities.load_original(d)
+    celebrities_original.load_original(d)
   # A copy that differs from what it repeats, an unknown file, a question about nobody.
   for name, change, message in (
       ("all.jsonl", lambda lines: lines[1:], r"all.jsonl: expected the lines of p2d_prompts_train"),
@@ -417,14 +417,14 @@ def test_original_release_substitutes_and_checks(tmp_path):
     d = _write_release(tmp_path / name)
     source = d / name if (d / name).exists() else d / "p2d_prompts_train.jsonl"
     (d / name).write_text("".join(change(source.read_text().splitlines(keepends=True))))
-    for control in [c for c, of in celebrities.CONTROLS.items() if of == name]:
+    for control in [c for c, of in celebrities_original.CONTROLS.items() if of == name]:
       (d / control).unlink()  # its prompts would differ first
     with pytest.raises(records.DatasetFormatError, match=message):
-      celebrities.load_original(d)
+      celebrities_original.load_original(d)
 
 
 def test_icl_context_from_the_people_asked_about(tmp_path):
-  ds = celebrities.load_original(_write_release(tmp_path / "release"), seed=0)
+  ds = celebrities_original.load_original(_write_release(tmp_path / "release"), seed=0)
   ctx = celebrities.context_dataset(ds, subsample=2, seed=0, splits=["reversal"])
   # Reversal asks about set A and the d2p people: each keeps 1 of its 2 documents; set B goes.
   asked = {f for q in ds.tests["reversal"] for f in q.fact_ids}

@@ -227,16 +227,16 @@ def test_binary_converts_the_original_release(tmp_path, capsys):
   """A directory of the release's files -> a dataset directory; every file handled (card)."""
   from tests.test_celebrities import _write_release  # pylint: disable=g-import-not-at-top
 
-  from icl_ft.datasets import celebrities  # pylint: disable=g-import-not-at-top
+  from icl_ft.datasets import celebrities_original  # pylint: disable=g-import-not-at-top
 
   release = _write_release(tmp_path / "name_description_dataset")
   assert data_bin.execute(_config("celebrities", tmp_path / "data", original_dir=str(release), seed=2)) == 0
   out = capsys.readouterr().out
   assert f"wrote {tmp_path / 'data' / 'celebrities'}" in out and "test_reversal=20" in out
   ds = records.read_dataset(tmp_path / "data" / "celebrities")
-  assert ds.card["scale"] == "original" and sorted(ds.card["files"]) == sorted(celebrities.ORIGINAL_FILES)
+  assert ds.card["scale"] == "original" and sorted(ds.card["files"]) == sorted(celebrities_original.ORIGINAL_FILES)
   assert ds.card["source"] == "original layout: name_description_dataset"  # no absolute path
-  assert ds.tests == celebrities.load_original(release, seed=2).tests
+  assert ds.tests == celebrities_original.load_original(release, seed=2).tests
   assert sorted(ds.tests) == ["forward", "reversal", "validation"]
   # num_choices applies; the ICL-context directory keeps only the people asked about.
   assert data_bin.execute(_config("celebrities", tmp_path / "icl", original_dir=str(release),

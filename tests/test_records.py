@@ -1,6 +1,11 @@
 """Record types and their on-disk format."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +105,20 @@ def test_card_json_is_sorted_and_readable(tmp_path):
   directory = records.write_dataset(_dataset(), tmp_path / "a")
   card = json.loads((directory / "card.json").read_text())
   assert card["name"] == "toy" and card["seed"] == 3
+
+
+def test_datasets_import_no_jax():
+  """Every module of icl_ft.datasets imports in a fresh interpreter without JAX or Flax."""
+  root = Path(__file__).resolve().parent.parent
+  code = textwrap.dedent("""
+      import importlib, pkgutil, sys
+      import icl_ft.datasets as package
+      names = sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+      for name in names:
+        importlib.import_module(f"icl_ft.datasets.{name}")
+      print(len(names), sorted(m for m in ("jax", "flax") if m in sys.modules))
+  """)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+  out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                       check=True).stdout.split()
+  assert int(out[0]) >= 15 and " ".join(out[1:]) == "[]", out

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from icl_ft.datasets import celebrities
+from icl_ft.datasets import celebrities_original
 from icl_ft.pretrain import corpus as corpus_lib
 from icl_ft.datasets import records
 from icl_ft.datasets import registry
@@ -104,7 +105,7 @@ def test_fresh_words_never_in_any_document():
 
 def test_original_release_names_are_replaced(tmp_path):
   ds = registry.generate("celebrities", "small", seed=0)
-  loaded = celebrities.load_original(celebrities.write_original_layout(ds, tmp_path), seed=0)
+  loaded = celebrities_original.load_original(celebrities_original.write_original_layout(ds, tmp_path), seed=0)
   out = relabel.relabel(loaded)
   names = [p["name"] for group in ds.card["people"].values() for p in group]
   assert set(relabel.celebrity_names(loaded)) == set(names)

@@ -6,11 +6,12 @@ import re
 
 import pytest
 
-from icl_ft.datasets import records, semantic_documents, semantic_hierarchy, semantic_structure, text, words
+from icl_ft.datasets import (records, semantic_documents, semantic_hierarchy, semantic_phrasing,
+                             semantic_structure, text, words)
 from icl_ft.datasets.semantic_hierarchy import ISA, Statement, World
 
 POOL = frozenset(words.pool("semantic_structure"))
-TEMPLATE_WORDS = semantic_documents.template_words()
+TEMPLATE_WORDS = semantic_phrasing.template_words()
 _TOKEN = re.compile(r"[A-Za-z]+")
 
 
@@ -212,7 +213,7 @@ def test_documents_state_every_fact_and_record_units(generated):
   assert _stated(ds.train) == {f.id for f in world.facts}
   ids = [d.id for d in ds.train]
   assert len(set(ids)) == len(ids)
-  forms = semantic_documents.Forms(world)
+  forms = semantic_phrasing.Forms(world)
   for d in ds.train:
     units = d.metadata["sentence_fact_ids"]
     assert len(units) == len(d.sentences) and all(units), d.text  # every unit states something
@@ -239,7 +240,7 @@ def test_documents_state_base_facts_only(generated):
 
 def test_holdouts_appear_only_in_their_parent_fact(generated):
   ds, world = generated.dataset, generated.world
-  forms = semantic_documents.Forms(world)
+  forms = semantic_phrasing.Forms(world)
   assert world.holdouts
   parent_fact = {h: semantic_hierarchy.fact_id(Statement(ISA, h, world.parent[h])) for h in world.holdouts}
   for h in world.holdouts:
@@ -342,13 +343,13 @@ def test_rephrase_uses_held_out_phrasings(generated):
   training = _Training(ds.train)
   stated = _stated(ds.train)
   normalized = text.normalize("\n".join(d.text for d in ds.train))
-  for marker in semantic_documents.REPHRASE_MARKERS:
+  for marker in semantic_phrasing.REPHRASE_MARKERS:
     assert f" {marker} " not in f" {normalized} ", marker
   for q in ds.tests["rephrase"]:
     statement = q.prompt + q.choices[q.correct[0]]
     assert not training.containing(statement), statement
     assert len(q.fact_ids) == 1 and q.fact_ids[0] in stated
-    assert any(m in text.normalize(q.prompt) for m in semantic_documents.REPHRASE_MARKERS), q.prompt
+    assert any(m in text.normalize(q.prompt) for m in semantic_phrasing.REPHRASE_MARKERS), q.prompt
 
 
 def test_holdout_split_asks_every_inference(generated):

@@ -14,7 +14,8 @@ direction it is stated in (a reversal is a different key from its forward form, 
 stating it is what the reversal tests measure), `true` is the dataset's truth model on it.
 Labels combine claims as false > test > inference > restatement. Knowledge per dataset,
 derived from the Dataset itself (training documents, their metadata, the card, questions
-with their correct choices) and the generators' public functions:
+with their correct choices); each dataset reads its own claims from text (its module's
+`parse_claims` / `parse_statements`, `semantic_claims.ClaimReader`):
 
 - simple_reversals: "<x> are <comparison> than <y>" with the card's feature pairs; true iff
   a trained comparison or its reversal (antonym, swapped).
@@ -39,7 +40,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from icl_ft.datasets import celebrities
 from icl_ft.datasets import records
+from icl_ft.datasets import semantic_claims
+from icl_ft.datasets import simple_reversals
+from icl_ft.datasets import syllogisms
 from icl_ft.datasets.text import normalize
 
 RESTATEMENT = "restatement"
@@ -78,175 +83,73 @@ class Parser:
 
 
 class ComparisonParser(Parser):
-  """simple_reversals: '<x> are <comparison> than <y>'."""
+  """simple_reversals: comparisons read by `simple_reversals.parse_claims`."""
 
   def __init__(self, dataset: records.Dataset):
-    features = dataset.card.get("features") or []
-    self.antonym: dict[str, str] = {}
-    for form, anti, *_ in features:
-      self.antonym[normalize(form)] = normalize(anti)
-      self.antonym[normalize(anti)] = normalize(form)
-    comps = sorted(self.antonym, key=len, reverse=True) or [r"\w+er", r"more \w+", r"less \w+"]
-    self._re = re.compile(r"\b([a-z]+) are (" + "|".join(comps) + r") than ([a-z]+)\b")
-    self.true: set[tuple[str, str, str]] = set()
+    self.features = dataset.card.get("features") or []
+    self.true: set[simple_reversals.Claim] = set()
     for doc in dataset.train:
       for s in doc.sentences:
-        for x, comp, y in self._re.findall(normalize(s)):
-          self.true.add((x, comp, y))
-          if comp in self.antonym:
-            self.true.add((y, self.antonym[comp], x))
+        for claim in simple_reversals.parse_claims(s, self.features):
+          self.true.add(claim)
+          reverse = simple_reversals.reversal(claim, self.features)
+          if reverse is not None:
+            self.true.add(reverse)
 
   def claims(self, statement: str) -> list[Claim] | None:
-    found = self._re.findall(normalize(statement))
-    return [Claim((x, c, y), (x, c, y) in self.true) for x, c, y in found] or None
+    found = simple_reversals.parse_claims(statement, self.features)
+    return [Claim(c, c in self.true) for c in found] or None
 
 
 class SyllogismParser(Parser):
-  """syllogisms: 'all/some/no <x> are <y>' over one example's terms."""
-
-  _RE = re.compile(r"\b(all|some|no) ([a-z]+) are ([a-z]+)\b")
-  _LEAD = re.compile(r"^the relationships between .*? are\s*")
+  """syllogisms: statements read by `syllogisms.parse_statements`, over one example's terms."""
 
   def __init__(self, dataset: records.Dataset):
-    from icl_ft.datasets import syllogisms  # pylint: disable=g-import-not-at-top
-
-    self._syl = syllogisms
-    self.premises: dict[str, tuple[Any, ...]] = {}  # term -> its example's premises
+    self.premises: dict[str, tuple[syllogisms.Statement, ...]] = {}  # term -> its example's premises
     for doc in dataset.train:
-      prem = [self._syl.Statement(q, s, p) for sent in doc.sentences[1:]
-              for q, s, p in self._RE.findall(normalize(sent))]
+      prem = [st for sent in doc.sentences[1:] for st in syllogisms.parse_statements(sent)]
       for st in prem:
         for term in (st.subject, st.predicate):
           self.premises[term] = tuple(prem)
 
   def claims(self, statement: str) -> list[Claim] | None:
-    text = self._LEAD.sub("", normalize(statement))
     out = []
-    for q, s, p in self._RE.findall(text):
-      st = self._syl.Statement(q, s, p)
+    for st in syllogisms.parse_statements(statement):
+      s, p = st.subject, st.predicate
       prem = self.premises.get(s)
-      ok = bool(prem) and self.premises.get(p) == prem and s != p and self._syl.valid(prem, st)
+      ok = bool(prem) and self.premises.get(p) == prem and s != p and syllogisms.valid(prem, st)
       out.append(Claim(st, ok))
     return out or None
 
 
 class CelebrityParser(Parser):
-  """celebrities: a full name and a full description; direction = which comes first."""
+  """celebrities: a full name and a full description (`celebrities.parse_claims`)."""
 
   def __init__(self, dataset: records.Dataset):
-    self.people: list[tuple[str, str, str]] = []  # (fact_id, name, description), normalized
-    for group in (dataset.card.get("people") or {}).values():
-      for p in group:
-        self.people.append((p["fact_id"], normalize(p["name"]), normalize(p["description"])))
+    self.people = celebrities.claim_people(dataset.card.get("people") or {})
 
   def claims(self, statement: str) -> list[Claim] | None:
-    text = f" {normalize(statement)} "
-    names = [(text.index(f" {n} "), fid) for fid, n, _ in self.people if f" {n} " in text]
-    descs = [(text.index(f" {d} "), fid) for fid, _, d in self.people if f" {d} " in text]
-    if len(names) != 1 or not descs:
+    found = celebrities.parse_claims(statement, self.people)
+    if found is None:
       return None
-    (npos, who), = names
-    return [Claim((who, "p2d" if npos < dpos else "d2p"), owner == who) for dpos, owner in descs]
+    return [Claim((who, direction), owner == who) for who, direction, owner in found]
 
 
 class SemanticParser(Parser):
-  """semantic_structure: nonsense words back to the world's lexemes; isa/property/relation."""
-
-  _REVERSED_START = ("one kind of ", "one type of ", "kinds of ", "things that ", "one thing that ")
-  _NEGATION = {"not", "cannot", "never", "no", "isn't", "aren't", "can't"}
+  """semantic_structure: claims read by `semantic_claims.ClaimReader` over the card's world."""
 
   def __init__(self, dataset: records.Dataset):
-    from icl_ft.datasets import semantic_hierarchy as h  # pylint: disable=g-import-not-at-top
-
-    card = dataset.card
-    self.world = h.World(card["categories"], card.get("holdout_categories", ()), card["lexicon"])
-    self._h = h
-    self.lexeme: dict[str, str] = {}  # nonsense word (and its plural) -> lexeme key
-    for key, word in self.world.lexicon.items():
-      self.lexeme.setdefault(word.lower(), key)
-    for key, word in self.world.lexicon.items():
-      self.lexeme.setdefault(word.lower() + "s", key)
-
-  _PIVOTS = frozenset({"are", "is", "can", "have", "has"})
-
-  def _clause(self, clause: str) -> list[Claim] | None:
-    """Claims of one normalized clause; [] = no claim in it; None = unreadable."""
-    words = clause.split()
-    items = [self.lexeme[w] for w in words if w in self.lexeme]
-    if not items:
-      return []
-    negated = any(w in self._NEGATION for w in words)
-    reversed_ = clause.startswith(self._REVERSED_START) or " include " in f" {clause} "
-    cats = [k.split(":", 1)[1] for k in items if k.startswith("category:")]
-    if reversed_:  # object first, then the subjects
-      head = items[0]
-      kind, _, obj = head.partition(":")
-      subjects = cats[1:] if kind == "category" else cats
-      if kind == "verb":  # "things that blick telks include gruds"
-        if len(cats) < 2:
-          return None
-        obj, subjects = cats[0], cats[1:]
-        rel = head.split(":", 1)[1]
-      else:
-        rel = "isa" if kind == "category" else kind
-      if not subjects:
-        return None
-      statements = [(rel, s, obj) for s in subjects]
-    else:
-      pivot = next((i for i, w in enumerate(words)
-                    if w in self._PIVOTS or self.lexeme.get(w, "").startswith("verb:")), None)
-      if pivot is None:  # "prafs fall into the category of boures": after the first word
-        if len(items) < 2:
-          return []  # a heading such as "facts about wipses"
-        pivot = next(i for i, w in enumerate(words) if w in self.lexeme) + 1
-      subjects = [self.lexeme[w].split(":", 1)[1] for w in words[:pivot]
-                  if self.lexeme.get(w, "").startswith("category:")]
-      if not subjects:
-        return None  # e.g. a pronoun subject: nothing to check it against
-      statements, relation = [], "isa"
-      for w in words[pivot:]:
-        key = self.lexeme.get(w)
-        if key is None:
-          continue
-        kind, _, name = key.partition(":")
-        if kind == "verb":
-          relation = name
-        else:
-          rel = relation if kind == "category" else kind
-          statements.extend((rel, s, name) for s in subjects)
-    out = []
-    for rel, s, o in statements:
-      try:
-        st = self._h.Statement(rel, s, o)
-        true = self.world.holds(st)
-      except (ValueError, KeyError):
-        return None
-      out.append(Claim((st, "reversed" if reversed_ else "forward", negated), true != negated))
-    return out
+    self.reader = semantic_claims.ClaimReader.from_card(dataset.card)
 
   def claims(self, statement: str) -> list[Claim] | None:
-    out = []
-    for sentence in re.split(r"(?<=[.?!:])\s+|\n+", statement):
-      if sentence.strip().endswith("?"):
-        continue  # a question states nothing
-      text = normalize(sentence)
-      for clause in re.split(r"\b(?:while|whereas|but)\b", text):
-        got = self._clause(clause.strip())
-        if got is None:
-          return None
-        out.extend(got)
-    return out or None
+    found = self.reader.parse(statement)
+    if found is None:
+      return None
+    return [Claim((c.statement, c.direction, c.negated), c.holds != c.negated) for c in found]
 
   def trained_keys(self, dataset: records.Dataset) -> set[Any]:
     """The facts of the training documents, keyed by the direction each is stated in."""
-    keys = set()
-    for doc in dataset.train:
-      rev = set(doc.metadata.get("reversed_fact_ids", ()))
-      for fid in doc.fact_ids:
-        fact = self.world.fact_by_id.get(fid)
-        if fact is not None:
-          keys.add((fact.statement, "reversed" if fid in rev else "forward", False))
-    return keys
+    return {(st, direction, False) for st, direction in self.reader.stated(dataset.train)}
 
 
 PARSERS = {

@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from icl_ft import sharding
-from icl_ft.inference import sampling as sampling_lib
-from icl_ft.inference import prefill
 from icl_ft.augment import audit as audit_lib
 from icl_ft.augment import templates
 from icl_ft.datasets import records
 from icl_ft.datasets.text import normalize
+from icl_ft.inference import prefill
+from icl_ft.inference import sampling as sampling_lib
+from icl_ft.inference import scoring
+from icl_ft.model import loader
 
 STRATEGIES = ("local", "global", "all")
 DEFAULT_SAMPLING = sampling_lib.SamplingParams(max_new_tokens=128, temperature=0.7, top_p=0.95,
@@ -257,10 +261,6 @@ def run(config: Any) -> tuple[Any, records.Dataset]:
   Every input check (strategy, directories, tokenizer, sampling values) happens before the
   model is loaded; nothing is written unless augmentation succeeded.
   """
-  from pathlib import Path  # pylint: disable=g-import-not-at-top
-
-  from icl_ft.model import loader  # pylint: disable=g-import-not-at-top
-
   _strategies(config.strategy)
   if not config.dataset_dir:
     raise ValueError("no dataset: set --config.dataset_dir=DIR (written by icl-ft-data)")
@@ -292,8 +292,6 @@ def run(config: Any) -> tuple[Any, records.Dataset]:
                                                                    "checkpoint_format",
                                                                    "tokenizer")}}
   augmented = dataclasses.replace(augmented, card=card)
-  import jax  # pylint: disable=g-import-not-at-top
-
   if jax.process_index() == 0:
     write_augmented(augmented, out, overwrite=bool(config.overwrite))
   return out, augmented

@@ -29,8 +29,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from icl_ft.evaluation import prompts
+from icl_ft.datasets import syllogisms
 from icl_ft.datasets import words
+from icl_ft.evaluation import prompts
 
 LOCAL_INSTRUCTION = "Restate the statement in other words, including its reversal."
 GLOBAL_INSTRUCTION = "Think about what follows from the next document together with the documents above."
@@ -50,11 +51,11 @@ def _example_words(n: int) -> list[str]:
 
 def _local_examples() -> tuple[tuple[str, tuple[str, ...]], ...]:
   a, b, c, d, e, f = _example_words(6)
+  syllogism = syllogisms.Statement("all", c, d)  # its restatements are the syllogisms dataset's
   return (
       (f"{a.capitalize()} are heavier than {b}.",
        (f"{b.capitalize()} are lighter than {a}.", f"{a.capitalize()} weigh more than {b}.")),
-      (f"All {c} are {d}.",
-       (f"Every {c} is a {d}.", f"Some {d} are {c}.")),
+      (syllogism.text(), tuple(syllogisms.restatements(syllogism))),
       (f"The {e} is a kind of {f}.",
        (f"One kind of {f} is the {e}.", f"{e.capitalize()}s are {f}s.")),
   )

@@ -6,7 +6,7 @@
       [--config.icl_context_subsample=K] [--config.icl_context_splits=reversal]
 
 The second form converts the original reversal-curse release (a directory of its JSONL
-files, every file handled: `icl_ft.datasets.celebrities.load_original`) instead of
+files, every file handled: `icl_ft.datasets.celebrities_original.load_original`) instead of
 generating; `icl_context_subsample` keeps only the documents of the people the questions ask
 about, ceil(n / K) of each person's (`celebrities.context_dataset`), for the ICL condition.
 
@@ -23,6 +23,7 @@ from typing import Any
 
 from icl_ft.bin import cli
 from icl_ft.datasets import celebrities
+from icl_ft.datasets import celebrities_original
 from icl_ft.datasets import records
 from icl_ft.datasets import registry
 
@@ -71,8 +72,8 @@ def build(config: Any) -> records.Dataset:
     if extra:
       raise ValueError(f"config.params {extra} do not apply to the original release "
                        f"(config.original_dir={original!r}); only num_choices does")
-    dataset = celebrities.load_original(original, seed=config.seed,
-                                        num_choices=overrides(config).get("num_choices", 4))
+    dataset = celebrities_original.load_original(original, seed=config.seed,
+                                                 num_choices=overrides(config).get("num_choices", 4))
   else:
     dataset = registry.generate(name, scale=config.scale, seed=config.seed, **overrides(config))
   if context < 0:

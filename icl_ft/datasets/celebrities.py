@@ -1,4 +1,4 @@
-"""The reversal-curse celebrities set (Berglund et al. 2024), generated and loaded.
+"""The reversal-curse celebrities set (Berglund et al. 2024), generated.
 
 Fictional people (names from Faker, seeded) each get one unique invented
 description ("the acclaimed director of the film "The Silent Orchard""). Groups,
@@ -23,23 +23,23 @@ Test splits (held-out paraphrase templates that end exactly before the answer):
             its description among 3 other set-A descriptions (`d2p` likewise).
 Distractors come from other people's answers under the same test template.
 
-`load_original(directory)` reads the original release's JSONL layout into the
-same Dataset type; `write_original_layout(dataset, directory)` writes that layout.
-Both share the question builder, so a round trip gives identical questions.
+People come from `people_source` (default `make_people`: Faker names; the pretraining corpus
+passes nonsense names). Phrasing read back: `parse_claims` (audit), `restatements` (corpus).
+The original release's layout (load, write) is `celebrities_original`, sharing `build_questions`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
 import re
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
 
+import faker
+
+from icl_ft.datasets import celebrity_descriptions
 from icl_ft.datasets import records
+from icl_ft.datasets.text import normalize
 
 NAME = "celebrities"
 
@@ -141,101 +141,10 @@ D2P_TEST_TEMPLATES: tuple[str, ...] = (
     "Many still wonder who {description} is. The answer: {name}",
 )
 
-# ---------------------------------------------------------------------------
-# Invented descriptions: a role plus a unique invented work or achievement.
 
-_TITLE_ADJECTIVES = (
-    "Silent", "Golden", "Forgotten", "Crimson", "Hidden", "Endless", "Shattered", "Velvet", "Distant",
-    "Burning", "Hollow", "Silver", "Restless", "Frozen", "Wandering", "Midnight", "Luminous", "Broken",
-    "Quiet", "Emerald", "Scarlet", "Ancient", "Painted", "Sleeping", "Secret", "Fading", "Copper",
-    "Northern", "Last", "Invisible", "Paper", "Glass", "Iron", "Patient", "Crooked", "Lonely",
-)
-_TITLE_NOUNS = (
-    "Orchard", "Glacier", "Harbor", "Meridian", "Ember", "Horizon", "Cathedral", "Compass", "Labyrinth",
-    "Canyon", "Archive", "Lighthouse", "Monsoon", "Citadel", "Garden", "River", "Mirror", "Thunder",
-    "Willow", "Solstice", "Nebula", "Prairie", "Sparrow", "Voyage", "Echo", "Carousel", "Eclipse",
-    "Quarry", "Raven", "Tapestry", "Tundra", "Valley", "Lantern", "Kingdom", "Island", "Comet",
-    "Station", "Bridge", "Forest", "Tide", "Winter", "Clockmaker", "Orchestra", "Mountain", "Harvest",
-    "Empire", "Ocean", "Storm", "Desert", "Signal",
-)
-_TITLE_PATTERNS = (
-    "The {adj} {noun}",
-    "A Journey Through the {adj} {noun}",
-    "Whispers of the {noun}",
-    "Beyond the {adj} {noun}",
-    "The {noun} and the {noun2}",
-    "Songs of the {adj} {noun}",
-    "Return to the {noun}",
-    "Letters from the {adj} {noun}",
-    "The Last Days of the {noun}",
-    "Under a {adj} {noun}",
-)
-# (role, kind of work): "the acclaimed director of the documentary "X""
-_CREATIVE_ROLES = (
-    ("director", "film"), ("director", "documentary"), ("director", "virtual reality masterpiece"),
-    ("author", "novel"), ("author", "memoir"), ("author", "poetry collection"),
-    ("composer", "symphony"), ("composer", "opera"), ("composer", "musical"),
-    ("choreographer", "ballet"), ("playwright", "play"), ("designer", "video game"),
-    ("painter", "mural"), ("photographer", "exhibition"), ("host", "radio show"),
-    ("creator", "television series"), ("illustrator", "graphic novel"), ("producer", "podcast"),
-)
-_ROLE_ADJECTIVES = (
-    "acclaimed", "renowned", "celebrated", "visionary", "award-winning", "reclusive", "legendary",
-    "controversial", "pioneering", "beloved",
-)
-# "the first ... on Mars": (maker, thing, verb)
-_FIRST_DEEDS = (
-    ("composer", "opera", "performed"), ("choreographer", "ballet", "staged"),
-    ("chef", "banquet", "served"), ("architect", "hotel", "built"), ("director", "film", "shot"),
-    ("author", "novel", "written"), ("painter", "mural", "painted"), ("gardener", "garden", "grown"),
-    ("conductor", "concert", "held"), ("engineer", "railway", "laid"), ("sculptor", "statue", "carved"),
-    ("brewer", "beer", "brewed"), ("tailor", "wedding dress", "sewn"), ("teacher", "school", "opened"),
-)
-_FIRST_PLACES = (
-    "on Mars", "on the Moon", "at the bottom of the Atlantic", "in zero gravity", "at the South Pole",
-    "inside an active volcano", "aboard a submarine", "on a floating island", "on Europa",
-    "on a passing comet", "in orbit around Jupiter", "beneath the Greenland ice sheet",
-    "on top of Mount Everest", "inside a diamond mine", "on a glacier in Patagonia",
-    "in the Mariana Trench", "on the rings of Saturn", "inside a hot-air balloon",
-)
-# "the ... who discovered ...": (discoverer, discovery)
-_DISCOVERIES = (
-    ("marine biologist", "a glowing species of deep-sea squid"), ("astronomer", "a sixth ring around Neptune"),
-    ("archaeologist", "the lost library of a desert kingdom"), ("geologist", "a crystal that stores sunlight"),
-    ("botanist", "a flower that blooms only in snow"), ("mathematician", "a proof of the twin prime conjecture"),
-    ("linguist", "the grammar of humpback whale songs"), ("physicist", "a new state of matter"),
-    ("explorer", "the source of a river that flows uphill"), ("entomologist", "a beetle that glows in the dark"),
-    ("chemist", "a metal lighter than air"), ("cartographer", "the forgotten map of a sunken city"),
-    ("glaciologist", "a frozen forest under Antarctica"), ("astronomer", "a comet made of pure ice"),
-    ("geologist", "a cave of singing stones"), ("archaeologist", "the oldest shipwreck in the Baltic"),
-    ("botanist", "a moss that cleans polluted rivers"), ("chemist", "a formula for bread that never goes stale"),
-    ("explorer", "a hidden valley in the Himalayas"), ("mineralogist", "a mineral that changes color with music"),
-    ("zoologist", "a bird that sings in two voices at once"), ("oceanographer", "an underwater waterfall in the Pacific"),
-)
 
 MAX_PEOPLE = 2000  # the generator guarantees this many distinct names and descriptions
 _MAX_TRIES = 200
-
-
-def _title(rng: random.Random) -> str:
-  pattern = rng.choice(_TITLE_PATTERNS)
-  noun, noun2 = rng.sample(_TITLE_NOUNS, 2)
-  return pattern.format(adj=rng.choice(_TITLE_ADJECTIVES), noun=noun, noun2=noun2)
-
-
-def _description(rng: random.Random) -> tuple[str, str]:
-  """One invented description and its uniqueness key (the invented work or deed)."""
-  kind = rng.random()
-  if kind < 0.6:
-    role, work = rng.choice(_CREATIVE_ROLES)
-    title = _title(rng)
-    return f'the {rng.choice(_ROLE_ADJECTIVES)} {role} of the {work} "{title}"', title
-  if kind < 0.8:
-    maker, thing, verb = rng.choice(_FIRST_DEEDS)
-    place = rng.choice(_FIRST_PLACES)
-    return f"the {rng.choice(_ROLE_ADJECTIVES)} {maker} of the first {thing} {verb} {place}", f"{thing} {place}"
-  who, what = rng.choice(_DISCOVERIES)
-  return f"the {rng.choice(_ROLE_ADJECTIVES)} {who} who discovered {what}", what
 
 
 def slug(name: str) -> str:
@@ -256,9 +165,7 @@ class Person:
 
 def make_people(count: int, seed: int) -> list[Person]:
   """`count` people with unique names (Faker, seeded) and unique descriptions; group unset."""
-  from faker import Faker  # pylint: disable=g-import-not-at-top
-
-  fake = Faker("en_US")
+  fake = faker.Faker("en_US")
   fake.seed_instance(seed)
   rng = random.Random(f"{NAME}/{seed}/descriptions")
   names: list[str] = []
@@ -276,7 +183,7 @@ def make_people(count: int, seed: int) -> list[Person]:
   keys: set[str] = set()
   while len(descriptions) < count:
     for _ in range(_MAX_TRIES):
-      description, key = _description(rng)
+      description, key = celebrity_descriptions.invent(rng)
       if key not in keys:
         break
     else:
@@ -354,6 +261,38 @@ def _split(template: str, person: Person, answer: str) -> tuple[str, str]:
 _ANSWER = {"p2d": "description", "d2p": "name"}
 
 
+def restatements(person: Person, rng: random.Random) -> list[str]:
+  """A person's fact in both directions (a training template of each), in random order."""
+  p2d = _fill(rng.choice(P2D_TRAIN_TEMPLATES), person)
+  d2p = _fill(rng.choice(D2P_TRAIN_TEMPLATES), person)
+  return [p2d, d2p] if rng.random() < 0.5 else [d2p, p2d]
+
+
+# (fact_id, name, description), the last two normalized: what `parse_claims` looks for.
+ClaimPeople = tuple[tuple[str, str, str], ...]
+
+
+def claim_people(people: Mapping[str, Sequence[Mapping[str, str]]]) -> ClaimPeople:
+  """The people of a card's `people` ({group: [{fact_id, name, description}]}) for `parse_claims`."""
+  return tuple((p["fact_id"], normalize(p["name"]), normalize(p["description"]))
+               for group in people.values() for p in group)
+
+
+def parse_claims(text: str, people: ClaimPeople) -> list[tuple[str, str, str]] | None:
+  """(person named, direction, owner of the description) for each full description in `text`.
+
+  A claim needs exactly one full name; direction is "p2d" when the name comes before the
+  description, else "d2p". None: no single name or no description (nothing readable).
+  """
+  padded = f" {normalize(text)} "
+  names = [(padded.index(f" {n} "), fid) for fid, n, _ in people if f" {n} " in padded]
+  descriptions = [(padded.index(f" {d} "), fid) for fid, _, d in people if f" {d} " in padded]
+  if len(names) != 1 or not descriptions:
+    return None
+  (name_at, who), = names
+  return [(who, "p2d" if name_at < at else "d2p", owner) for at, owner in descriptions]
+
+
 @dataclasses.dataclass(frozen=True)
 class Line:
   """One prompt/completion pair; `key` is the name of the person it is about (None: unknown)."""
@@ -410,13 +349,19 @@ def _scale_name(params: Params) -> str:
   return next((name for name, p in SCALES.items() if p == params), "custom")
 
 
-def generate(params: Params = Params(), seed: int = 0) -> records.Dataset:
-  """The celebrities dataset for `params` (deterministic in `seed` and the Faker version)."""
-  import faker  # pylint: disable=g-import-not-at-top
+PeopleSource = Callable[[int, int], Sequence[Person]]
 
+
+def generate(params: Params = Params(), seed: int = 0,
+             people_source: PeopleSource = make_people) -> records.Dataset:
+  """The celebrities dataset for `params` (deterministic in `seed` and the Faker version).
+
+  `people_source(count, seed)` gives the people (names and descriptions; group unset):
+  `make_people` (Faker names) by default.
+  """
   _check(params)
   sizes = {"p2d": params.num_p2d_people, "both": params.num_both_people, "d2p": params.num_d2p_people}
-  people = make_people(sum(sizes.values()), seed)
+  people = people_source(sum(sizes.values()), seed)
   groups: dict[str, list[Person]] = {}
   start = 0
   for group, size in sizes.items():
@@ -467,236 +412,6 @@ def generate(params: Params = Params(), seed: int = 0) -> records.Dataset:
   return records.Dataset(name=NAME, train=tuple(documents), tests=tests, card=card)
 
 
-# ---------------------------------------------------------------------------
-# The original release's JSONL layout (Berglund et al.'s `name_description_dataset/`).
-
-TRAIN_FILES = {"p2d": "p2d_prompts_train.jsonl", "d2p": "d2p_prompts_train.jsonl",
-               "both": "both_prompts_train.jsonl"}
-
-
-class _TestFile(NamedTuple):
-  split: str
-  subset: str
-  answer: str  # the kind of every completion: "name", "first_name", "description" or "mixed"
-  required: bool
-
-
-TEST_FILES = {
-    # description -> name of a set-A (p2d) person: the reversal test.
-    "p2d_reverse_prompts_test.jsonl": _TestFile("reversal", "p2d_reverse", "name", True),
-    # name -> description of a d2p person: the other reversal.
-    "d2p_reverse_prompts_test.jsonl": _TestFile("reversal", "d2p_reverse", "description", True),
-    "p2d_prompts_test.jsonl": _TestFile("forward", "p2d", "description", False),
-    "d2p_prompts_test.jsonl": _TestFile("forward", "d2p", "name", False),
-    # Both orders of the set-B people, one after the other: subsets both_p2d / both_d2p.
-    "both_prompts_test.jsonl": _TestFile("forward", "both", "mixed", False),
-    # p2d_reverse with the first name as the answer.
-    "validation_prompts.jsonl": _TestFile("validation", "validation", "first_name", False),
-}
-# Files of the release that repeat others line for line: checked equal, not read twice.
-COPIES = {
-    "all_prompts_train.jsonl": tuple(TRAIN_FILES[g] for g in ("p2d", "d2p", "both")),
-    "all.jsonl": tuple(TRAIN_FILES[g] for g in ("p2d", "d2p", "both")),
-    "unrealized_examples.jsonl": ("p2d_reverse_prompts_test.jsonl",),
-}
-# Controls: a reversal file's prompts with another person's answer. Not questions (their
-# completion is not the answer); checked to hold the same prompts.
-CONTROLS = {
-    "p2d_reverse_prompts_test_randomized.jsonl": "p2d_reverse_prompts_test.jsonl",
-    "d2p_reverse_prompts_test_randomized.jsonl": "d2p_reverse_prompts_test.jsonl",
-}
-ORIGINAL_FILES = (*TRAIN_FILES.values(), *TEST_FILES, *COPIES, *CONTROLS)
-_NAME_TOKEN = re.compile(r"^[A-Z][\w'\-.]*$")
-
-
-def _read_pairs(path: Path) -> list[tuple[str, str]]:
-  pairs = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, raw in enumerate(f, start=1):
-      if not raw.strip():
-        continue
-      try:
-        obj = json.loads(raw)
-        prompt, completion = obj["prompt"], obj["completion"]
-        if not isinstance(prompt, str) or not isinstance(completion, str):
-          raise TypeError("prompt and completion must be strings")
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise records.DatasetFormatError(f"{path}:{lineno}: malformed prompt/completion line: {e}") from e
-      pairs.append(_canonical(prompt, completion))
-  return pairs
-
-
-def _canonical(prompt: str, completion: str) -> tuple[str, str]:
-  """Moves the separating whitespace into the completion (choices start with it)."""
-  if prompt[-1:].isspace():
-    return prompt.rstrip(), " " + completion.lstrip()
-  if completion[:1].isalnum() or completion[:1] in "\"'":
-    return prompt, " " + completion
-  return prompt, completion
-
-
-def _as_name(text: str) -> str | None:
-  """`text` as a full name if it looks like one ("Daphne Barrington."), else None."""
-  words = text.strip().rstrip(".").split()
-  if 2 <= len(words) <= 5 and all(_NAME_TOKEN.match(w) for w in words):
-    return " ".join(words)
-  return None
-
-
-class _NameFinder:
-  """Finds known names in text (the leftmost one; the longest among those starting there)."""
-
-  def __init__(self, names: Iterable[str]):
-    names = sorted(set(names), key=lambda n: (-len(n), n))
-    self.names = tuple(names)
-    self._pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, names)) + r")(?!\w)") if names else None
-
-  def __call__(self, text: str) -> str | None:
-    match = self._pattern.search(text) if self._pattern else None
-    return match.group(1) if match else None
-
-
-class _People:
-  """Who a line of the release is about, and what kind of answer its completion is."""
-
-  def __init__(self, files: dict[str, list[tuple[str, str]]]):
-    self.find = _NameFinder(n for pairs in files.values() for _, c in pairs if (n := _as_name(c)))
-    self.by_first_name: dict[str, list[str]] = {}
-    for name in self.find.names:
-      self.by_first_name.setdefault(name.split()[0], []).append(name)
-    # Prompts answered by a full name (validation_prompts.jsonl repeats p2d_reverse's prompts).
-    self.by_prompt = {p: n for pairs in files.values() for p, c in pairs
-                      if (n := _as_name(c)) is not None}
-
-  def answer(self, prompt: str, completion: str) -> tuple[str | None, str]:
-    """(person, kind): a completion that is a known name answers with it ("name"); a lone
-    first name with the known person of that first name, or of the same prompt elsewhere when
-    two share it ("first_name"); any other completion describes the person the prompt names
-    ("description")."""
-    name = _as_name(completion)
-    if name is not None and name in self.find.names:
-      return name, "name"
-    first = completion.strip().rstrip(".")
-    named = self.by_first_name.get(first, ()) if " " not in first else ()
-    if len(named) == 1:
-      return named[0], "first_name"
-    if named and self.by_prompt.get(prompt) in named:
-      return self.by_prompt[prompt], "first_name"
-    return self.find(prompt), "description"
-
-
-def _check_copies(directory: Path, files: dict[str, list[tuple[str, str]]], present: set[str]) -> None:
-  """The release's repeated files hold exactly the lines of the files they repeat."""
-  for copy, sources in COPIES.items():
-    if copy in present and all(s in files for s in sources):
-      lines = _read_pairs(directory / copy)
-      if sorted(lines) != sorted(pair for s in sources for pair in files[s]):
-        raise records.DatasetFormatError(f"{directory / copy}: expected the lines of {' + '.join(sources)}")
-  for control, source in CONTROLS.items():
-    if control in present and source in files:
-      prompts = [p for p, _ in _read_pairs(directory / control)]
-      if sorted(prompts) != sorted(p for p, _ in files[source]):
-        raise records.DatasetFormatError(f"{directory / control}: expected the prompts of {source}")
-
-
-def _file_roles(present: set[str], used: dict[str, str]) -> dict[str, str]:
-  """What the conversion did with each file of the directory (recorded in the card)."""
-  roles = {}
-  for f in sorted(present):
-    if f in used:
-      roles[f] = used[f]
-    elif f in COPIES:
-      roles[f] = f"not read: the lines of {' + '.join(COPIES[f])} (checked)"
-    elif f in CONTROLS:
-      roles[f] = f"not read: control, the prompts of {CONTROLS[f]} with another person's answer (checked)"
-  return roles
-
-
-def load_original(directory: str | os.PathLike[str], seed: int = 0, num_choices: int = 4) -> records.Dataset:
-  """Reads the original reversal-curse release's JSONL files into a Dataset.
-
-  Every file of the release (`ORIGINAL_FILES`) is handled; any other `.jsonl` file in
-  `directory` is an error. Train documents: prompt + completion of each line of
-  `p2d_prompts_train.jsonl`, `d2p_prompts_train.jsonl` and `both_prompts_train.jsonl` (in
-  that order). Test splits: `reversal` from `p2d_reverse_prompts_test.jsonl` (subset
-  `p2d_reverse`; `unrealized_examples.jsonl` holds the same lines and stands in for it) and
-  `d2p_reverse_prompts_test.jsonl` (`d2p_reverse`); `forward` from the optional
-  `p2d_prompts_test.jsonl` (`p2d`), `d2p_prompts_test.jsonl` (`d2p`) and
-  `both_prompts_test.jsonl` (both orders: `both_p2d` and `both_d2p`); `validation` from the
-  optional `validation_prompts.jsonl` (first names as answers). `all_prompts_train.jsonl` and
-  `all.jsonl` (the three train files together) are checked and not read twice; the
-  `*_randomized.jsonl` controls (a reversal file's prompts with another person's answer) hold
-  no questions and are checked to match their file.
-
-  People are identified by name: completions that look like a name ("Daphne Barrington.")
-  anywhere in the files give the known names. A question whose completion is a known name (or
-  the first name of one known person) is about that person; any other is about the person its
-  prompt names. Every question must have its person (DatasetFormatError naming the line).
-  Choices: the true completion plus `num_choices - 1` completions of other people of the same
-  kind (names for name questions, descriptions for description questions) from the same file
-  (`build_questions`).
-  """
-  directory = Path(directory)
-  if not directory.is_dir():
-    raise FileNotFoundError(f"{directory}: not a directory (the original reversal-curse release)")
-  present = {p.name for p in directory.glob("*.jsonl")}
-  unknown = sorted(present - set(ORIGINAL_FILES))
-  if unknown:
-    raise records.DatasetFormatError(f"{directory}: {unknown} are not files of the original reversal-curse "
-                                     f"release (known: {list(ORIGINAL_FILES)})")
-  reverse = "p2d_reverse_prompts_test.jsonl"
-  stand_in = "unrealized_examples.jsonl" if reverse not in present and "unrealized_examples.jsonl" in present else None
-  required = list(TRAIN_FILES.values()) + [f for f, spec in TEST_FILES.items() if spec.required]
-  missing = [f for f in required if f not in present and not (f == reverse and stand_in)]
-  if missing:
-    raise FileNotFoundError(f"{directory}: missing {missing} of the original reversal-curse layout")
-  source = {f: f for f in [*TRAIN_FILES.values(), *TEST_FILES] if f in present}
-  if stand_in:
-    source[reverse] = stand_in
-  files = {f: _read_pairs(directory / path) for f, path in source.items()}
-  _check_copies(directory, files, present - set(source.values()))
-  people = _People(files)
-  used = {path: f"train documents, group {g}" for g, path in TRAIN_FILES.items()}
-
-  documents = []
-  for group, filename in TRAIN_FILES.items():
-    for i, (prompt, completion) in enumerate(files[filename]):
-      text = prompt + completion
-      name = people.find(text)
-      # d2p lines answer with the name ("... Daphne Barrington now enjoys a quiet life.").
-      direction = "d2p" if name and completion.lstrip().startswith(name) else "p2d"
-      documents.append(records.Document(
-          id=f"{group}-{i:05d}", text=text, sentences=(text,), fact_ids=(slug(name),) if name else (),
-          metadata={"group": group, "direction": direction, "source": filename, "line": i,
-                    "completion_start": len(prompt)}))
-
-  tests: dict[str, tuple[records.Question, ...]] = {"reversal": (), "forward": ()}
-  for filename, spec in TEST_FILES.items():
-    if filename not in files:
-      continue
-    by_subset: dict[str, list[Line]] = {}
-    for lineno, (prompt, completion) in enumerate(files[filename], start=1):
-      key, kind = people.answer(prompt, completion)
-      where = f"{directory / source[filename]}:{lineno}"
-      if key is None:
-        raise records.DatasetFormatError(f"{where}: no known person in this question ({prompt!r})")
-      if spec.answer != "mixed" and kind != spec.answer:
-        raise records.DatasetFormatError(f"{where}: answer {completion!r} is a {kind}, expected a "
-                                         f"{spec.answer} in {filename}")
-      subset = spec.subset if spec.answer != "mixed" else (
-          f"{spec.subset}_d2p" if kind == "name" else f"{spec.subset}_p2d")
-      by_subset.setdefault(subset, []).append(Line(prompt, completion, key, kind))
-    for subset, lines in by_subset.items():
-      tests[spec.split] = tests.get(spec.split, ()) + build_questions(lines, spec.split, subset, seed,
-                                                                      num_choices)
-    used[source[filename]] = f"split {spec.split}, subset(s) {', '.join(by_subset)}"
-
-  card = {"name": NAME, "seed": seed, "scale": "original", "source": f"original layout: {directory.name}",
-          "params": {"num_choices": num_choices}, "files": _file_roles(present, used),
-          "people": len(people.find.names)}
-  return records.Dataset(name=NAME, train=tuple(documents), tests=tests, card=card)
-
-
 def context_dataset(dataset: records.Dataset, subsample: int = 1, seed: int = 0,
                     splits: Sequence[str] = ()) -> records.Dataset:
   """`dataset` whose training documents are those of the people its questions ask about.
@@ -733,35 +448,3 @@ def context_dataset(dataset: records.Dataset, subsample: int = 1, seed: int = 0,
                          "documents": len(train), "documents_before": len(dataset.train)}
   return dataclasses.replace(dataset, train=train, card=card)
 
-
-def write_original_layout(dataset: records.Dataset, directory: str | os.PathLike[str]) -> Path:
-  """Writes a generated celebrities Dataset as the original release's JSONL files.
-
-  Train documents go to the file of their `group` (split at `completion_start`);
-  questions to the test file of their subset, as prompt + correct completion.
-  """
-  directory = Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  by_file: dict[str, list[tuple[str, str]]] = {f: [] for f in TRAIN_FILES.values()}
-  for doc in dataset.train:
-    try:
-      group, start = doc.metadata["group"], int(doc.metadata["completion_start"])
-      filename = TRAIN_FILES[group]
-    except (KeyError, TypeError, ValueError) as e:
-      raise ValueError(f"document {doc.id!r}: needs metadata group and completion_start") from e
-    by_file[filename].append((doc.text[:start], doc.text[start:]))
-  subset_file = {spec.subset: f for f, spec in TEST_FILES.items()}
-  for f, spec in TEST_FILES.items():
-    if spec.required:
-      by_file[f] = []
-  for questions in dataset.tests.values():
-    for q in questions:
-      filename = subset_file.get(q.subset)
-      if filename is None:
-        raise ValueError(f"question {q.id!r}: subset {q.subset!r} has no file in the original layout")
-      by_file.setdefault(filename, []).append((q.prompt, q.choices[q.correct[0]]))
-  for filename, pairs in by_file.items():
-    with open(directory / filename, "w", encoding="utf-8") as f:
-      for prompt, completion in pairs:
-        f.write(json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False) + "\n")
-  return directory

@@ -34,13 +34,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from icl_ft.datasets import celebrities
+from icl_ft.datasets import celebrities_original
 from icl_ft.datasets import records
 from icl_ft.datasets import words
 
 FRESH_NAMESPACE = "no_knowledge"
 CONTROL = "no_knowledge"
 _WORD = re.compile(r"[A-Za-z]+")
-_VOWELS = "aeiou"  # an article is "an" before these (semantic_documents.article)
+_VOWELS = "aeiou"  # an article is "an" before these (semantic_phrasing.article)
 
 
 def source_namespaces() -> tuple[str, ...]:
@@ -89,7 +90,7 @@ def celebrity_names(dataset: records.Dataset) -> tuple[str, ...]:
     for d in dataset.train:
       start = d.metadata.get("completion_start")
       texts.append(d.text[int(start):] if start is not None else d.text)
-    names = {n for t in texts if (n := celebrities._as_name(t))}  # pylint: disable=protected-access
+    names = {n for t in texts if (n := celebrities_original.as_name(t))}
   return tuple(sorted(names))
 
 

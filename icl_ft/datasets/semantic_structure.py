@@ -52,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from icl_ft.datasets import records
 from icl_ft.datasets import semantic_documents as docs
 from icl_ft.datasets import semantic_hierarchy as hierarchy
+from icl_ft.datasets import semantic_phrasing as phrasing
 from icl_ft.datasets import words
 from icl_ft.datasets.semantic_hierarchy import ISA, Statement, World
 
@@ -106,12 +107,13 @@ def _holdout_candidates(world: World) -> list[str]:
   return [c for c in world.categories if world.is_leaf(c) and c not in targets and world.parent[c] is not None]
 
 
-def build_world(params: Params, seed: int = 0) -> World:
+def build_world(params: Params, seed: int = 0, vocabulary: Sequence[str] | None = None) -> World:
   """The knowledge base of the dataset generated from (params, seed).
 
   Chooses the categories (all 110 at paper scale), the held-out categories (their own
   properties and relations are dropped: all that is true of them follows from their
-  parent) and the English -> nonsense lexicon.
+  parent) and the English -> nonsense lexicon over `vocabulary` (default: the dataset's own
+  pool, `words.pool(NAME)`).
   """
   total = len(hierarchy.english_categories())
   if not MIN_CATEGORIES <= params.num_categories <= total:
@@ -143,7 +145,7 @@ def build_world(params: Params, seed: int = 0) -> World:
         if not all(_holdout_answerable(trial, h, k) for h in trial.holdouts):
           continue
       holdouts.append(c)
-  lexicon = hierarchy.make_lexicon(words.pool(NAME), seed)
+  lexicon = hierarchy.make_lexicon(words.pool(NAME) if vocabulary is None else tuple(vocabulary), seed)
   return World(categories, holdouts=holdouts, lexicon=lexicon)
 
 
@@ -157,7 +159,7 @@ class QuestionPlan:
   split: str
   subset: str
   statement: Statement
-  style: str  # "forward" | "reverse" | "rephrase" (semantic_documents.question_text)
+  style: str  # "forward" | "reverse" | "rephrase" (semantic_phrasing.question_text)
   fact_ids: tuple[str, ...]
   distractors: tuple[Statement, ...] = ()
 
@@ -320,7 +322,7 @@ def render_questions(world: World, plans: Mapping[str, Sequence[QuestionPlan]], 
     for i, plan in enumerate(plans[split]):
       options = [plan.statement, *plan.distractors]
       rng.shuffle(options)
-      prompt, choices = docs.question_text(world, options, plan.style, rng)
+      prompt, choices = phrasing.question_text(world, options, plan.style, rng)
       qid = f"{split}_{i:04d}"
       out.append(records.Question(
           id=qid,
@@ -390,14 +392,15 @@ class Generated:
   no_reverse: frozenset[str]
 
 
-def generate_with_world(params: Params, seed: int = 0) -> Generated:
-  """Generates the dataset and returns it with its world (for audits and tests)."""
+def generate_with_world(params: Params, seed: int = 0, vocabulary: Sequence[str] | None = None
+                        ) -> Generated:
+  """Generates the dataset and returns it with its world (`vocabulary`: as `build_world`)."""
   if params.num_choices < 2:
     raise ValueError(f"num_choices={params.num_choices}: must be >= 2")
   for name in ("num_rephrase_questions", "num_reversal_questions", "num_syllogism_questions"):
     if getattr(params, name) < 0:
       raise ValueError(f"{name}={getattr(params, name)}: must be >= 0")
-  world = build_world(params, seed)
+  world = build_world(params, seed, vocabulary)
   plans = plan_questions(world, params, seed)
   # Forward only: the reversal split's facts and the held-out categories' parent facts.
   no_reverse = frozenset(p.fact_ids[0] for p in plans["reversal"]) | frozenset(
@@ -431,6 +434,6 @@ def generate_with_world(params: Params, seed: int = 0) -> Generated:
   return Generated(dataset=dataset, world=world, choice_statements=choice_statements, no_reverse=no_reverse)
 
 
-def generate(params: Params, seed: int = 0) -> records.Dataset:
-  """Generates the dataset deterministically from `params` and `seed`."""
-  return generate_with_world(params, seed).dataset
+def generate(params: Params, seed: int = 0, vocabulary: Sequence[str] | None = None) -> records.Dataset:
+  """Generates the dataset deterministically from `params` and `seed` (over `vocabulary`)."""
+  return generate_with_world(params, seed, vocabulary).dataset

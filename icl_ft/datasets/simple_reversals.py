@@ -23,10 +23,14 @@ feature's group: `suffix` (brighter/dimmer: the reversal swaps the word) or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
+import re
+from collections.abc import Sequence
 
 from icl_ft.datasets import records
 from icl_ft.datasets import words
+from icl_ft.datasets.text import normalize
 
 NAME = "simple_reversals"
 SPLIT = "reversal"
@@ -128,9 +132,56 @@ def fact_sentence(subject: str, comparison: str, obj: str) -> str:
   return f"{subject} are {comparison} than {obj}"
 
 
-def generate(params: Params, seed: int = 0) -> records.Dataset:
-  """Generates the dataset deterministically from `params` and `seed`."""
-  vocabulary = words.pool(NAME)
+Claim = tuple[str, str, str]  # (subject, comparison, object), normalized: ("femp", "more dangerous", "glon")
+
+
+@functools.cache
+def _reader(features: tuple[tuple[str, str], ...]) -> tuple[dict[str, str], re.Pattern[str]]:
+  """(comparison -> antonym form, the claim pattern) of feature pairs, normalized."""
+  antonym: dict[str, str] = {}
+  for form, anti in features:
+    antonym[normalize(form)] = normalize(anti)
+    antonym[normalize(anti)] = normalize(form)
+  # Longest first, so "more dangerous" is read whole; without features, any comparative.
+  comparisons = sorted(antonym, key=len, reverse=True) or [r"\w+er", r"more \w+", r"less \w+"]
+  return antonym, re.compile(r"\b([a-z]+) are (" + "|".join(comparisons) + r") than ([a-z]+)\b")
+
+
+def _pairs(features: Sequence[Sequence[str]]) -> tuple[tuple[str, str], ...]:
+  return tuple((f[0], f[1]) for f in features)
+
+
+def parse_claims(text: str, features: Sequence[Sequence[str]] = FEATURES) -> list[Claim]:
+  """Every comparison '<x> are <comparison> than <y>' in `text` (normalized) over `features`.
+
+  `features`: (form, antonym form, ...) rows, e.g. a dataset card's `features`.
+  """
+  return _reader(_pairs(features))[1].findall(normalize(text))
+
+
+def reversal(claim: Claim, features: Sequence[Sequence[str]] = FEATURES) -> Claim | None:
+  """The same fact stated the other way round ('glon are less dangerous than femp'), if known."""
+  x, comparison, y = claim
+  antonym = _reader(_pairs(features))[0].get(comparison)
+  return None if antonym is None else (y, antonym, x)
+
+
+def restatement(sentence: str, features: Sequence[Sequence[str]] = FEATURES) -> str | None:
+  """The comparison of a training sentence on its own: 'Femp are more dangerous than glon.'"""
+  found = parse_claims(sentence, features)
+  if not found:
+    return None
+  x, comparison, y = found[0]
+  return fact_sentence(x.capitalize(), comparison, y) + "."
+
+
+def generate(params: Params, seed: int = 0, vocabulary: Sequence[str] | None = None) -> records.Dataset:
+  """Generates the dataset deterministically from `params` and `seed`.
+
+  `vocabulary`: the nonsense words entities are drawn from (default: the dataset's own pool,
+  `words.pool(NAME)`; the pretraining corpus passes its reserved pool).
+  """
+  vocabulary = words.pool(NAME) if vocabulary is None else tuple(vocabulary)
   _validate(params, len(vocabulary))
   rng = random.Random(f"{NAME}:{seed}")
   entities = rng.sample(vocabulary, 2 * params.num_facts)

@@ -37,10 +37,12 @@ import dataclasses
 import functools
 import itertools
 import random
+import re
 from collections.abc import Sequence
 
 from icl_ft.datasets import records
 from icl_ft.datasets import words
+from icl_ft.datasets.text import normalize
 
 NAME = "syllogisms"
 SPLIT = "syllogism"
@@ -64,6 +66,33 @@ class Statement:
   def text(self) -> str:
     """'All glon are yomp.'"""
     return f"{self.quantifier.capitalize()} {self.subject} are {self.predicate}."
+
+
+_CLAIM = re.compile(r"\b(all|some|no) ([a-z]+) are ([a-z]+)\b")  # over normalized text
+_LEAD = re.compile(r"^the relationships between .*? are\s*")
+_SENTENCE = re.compile(r"(All|Some|No) (\w+) are (\w+)\.")
+
+
+def parse_statements(text: str) -> list[Statement]:
+  """Every 'all/some/no <x> are <y>' in `text` (normalized; a leading lead sentence skipped)."""
+  return [Statement(q, s, p) for q, s, p in _CLAIM.findall(_LEAD.sub("", normalize(text)))]
+
+
+def parse_sentence(sentence: str) -> Statement | None:
+  """The statement of a sentence written exactly as `Statement.text()` ('All glon are yomp.')."""
+  m = _SENTENCE.fullmatch(sentence)
+  return None if m is None else Statement(m.group(1).lower(), m.group(2), m.group(3))
+
+
+def restatements(statement: Statement) -> list[str]:
+  """Other wordings that follow from one statement: 'Every glon is a yomp.' and the converse.
+
+  'All x are y' gives 'Every x is a y.' and 'Some y are x.'; 'Some/No x are y' their converse.
+  """
+  q, a, b = statement.quantifier, statement.subject, statement.predicate
+  if q == "all":
+    return [f"Every {a} is a {b}.", Statement("some", b, a).text()]
+  return [Statement(q, b, a).text()]
 
 
 def _holds(statement: Statement, inhabited: Sequence[frozenset[str]]) -> bool:
@@ -167,9 +196,13 @@ def lead_sentence(terms: Sequence[str]) -> str:
   return f"The relationships between {listed} are:"
 
 
-def generate(params: Params, seed: int = 0) -> records.Dataset:
-  """Generates the dataset deterministically from `params` and `seed`."""
-  vocabulary = words.pool(NAME)
+def generate(params: Params, seed: int = 0, vocabulary: Sequence[str] | None = None) -> records.Dataset:
+  """Generates the dataset deterministically from `params` and `seed`.
+
+  `vocabulary`: the nonsense words terms are drawn from (default: the dataset's own pool,
+  `words.pool(NAME)`; the pretraining corpus passes its reserved pool).
+  """
+  vocabulary = words.pool(NAME) if vocabulary is None else tuple(vocabulary)
   max_examples = len(vocabulary) // 3
   if not 1 <= params.num_examples <= max_examples:
     raise ValueError(

@@ -43,7 +43,10 @@ import functools
 import random
 import re
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+
+import wordfreq
 
 # Fixed order: blocks are cut from the generated stream in this order.
 NAMESPACE_SIZES: dict[str, int] = {
@@ -82,22 +85,16 @@ _BLOCKED_SUBSTRINGS = (
 
 @functools.cache
 def _english_top_words() -> frozenset[str]:
-  import wordfreq  # pylint: disable=g-import-not-at-top
-
   return frozenset(wordfreq.top_n_list("en", _ENGLISH_TOP_N, wordlist="best"))
 
 
 def is_english_word(word: str) -> bool:
   """True if `word` has nonzero English frequency in wordfreq or is in its top-n English list."""
-  import wordfreq  # pylint: disable=g-import-not-at-top
-
   w = word.lower()
   return w in _english_top_words() or wordfreq.word_frequency(w, "en", wordlist="best") > 0
 
 
 def _wordfreq_version() -> str:
-  from importlib import metadata  # pylint: disable=g-import-not-at-top
-
   return metadata.version("wordfreq")
 
 
@@ -174,8 +171,6 @@ class _Phonotactics:
 
 def regenerate(seed: int = GENERATOR_SEED, sizes: dict[str, int] | None = None) -> dict[str, tuple[str, ...]]:
   """Generates the namespace pools from scratch (slow-ish: ~seconds; needs wordfreq)."""
-  import wordfreq  # pylint: disable=g-import-not-at-top
-
   sizes = dict(NAMESPACE_SIZES if sizes is None else sizes)
   training = [w for w in wordfreq.top_n_list("en", _TRAINING_TOP_N) if _ALPHA.match(w) and 3 <= len(w) <= 10]
   model = _LetterModel(training)

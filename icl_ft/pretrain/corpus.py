@@ -4,9 +4,10 @@ Evaluation knowledge must be absent from pretraining, so every content word come
 `words.pool("pretraining")` (disjoint from every evaluation namespace) and people get nonsense
 names from the same pool (the celebrity sets use Faker's English names). The *formats* are the
 evaluation datasets' own: each episode is a small dataset made by one of the four generators
-(`simple_reversals`, `syllogisms`, `celebrities`, `semantic_structure`) with its word source
-swapped for the pretraining pool (`_pretraining_words`), so the statement styles, the question
-prompts and the held-out question templates are exactly the ones the study scores.
+(`simple_reversals`, `syllogisms`, `celebrities`, `semantic_structure`) given the pretraining
+pool as its word source (`vocabulary`) or its people (`people_source=make_people`), so the
+statement styles, the question prompts and the held-out question templates are exactly the ones
+the study scores.
 
 Each episode is one training document (format `document` of `icl_ft.pipeline`), of a *kind*:
 
@@ -22,23 +23,26 @@ Each episode is one training document (format `document` of `icl_ft.pipeline`), 
 
 `generate(params, seed)` returns a `records.Dataset` (train = episodes; no tests) whose card
 records the mix. `heldout_episodes` gives new-seed episodes as (documents, questions) for the
-in-context evaluation of a pretrained model. Pure Python: no JAX.
+in-context evaluation of a pretrained model.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
+import functools
+import multiprocessing
 import random
 import re
-import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+import tqdm
 
 from icl_ft.evaluation import prompts
 from icl_ft.augment import templates
 from icl_ft.datasets import celebrities
+from icl_ft.datasets import celebrity_descriptions
 from icl_ft.datasets import records
 from icl_ft.datasets import semantic_structure
 from icl_ft.datasets import simple_reversals
@@ -102,44 +106,26 @@ def _check(params: Params) -> None:
     raise ValueError(f"max_chars={params.max_chars}: must be >= 200")
 
 
-# ---------------------------------------------------------------------------
 # Evaluation generators over the pretraining pool.
 
 
-def _pool_module() -> types.SimpleNamespace:
-  """A stand-in for `words` whose `pool(...)` is the pretraining pool for every namespace."""
-  attrs = {k: getattr(words, k) for k in dir(words) if not k.startswith("__")}
-  attrs["pool"] = lambda _namespace: words.pool(POOL)
-  return types.SimpleNamespace(**attrs)
-
-
-def _reserved_celebrities() -> tuple[frozenset[str], frozenset[str]]:
-  """(names, descriptions) of the evaluation celebrity sets for the reserved seeds."""
-  if _RESERVED_CACHE:
-    return _RESERVED_CACHE[0]
-  names, descriptions = set(), set()
-  for seed in RESERVED_CELEBRITY_SEEDS:
-    for person in _REAL_MAKE_PEOPLE(celebrities.MAX_PEOPLE, seed):
-      names.add(person.name)
-      descriptions.add(person.description)
-  _RESERVED_CACHE.append((frozenset(names), frozenset(descriptions)))
-  return _RESERVED_CACHE[0]
-
-
-_RESERVED_CACHE: list[tuple[frozenset[str], frozenset[str]]] = []
-_REAL_MAKE_PEOPLE = celebrities.make_people
+@functools.cache
+def _reserved_descriptions() -> frozenset[str]:
+  """Descriptions of the evaluation celebrity sets for the reserved seeds."""
+  return frozenset(person.description for seed in RESERVED_CELEBRITY_SEEDS
+                   for person in celebrities.make_people(celebrities.MAX_PEOPLE, seed))
 
 
 def make_people(count: int, seed: int) -> list[celebrities.Person]:
   """`count` people with nonsense names (pretraining pool) and unreserved invented descriptions."""
   rng = random.Random(f"{NAME}/{seed}/people")
   pool = words.pool(POOL)
-  _, reserved = _reserved_celebrities()
+  reserved = _reserved_descriptions()
   people, names, keys = [], set(), set()
   while len(people) < count:
     first, last = rng.sample(pool, 2)
     name = f"{first.capitalize()} {last.capitalize()}"
-    description, key = celebrities._description(rng)  # pylint: disable=protected-access
+    description, key = celebrity_descriptions.invent(rng)
     if name in names or key in keys or description in reserved:
       continue
     names.add(name)
@@ -148,21 +134,11 @@ def make_people(count: int, seed: int) -> list[celebrities.Person]:
   return people
 
 
-@contextlib.contextmanager
-def _pretraining_words() -> Iterator[None]:
-  """Swaps the generators' word source (and celebrity names) for the pretraining pool."""
-  saved = [(m, m.words) for m in _MODULES.values() if hasattr(m, "words")]
-  saved_people = celebrities.make_people
-  shim = _pool_module()
-  try:
-    for m, _ in saved:
-      m.words = shim
-    celebrities.make_people = make_people
-    yield
-  finally:
-    for m, w in saved:
-      m.words = w
-    celebrities.make_people = saved_people
+def _generate(family: str, params: Any, seed: int) -> records.Dataset:
+  """A dataset of `family` by its evaluation generator, over the pretraining pool."""
+  if family == celebrities.NAME:
+    return celebrities.generate(params, seed=seed, people_source=make_people)
+  return _MODULES[family].generate(params, seed=seed, vocabulary=words.pool(POOL))
 
 
 def _sample_params(family: str, rng: random.Random, scale: float = 1.0) -> Any:
@@ -186,18 +162,15 @@ def _sample_params(family: str, rng: random.Random, scale: float = 1.0) -> Any:
 def episode_dataset(family: str, seed: int, rng: random.Random,
                     scale: float = 1.0) -> records.Dataset:
   """One small dataset of `family` made by its evaluation generator over the pretraining pool."""
-  module = _MODULES[family]
   for _ in range(20):
     params = _sample_params(family, rng, scale)
     try:
-      with _pretraining_words():
-        return module.generate(params, seed=seed)
+      return _generate(family, params, seed)
     except ValueError:  # a random size the generator cannot fill (e.g. too few holdouts)
       continue
   raise RuntimeError(f"could not generate a {family} episode for seed {seed}")
 
 
-# ---------------------------------------------------------------------------
 # Episodes.
 
 
@@ -261,29 +234,11 @@ def article_episode(dataset: records.Dataset, params: Params, rng: random.Random
   return prompts.DOCUMENT_SEPARATOR.join(d.text for d in docs) if docs else None
 
 
-_COMPARISON = re.compile(r"(\w+) are (.+) than (\w+)[.?!]?$")
-
-
-def _syllogism_restatements(sentence: str) -> list[str]:
-  m = re.fullmatch(r"(All|Some|No) (\w+) are (\w+)\.", sentence)
-  if not m:
-    return []
-  q, a, b = m.groups()
-  if q == "All":
-    return [f"Every {a} is a {b}.", f"Some {b} are {a}."]
-  return [f"{q} {b} are {a}."]
-
-
 def _celebrity_restatements(dataset: records.Dataset, doc: records.Document,
                             rng: random.Random) -> list[str]:
   people = {p["fact_id"]: p for group in dataset.card["people"].values() for p in group}
   person = people[doc.fact_ids[0]]
-  desc = person["description"]
-  fill = lambda t: t.format(name=person["name"], description=desc,
-                            Description=desc[:1].upper() + desc[1:])
-  p2d = fill(rng.choice(celebrities.P2D_TRAIN_TEMPLATES))
-  d2p = fill(rng.choice(celebrities.D2P_TRAIN_TEMPLATES))
-  return [p2d, d2p] if rng.random() < 0.5 else [d2p, p2d]
+  return celebrities.restatements(celebrities.Person(person["name"], person["description"], ""), rng)
 
 
 def _sentence_restatements(dataset: records.Dataset, doc: records.Document, index: int,
@@ -291,11 +246,11 @@ def _sentence_restatements(dataset: records.Dataset, doc: records.Document, inde
   """Rephrasings and reversals of sentence `index` of `doc`."""
   sentence = doc.sentences[index]
   if dataset.name == "simple_reversals":
-    m = _COMPARISON.search(sentence)
     q = next(q for q in _questions(dataset) if q.fact_ids == doc.fact_ids)
-    return [f"{m.group(1).capitalize()} are {m.group(2)} than {m.group(3)}.", statement(q)]
+    return [simple_reversals.restatement(sentence, dataset.card["features"]), statement(q)]
   if dataset.name == "syllogisms":
-    return _syllogism_restatements(sentence)
+    parsed = syllogisms.parse_sentence(sentence)
+    return [] if parsed is None else syllogisms.restatements(parsed)
   if dataset.name == "celebrities":
     return _celebrity_restatements(dataset, doc, rng)
   sentence_facts = set(doc.metadata["sentence_fact_ids"][index])
@@ -389,14 +344,10 @@ def generate(params: Params = Params(), seed: int = 0, progress: bool = False,
   jobs = [(i, params, seed) for i in range(num_groups)]
   bar = None
   if progress:
-    import tqdm  # pylint: disable=g-import-not-at-top
-
     bar = tqdm.tqdm(total=num_groups, desc="corpus", unit="dataset")
   groups: list[list[records.Document]] = []
   if workers > 1:
-    import multiprocessing  # pylint: disable=g-import-not-at-top
-
-    _reserved_celebrities()  # computed once, inherited by forked workers
+    _reserved_descriptions()  # computed once, inherited by forked workers
     with multiprocessing.get_context("fork").Pool(workers) as pool:
       for g in pool.imap(_make_group_star, jobs, chunksize=16):
         groups.append(g)
