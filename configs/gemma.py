@@ -25,7 +25,7 @@ format "gemma" (the official release; weights and tokenizer paths are flags), th
 mesh (all chips on fsdp), `device_memory_gib` = the slice's HBM per chip (so
 `--config.dry_run=true` checks the fit). Multi-host slices initialize jax.distributed through
 ICL_FT_MULTIHOST=1, which launch_tpu.sh sets (or --config.multihost.initialize=true).
-Which preset fits which slice: the table in docs/running-on-tpu.md (`python -m icl_ft.scale.topologies`).
+Which preset fits which slice: the table in docs/running-on-tpu.md (`python -m icl_ft.scale`).
 """
 
 import itertools

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from icl_ft import config_checks
+from icl_ft.scale import fit
 from icl_ft.scale import topologies
 from tests.test_configs import CONFIGS, _load
 
@@ -99,7 +100,7 @@ def _fit_cells(preset: str) -> dict[str, str]:
 
 
 def test_fit_table_matches_the_estimator():
-  """The Gemma 2 2B row (the model the page runs) is what `python -m icl_ft.scale.topologies` prints now.
+  """The Gemma 2 2B row (the model the page runs) is what `python -m icl_ft.scale` prints now.
 
   The tests see 8 devices, so the slices of up to 8 chips are recomputed.
   """
@@ -108,7 +109,7 @@ def test_fit_table_matches_the_estimator():
   cells = _fit_cells("gemma2_2b")
   slices = [t for t in topologies.TOPOLOGIES.values() if t.chips <= len(jax.devices())]
   assert {t.name for t in slices} >= {"v4-8", "v5e-8", "v5p-8"}
-  expected = topologies.fit_table(topologies.fit_rows(presets=("gemma2_2b",), topologies=slices))
+  expected = fit.fit_table(fit.fit_rows(presets=("gemma2_2b",), topologies=slices))
   row = expected.splitlines()[2].strip("|").split("|")[2:]
   for topo, cell in zip(slices, row):
     assert cells[topo.name] == cell.strip(), (topo.name, cells[topo.name], cell)

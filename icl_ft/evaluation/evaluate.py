@@ -51,16 +51,17 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from tqdm import tqdm
 
 from icl_ft import fileio
 from icl_ft import sharding
+from icl_ft.datasets import records
+from icl_ft.datasets import relabel
 from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
 from icl_ft.evaluation import report
-from icl_ft.model import loader
 from icl_ft.inference import scoring
-from icl_ft.datasets import records
-from icl_ft.datasets import relabel
+from icl_ft.model import loader
 
 QUESTIONS_FILE = "questions.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -364,8 +365,6 @@ def _evaluate(config: Any) -> EvalResult:
     for name in (SUMMARY_FILE, TABLE_FILE):  # stale until this run finishes
       if (run_dir / name).exists():
         os.remove(run_dir / name)
-
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   stats: dict[str, Any] = {"prefill_s": 0.0, "score_s": 0.0, "context_tokens": {},
                            # ICL shards per dataset; 0 = one context holding every document

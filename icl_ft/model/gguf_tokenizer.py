@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sentencepiece import sentencepiece_model_pb2 as pb
+
 SPACE = "\u2581"  # SentencePiece's escaped space
 TURN_MARKERS = ("<start_of_turn>", "<end_of_turn>")
 
@@ -42,9 +44,6 @@ def tokenizer_fields(reader: Any) -> dict[str, Any]:
 
 def sentencepiece_proto(fields: Mapping[str, Any]) -> bytes:
   """A serialized SentencePiece ModelProto from `tokenizer_fields(reader)`."""
-  # The protobuf schema is needed only to build a GGUF tokenizer (the optional gemma3 extra).
-  from sentencepiece import sentencepiece_model_pb2 as pb  # pylint: disable=g-import-not-at-top
-
   if fields.get("model") != "llama":
     raise ValueError(f"GGUF tokenizer model {fields.get('model')!r} is not a SentencePiece "
                      "('llama') tokenizer")

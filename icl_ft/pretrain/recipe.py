@@ -36,8 +36,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from icl_ft.pretrain import corpus as corpus_lib
+import jax
+import tqdm
+
 from icl_ft.datasets import records
+from icl_ft.evaluation import prompts
+from icl_ft.inference import scoring
+from icl_ft.model import checkpoints
+from icl_ft.model import tokenizer as tok_lib
+from icl_ft.pretrain import corpus as corpus_lib
+from icl_ft.train import loop
 
 CHAT_SYMBOLS = ("<start_of_turn>", "<end_of_turn>")
 
@@ -63,8 +71,6 @@ def build_corpus(config: Any, workdir: Path) -> records.Dataset:
 
 def build_tokenizer(config: Any, corpus: records.Dataset, workdir: Path):
   """The SentencePiece tokenizer in `workdir/tokenizer.model` (trained once)."""
-  from icl_ft.model import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
-
   path = workdir / "tokenizer.model"
   if not path.exists():
     lines = [line for d in corpus.train for line in d.text.split("\n") if line]
@@ -109,9 +115,6 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
   `context_chars` > 0 pads each context with distractor documents to about that many characters
   (`corpus_lib.heldout_episodes`), as long as the study's own ICL contexts.
   """
-  from icl_ft.evaluation import prompts  # pylint: disable=g-import-not-at-top
-  from icl_ft.inference import scoring  # pylint: disable=g-import-not-at-top
-
   params = params or corpus_lib.Params()
   hits: dict[str, list[int]] = collections.defaultdict(list)
   chance: dict[str, list[float]] = collections.defaultdict(list)
@@ -119,8 +122,6 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
           for ep in corpus_lib.heldout_episodes(f, episodes, params, seed=seed,
                                                  context_chars=context_chars)]
   if progress:
-    import tqdm  # pylint: disable=g-import-not-at-top
-
     work = tqdm.tqdm(work, desc="held-out ICL", unit="episode")
   for family, (docs, questions) in work:
     suffix = max(len(tokenizer.encode(q.prompt + c)) for q in questions for c in q.choices)
@@ -142,16 +143,12 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
 
 
 def _hardware() -> str:
-  import jax  # pylint: disable=g-import-not-at-top
-
   d = jax.devices()[0]
   return f"{d.platform}:{getattr(d, 'device_kind', '')} x{jax.device_count()}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def export(export_dir: Path, model: Any, tokenizer_path: Path, card: Mapping[str, Any]) -> Path:
   """Writes tokenizer.model, params/, config.json, card.json into `export_dir` atomically."""
-  from icl_ft.model import checkpoints  # pylint: disable=g-import-not-at-top
-
   export_dir = Path(export_dir).absolute()
   tmp = export_dir.with_name(export_dir.name + ".tmp")
   if tmp.exists():
@@ -175,8 +172,6 @@ def export(export_dir: Path, model: Any, tokenizer_path: Path, card: Mapping[str
 
 def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, Any]:
   """Runs every stage (module docstring); returns the card. `devices`: train on these only."""
-  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
-
   if not config.workdir:
     raise ValueError("config.workdir is required")
   workdir = Path(config.workdir).absolute()

@@ -1,8 +1,8 @@
 """Running the study at scale: Cloud TPU topologies, Gemma presets and the finetuning recipe.
 
 Pure Python (no JAX import): configs/gemma.py builds its configs from these tables, and
-`fit_table()` (JAX, imported lazily) prints which model fits which topology from the memory
-estimator (`python -m icl_ft.scale.topologies`, the table in docs/running-on-tpu.md).
+`icl_ft/scale/fit.py` (JAX) tells which model fits which topology from the memory estimator
+(`python -m icl_ft.scale`, the table in docs/running-on-tpu.md).
 
 Topologies (one JAX device per chip; v4 and v5p chips are megacore, so "v4-8" / "v5p-8" are
 4 chips and "v5p-32" 16):
@@ -22,11 +22,6 @@ sharded over every chip; the batch too, since batch -> (data, fsdp)). With batch
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
-from typing import Any
-
-from icl_ft.model import config as config_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,75 +118,3 @@ def check_preset(preset: str) -> str:
   if preset not in PRESETS:
     raise ValueError(f"unknown study preset {preset!r}; valid: {', '.join(PRESETS)}")
   return preset
-
-
-# ---------------------------------------------------------------------------
-# Which model fits where (memory estimator)
-# ---------------------------------------------------------------------------
-
-
-def fit_rows(presets=PRESETS, topologies=None, batch_size: int = 16, seq_len: int = 512
-             ) -> list[dict[str, Any]]:
-  """Per (preset, topology): estimated GiB per chip for finetuning and for scoring.
-
-  Needs at least max(chips) JAX devices (CPU: XLA_FLAGS=--xla_force_host_platform_device_count=16):
-  nothing is allocated, the estimator works on abstract shapes.
-  """
-  # JAX (here and through sharding / memory) only now: `main` sets the device-count flag before
-  # JAX is first imported, and configs/gemma.py imports this module without needing JAX.
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-  from icl_ft.scale import memory  # pylint: disable=g-import-not-at-top
-
-  topologies = list(topologies or TOPOLOGIES.values())
-  devices = jax.devices()
-  rows = []
-  for preset in presets:
-    cfg = config_lib.get_preset(preset)
-    for topo in topologies:
-      if topo.chips > len(devices):
-        raise ValueError(f"{topo.name} needs {topo.chips} devices, have {len(devices)}; set "
-                         f"XLA_FLAGS=--xla_force_host_platform_device_count={topo.chips}")
-      mesh = sharding.make_mesh(topo.mesh, devices=devices[:topo.chips])
-      est = memory.estimate(cfg, mesh, batch_size, seq_len)
-      gib = lambda b: b / memory.GiB
-      rows.append({"preset": preset, "topology": topo.name, "num_params": est.num_params,
-                   "train_gib": gib(est.total_training), "params_gib": gib(est.params),
-                   "hbm_gib": topo.hbm_gib,
-                   "train_fits": gib(est.total_training) <= topo.hbm_gib,
-                   "eval_fits": gib(est.params) <= 0.8 * topo.hbm_gib})
-  return rows
-
-
-def fit_table(rows: list[dict[str, Any]]) -> str:
-  """Markdown: one row per preset, one column per topology, `train GiB / HBM` and a verdict."""
-  topos = list(dict.fromkeys(r["topology"] for r in rows))
-  presets = list(dict.fromkeys(r["preset"] for r in rows))
-  by = {(r["preset"], r["topology"]): r for r in rows}
-  head = "| model | params | " + " | ".join(
-      f"{t} ({TOPOLOGIES[t].chips} x {TOPOLOGIES[t].hbm_gib:g} GiB)" for t in topos) + " |"
-  lines = [head, "|" + " --- |" * (len(topos) + 2)]
-  for p in presets:
-    cells = []
-    for t in topos:
-      r = by[(p, t)]
-      verdict = "train + eval" if r["train_fits"] else ("eval only" if r["eval_fits"] else "no")
-      cells.append(f"{r['train_gib']:.1f} GiB: {verdict}")
-    n = by[(p, topos[0])]["num_params"]
-    lines.append(f"| {p} | {n / 1e9:.2f}B | " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
-
-
-def main() -> None:
-  """Prints the fit table (batch 16, seq 512: the largest recipe)."""
-  need = max(t.chips for t in TOPOLOGIES.values())
-  flag = f"--xla_force_host_platform_device_count={need}"
-  if "jax" not in sys.modules and flag not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  print(fit_table(fit_rows()), end="")
-
-
-if __name__ == "__main__":
-  main()
