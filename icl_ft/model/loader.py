@@ -1,7 +1,6 @@
 """`load_model(model_cfg, mesh) -> (model, tokenizer)`: the one entry point the binaries use.
 
-`model_cfg` is `icl_ft.config_blocks.model_config()` (an ml_collections ConfigDict, or any object
-with the same attributes):
+`model_cfg` is a model block, `icl_ft.config.schema.ModelConfig`:
 
   preset              name in icl_ft.model.config (e.g. "tiny", "gemma2_2b")
   checkpoint          "" = fresh init from `seed`; "default" = the committed tiny default
@@ -59,17 +58,17 @@ def is_named(checkpoint: str) -> bool:
 
 def weights_info(model_cfg: Any) -> dict[str, str] | None:
   """What results record about named GGUF weights (their quantization); None otherwise."""
-  name = _get(model_cfg, "checkpoint", "") or ""
+  name = model_cfg.checkpoint or ""
   return gguf_checkpoint.get(name).info() if gguf_checkpoint.is_named(name) else None
 
 
 def check_named_preset(model_cfg: Any) -> None:
   """Raises ValueError if a named checkpoint is configured with another preset than its own
   (one with the same shapes, e.g. tiny for default, would load it silently)."""
-  path = _get(model_cfg, "checkpoint", "") or ""
+  path = model_cfg.checkpoint or ""
   if not is_named(path):
     return
-  preset = _get(model_cfg, "preset", "")
+  preset = model_cfg.preset
   need = DEFAULT_PRESET if path == DEFAULT else gguf_checkpoint.get(path).preset
   if preset != need:
     raise ValueError(f"checkpoint {path!r} needs model preset {need!r}, not {preset!r} "
@@ -78,8 +77,8 @@ def check_named_preset(model_cfg: Any) -> None:
 
 def resolve_checkpoint(model_cfg: Any) -> tuple[str, str]:
   """(path, format) of the configured checkpoint, named ones ("default", GGUF) resolved."""
-  path = _get(model_cfg, "checkpoint", "") or ""
-  fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
+  path = model_cfg.checkpoint or ""
+  fmt = model_cfg.checkpoint_format or "icl_ft"
   if not is_named(path):
     return path, fmt
   check_named_preset(model_cfg)
@@ -88,18 +87,12 @@ def resolve_checkpoint(model_cfg: Any) -> tuple[str, str]:
   return gguf_checkpoint.prepare(path).params, "gemma"
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-  if isinstance(cfg, Mapping):
-    return cfg.get(name, default)
-  return getattr(cfg, name, default)
-
-
 def model_config_from(model_cfg: Any):
   """The ModelConfig of the preset, with the dtype / param_dtype overrides applied."""
   from icl_ft.model import config as config_lib  # pylint: disable=g-import-not-at-top
 
-  cfg = config_lib.get_preset(_get(model_cfg, "preset", "tiny"))
-  overrides = {k: _get(model_cfg, k) for k in ("dtype", "param_dtype") if _get(model_cfg, k)}
+  cfg = config_lib.get_preset(model_cfg.preset)
+  overrides = {k: getattr(model_cfg, k) for k in ("dtype", "param_dtype") if getattr(model_cfg, k)}
   for k in overrides:
     if not hasattr(cfg, k):
       raise ValueError(f"model config has no field {k!r} to override")
@@ -107,17 +100,15 @@ def model_config_from(model_cfg: Any):
 
 
 def mesh_from_config(mesh_cfg: Any) -> tuple[Mesh, dict[str, Any]]:
-  """(mesh, rules) from `icl_ft.config_blocks.mesh_config()`."""
-  sizes = {a: int(_get(mesh_cfg, a, -1 if a == "data" else 1)) for a in sharding.MESH_AXES}
-  rules = _get(mesh_cfg, "rules", None)
-  if rules is not None and hasattr(rules, "to_dict"):
-    rules = rules.to_dict()
+  """(mesh, rules) from a mesh block (`icl_ft.config.schema.MeshConfig`)."""
+  sizes = {a: int(getattr(mesh_cfg, a)) for a in sharding.MESH_AXES}
+  rules = dict(mesh_cfg.rules)
   return sharding.make_mesh(sizes), sharding.resolve_rules(rules or None)
 
 
 def load_tokenizer(model_cfg: Any, cfg: Any | None = None) -> Tokenizer | None:
   """The configured tokenizer (None if unset), checked against the model config if given."""
-  path = _get(model_cfg, "tokenizer", "")
+  path = model_cfg.tokenizer
   if not path:
     return None
   if path == DEFAULT:
@@ -139,7 +130,7 @@ def load_model(model_cfg: Any, mesh: Mesh,
   if fmt not in FORMATS:
     raise ValueError(f"checkpoint_format {fmt!r} is not one of {FORMATS}")
   if not path:
-    seed = int(_get(model_cfg, "seed", 0) or 0)
+    seed = int(model_cfg.seed or 0)
     return sharding.create_sharded_model(cfg, mesh, rules, seed=seed), tokenizer
 
   from icl_ft.model.transformer import Transformer  # pylint: disable=g-import-not-at-top
@@ -156,5 +147,5 @@ def load_model(model_cfg: Any, mesh: Mesh,
     # The preset is checked against the checkpoint's own record (same shapes, other
     # attention pattern: a silent mismatch otherwise); so is every value's finiteness.
     checkpoints.restore_params(path, model, mesh, rules=rules,
-                               preset=_get(model_cfg, "preset", "tiny"))
+                               preset=model_cfg.preset)
   return model, tokenizer

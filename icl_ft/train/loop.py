@@ -3,7 +3,7 @@
 Order of work (everything that can fail on bad input fails before anything is written):
 
 1. `initialize_distributed(config.multihost)` (if enabled) - before any device is touched.
-2. Check the config; build the mesh; load the model and tokenizer
+2. Build the mesh (the config is validated by the caller: icl_ft.config.checks); load the model and tokenizer
    (`icl_ft.model.loader.load_model`: an orbax or official checkpoint, or a fresh init);
    build the grain iterator (`icl_ft.pipeline.loader.make_train_iterator`).
 3. Optimizer (`optimizer.make_optimizer`) and the jitted step (`step.TrainStep`).
@@ -41,6 +41,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from icl_ft.config import schema
 from icl_ft.model import checkpoints as ckpt_lib
 from icl_ft.train import metrics as metrics_lib
 from icl_ft.train import optimizer as optimizer_lib
@@ -92,7 +93,7 @@ def multihost_requested(mh: Any) -> bool:
   """Whether to initialize: `mh.initialize`, or ICL_FT_MULTIHOST=1 (launch_tpu.sh's `run`)."""
   if os.environ.get(MULTIHOST_ENV, "").strip().lower() in ("1", "true", "yes"):
     return True
-  return bool(mh is not None and mh.get("initialize", False))
+  return bool(mh is not None and mh.initialize)
 
 
 def initialize_distributed(mh: Any) -> bool:
@@ -107,15 +108,15 @@ def initialize_distributed(mh: Any) -> bool:
   """
   if not multihost_requested(mh):
     return False
-  mh = {} if mh is None else mh
+  mh = schema.MultihostConfig() if mh is None else mh
   if jax.distributed.is_initialized():
     return True
-  collectives = mh.get("cpu_collectives", "gloo")
+  collectives = mh.cpu_collectives
   if collectives:
     jax.config.update("jax_cpu_collectives_implementation", collectives)
-  address = mh.get("coordinator_address", "") or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
-  num = int(mh.get("num_processes", 0) or 0) or int(os.environ.get("JAX_NUM_PROCESSES", 0) or 0)
-  pid = int(mh.get("process_id", -1))
+  address = mh.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  num = int(mh.num_processes) or int(os.environ.get("JAX_NUM_PROCESSES", 0) or 0)
+  pid = int(mh.process_id)
   if pid < 0 and os.environ.get("JAX_PROCESS_ID", "") != "":
     pid = int(os.environ["JAX_PROCESS_ID"])
   kwargs: dict[str, Any] = {}
@@ -125,9 +126,6 @@ def initialize_distributed(mh: Any) -> bool:
     kwargs["num_processes"] = num
   if pid >= 0:
     kwargs["process_id"] = pid
-  timeout = mh.get("initialization_timeout", None)
-  if timeout:
-    kwargs["initialization_timeout"] = int(timeout)
   jax.distributed.initialize(**kwargs)
   return True
 
@@ -138,46 +136,11 @@ def initialize_distributed(mh: Any) -> bool:
 
 
 def _mesh_sizes(mesh_cfg: Any) -> dict[str, int]:
-  return {a: int(mesh_cfg.get(a, 1)) for a in ("data", "fsdp", "tensor")}
+  return {a: int(getattr(mesh_cfg, a)) for a in ("data", "fsdp", "tensor")}
 
 
 def _rules(mesh_cfg: Any) -> dict[str, Any] | None:
-  rules = mesh_cfg.get("rules", None)
-  if rules is None:
-    return None
-  rules = rules.to_dict() if hasattr(rules, "to_dict") else dict(rules)
-  return rules or None
-
-
-def check_config(config: Any) -> None:
-  """One-line ValueError for a bad training config (nothing is touched)."""
-  from icl_ft.pipeline import formats  # pylint: disable=g-import-not-at-top
-
-  if not config.get("workdir", ""):
-    raise ValueError("config.workdir is required (checkpoints, metrics.jsonl, tensorboard/)")
-  data = config.data
-  formats.check_format(data.format)
-  if not data.dataset_dir:
-    raise ValueError("config.data.dataset_dir is required (a directory written by icl-ft-data)")
-  if not os.path.isdir(data.dataset_dir):
-    raise ValueError(f"config.data.dataset_dir {data.dataset_dir!r} is not a directory")
-  if int(config.steps) < 1:
-    raise ValueError(f"config.steps must be >= 1, got {config.steps}")
-  if int(data.batch_size) < 1:
-    raise ValueError(f"config.data.batch_size must be >= 1, got {data.batch_size}")
-  if int(config.log.get("every", 1)) < 1:
-    raise ValueError(f"config.log.every must be >= 1, got {config.log.every}")
-  if int(config.checkpoint.every) < 0:
-    raise ValueError(f"config.checkpoint.every must be >= 0 (0 = no checkpoints), "
-                     f"got {config.checkpoint.every}")
-  ev = config.get("eval", None)
-  if ev is not None and ev.get("dataset_dir", ""):
-    formats.check_format(ev.get("format", "") or data.format)
-    if not os.path.isdir(ev.dataset_dir):
-      raise ValueError(f"config.eval.dataset_dir {ev.dataset_dir!r} is not a directory")
-    if int(ev.every) < 1 or int(ev.num_batches) < 1:
-      raise ValueError("config.eval.every and config.eval.num_batches must be >= 1")
-  optimizer_lib.make_optimizer(config.optimizer, int(config.steps))
+  return dict(mesh_cfg.rules) or None
 
 
 def check_batch(config: Any, mesh) -> None:
@@ -239,7 +202,7 @@ def _make_iterator(config: Any, tokenizer, mesh, *, dataset_dir: str, fmt: str,
   from icl_ft.pipeline import loader as data_loader  # pylint: disable=g-import-not-at-top
 
   kwargs = {}
-  bins = int(config.data.get("num_packing_bins", 0) or 0)
+  bins = int(config.data.num_packing_bins)
   if bins:
     kwargs["num_packing_bins"] = bins
   return data_loader.make_train_iterator(
@@ -262,7 +225,7 @@ def evaluate(config: Any, stepper: step_lib.TrainStep, params, tokenizer, mesh) 
   """Held-out loss / accuracy over up to eval.num_batches batches of one pass."""
   ev = config.eval
   it = _make_iterator(config, tokenizer, mesh, dataset_dir=ev.dataset_dir,
-                      fmt=ev.get("format", "") or config.data.format, num_epochs=1,
+                      fmt=ev.format or config.data.format, num_epochs=1,
                       with_ids=False)
   total = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
   for i, batch in enumerate(it):
@@ -295,7 +258,7 @@ def schedule_settings(config: Any) -> dict[str, Any]:
   """What sets the learning-rate schedule (stored in each checkpoint's metadata)."""
   opt = config.optimizer
   return {"steps": int(config.steps),
-          "optimizer": opt.to_dict() if hasattr(opt, "to_dict") else dict(opt)}
+          "optimizer": schema.plain(opt)}
 
 
 def changed_schedule(saved_meta: Mapping[str, Any], config: Any) -> str | None:
@@ -330,8 +293,7 @@ def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = Non
   """
   from icl_ft import fileio  # pylint: disable=g-import-not-at-top
 
-  initialize_distributed(config.get("multihost", None))
-  check_config(config)
+  initialize_distributed(config.multihost)
   with fileio.run_dir_lock(config.workdir, "training run", enabled=jax.process_index() == 0):
     return _train(config, devices=devices, model=model, tokenizer=tokenizer)
 
@@ -353,8 +315,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   """
   from icl_ft import sharding  # pylint: disable=g-import-not-at-top
 
-  initialize_distributed(config.get("multihost", None))
-  check_config(config)
+  initialize_distributed(config.multihost)
   mesh = make_mesh(config, devices)
   rules = _rules(config.mesh)
   check_batch(config, mesh)
@@ -374,7 +335,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
     target_cfg = model_cfg if model_cfg is not None else getattr(model, "config", None)
     if target_cfg is not None:
       tokenizer.check_model(target_cfg)
-  with_ids = bool(config.log.get("batch_ids", False))
+  with_ids = bool(config.log.batch_ids)
   data_iter = _make_iterator(config, tokenizer, mesh, dataset_dir=config.data.dataset_dir,
                              fmt=config.data.format, num_epochs=None, with_ids=with_ids)
   total_steps = int(config.steps)
@@ -386,9 +347,9 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   ckpt_dir = None
   existing: list[int] = []
   if int(ck.every) > 0:
-    ckpt_dir = ck.get("dir", "") or os.path.join(os.fspath(config.workdir), "checkpoints")
+    ckpt_dir = ck.dir or os.path.join(os.fspath(config.workdir), "checkpoints")
     existing = ckpt_lib.checkpoint_steps(ckpt_dir)
-    if existing and not ck.get("resume", True):
+    if existing and not ck.resume:
       raise ValueError(f"checkpoint directory {ckpt_dir} already has steps {existing}; set "
                        f"checkpoint.resume=true to continue or use a new directory")
     if existing:
@@ -413,7 +374,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
     sharding.shard_model_state(model, mesh, rules)
 
   # The preset of the model trained (what a restore of these checkpoints is checked against).
-  preset = getattr(getattr(model, "config", None), "name", None) or config.model.get("preset")
+  preset = getattr(getattr(model, "config", None), "name", None) or config.model.preset
   graphdef, params_state, rest = step_lib.split_model(model)
   params = nnx.to_pure_dict(params_state)
   param_shardings = jax.tree.map(lambda x: x.sharding, params)
@@ -430,7 +391,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   start_step = 0
   if ckpt_dir is not None:
     manager = ckpt_lib.TrainCheckpointManager(ckpt_dir, every=int(ck.every), keep=int(ck.keep),
-                                              async_save=bool(ck.get("async_save", True)))
+                                              async_save=bool(ck.async_save))
     latest = manager.latest_step()
     if existing and latest != existing[-1]:
       raise ValueError(f"checkpoint directory {ckpt_dir}: orbax sees latest step {latest} but "
@@ -444,18 +405,17 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
 
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_main,
-                                     tensorboard=bool(config.log.get("tensorboard", True)))
+                                     tensorboard=bool(config.log.tensorboard))
   writer.truncate_after(start_step)
   if start_step:
     log.info("resumed from %s at step %d", ckpt_dir, start_step)
     warn_changed_schedule(manager.read_meta(start_step), config, start_step, ckpt_dir)
 
   records: list[dict[str, Any]] = []
-  log_every = int(config.log.get("every", 1))
-  eval_cfg = config.get("eval", None)
-  eval_every = int(eval_cfg.every) if eval_cfg is not None and eval_cfg.get("dataset_dir", "") else 0
+  log_every = int(config.log.every)
+  eval_every = int(config.eval.every) if config.eval.dataset_dir else 0
   progress = None
-  if is_main and config.log.get("progress", True) and start_step < total_steps:
+  if is_main and config.log.progress and start_step < total_steps:
     import tqdm  # pylint: disable=g-import-not-at-top
 
     progress = tqdm.tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
@@ -517,8 +477,8 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
         check_params_finite(params, step_no, last_saved)
       if due_save:
         meta = {"preset": preset,
-                "model": config.model.to_dict() if hasattr(config.model, "to_dict") else {},
-                "data": config.data.to_dict() if hasattr(config.data, "to_dict") else {},
+                "model": schema.plain(config.model),
+                "data": schema.plain(config.data),
                 "process_count": jax.process_count()}
         meta.update(schedule_settings(config))
         manager.save(step_no, params, opt_state, data_iter, meta, force=True)
