@@ -22,11 +22,11 @@ import _common  # pylint: disable=g-bad-import-order
 
 import jax  # pylint: disable=g-bad-import-order,wrong-import-order
 import jax.numpy as jnp  # pylint: disable=wrong-import-order
-import ml_collections  # pylint: disable=wrong-import-order
 import numpy as np  # pylint: disable=wrong-import-order
 from flax import nnx  # pylint: disable=wrong-import-order
 
 from icl_ft import sharding  # pylint: disable=wrong-import-order
+from icl_ft.config import schema  # pylint: disable=wrong-import-order
 from icl_ft.model import builder  # pylint: disable=wrong-import-order
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
 from icl_ft.train import optimizer as optimizer_lib  # pylint: disable=wrong-import-order
@@ -49,8 +49,8 @@ def ours(cfg, batch: dict[str, np.ndarray], steps: int):
   """A closure running `steps` of our train step (blocks on the last step's loss)."""
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   model = builder.fresh(cfg, mesh, seed=0)
-  opt_cfg = ml_collections.ConfigDict({"learning_rate": 3e-4, "schedule": "constant",
-                                       "warmup_steps": 0, "weight_decay": 0.0, "clip_norm": 0.0})
+  opt_cfg = schema.OptimizerConfig(learning_rate=3e-4, schedule="constant", warmup_steps=0,
+                                   weight_decay=0.0, clip_norm=0.0)
   tx, _ = optimizer_lib.make_optimizer(opt_cfg, 1000)
   graphdef, params_state, rest = step_lib.split_model(model)
   params = nnx.to_pure_dict(params_state)

@@ -26,6 +26,8 @@ import importlib
 import ml_collections
 from ml_collections import config_dict
 
+from icl_ft.config import schema
+
 
 def _param_fields(name: str) -> ml_collections.ConfigDict:
   """One typed, unset placeholder per `Params` field of dataset `name` (empty if unknown)."""
@@ -43,15 +45,7 @@ def _param_fields(name: str) -> ml_collections.ConfigDict:
 
 
 def get_config(name: str = "") -> ml_collections.ConfigDict:
-  """Config for dataset `name` (one of icl_ft.datasets.registry.NAMES)."""
-  config = ml_collections.ConfigDict()
-  config.name = name
-  config.seed = 0
-  config.scale = "paper"
-  config.output_dir = "data"
-  config.overwrite = False
-  config.original_dir = ""
-  config.icl_context_subsample = 0
-  config.icl_context_splits = ""
+  """Config for dataset `name` (one of icl_ft.datasets.registry.NAMES); defaults: schema.DataConfig."""
+  config = schema.as_config_dict(schema.DataConfig(name=name))
   config.params = _param_fields(name)
   return config

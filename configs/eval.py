@@ -22,54 +22,9 @@ a re-run must match them unless `overwrite`).
 
 import ml_collections
 
-from icl_ft import config_blocks
+from icl_ft.config import schema
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Evaluation config for condition `arg` ("" = "pretrained")."""
-  config = ml_collections.ConfigDict()
-  config.condition = arg or "pretrained"
-  config.run = ""  # required: results go to <results_dir>/<run>/
-  config.results_dir = "results"
-  config.overwrite = False  # true: discard an existing results/<run>/ instead of resuming
-
-  # Dataset directories written by icl-ft-data (comma-separated), and the test splits to
-  # score ("" = every split of each dataset; a named split must exist in at least one).
-  config.datasets = ""
-  config.splits = ""
-
-  config.model = config_blocks.model_config("tiny")
-  config.mesh = config_blocks.mesh_config()
-
-  # Prompt text (icl_ft/evaluation/prompts.py): chat = Gemma's turn template for instruction-tuned models.
-  config.prompt = ml_collections.ConfigDict()
-  config.prompt.chat = False
-
-  # ICL condition: keep a seeded 1/subsample of the training documents (1 = all of them).
-  config.icl = ml_collections.ConfigDict()
-  config.icl.subsample = 1
-  config.icl.seed = 0
-  # With subsample 1 and documents too long for the context: split them into context shards,
-  # each question scored against one that states every fact it depends on (false: an error).
-  config.icl.shards = True
-
-  # no_knowledge: the seed of the nonsense word -> fresh word mapping (icl_ft.datasets.relabel).
-  config.no_knowledge = ml_collections.ConfigDict()
-  config.no_knowledge.seed = 0
-
-  config.scoring = ml_collections.ConfigDict()
-  config.scoring.metric = "sum"  # sum | mean: log-prob that picks the answer
-  config.scoring.batch_size = 32  # (question, choice) rows per forward pass
-  config.scoring.prefill_chunk = 1024  # context tokens per prefill call
-
-  config.progress = True  # tqdm bar (questions/s)
-
-  # Multi-host (every process scores; process 0 writes): see config_blocks.multihost_config.
-  config.multihost = config_blocks.multihost_config()
-  # --config.dry_run=true: compile the prefill and scoring steps abstractly, print memory /
-  # FLOPs per device. The context length is measured from `datasets` when they and the
-  # tokenizer are set, else these sizes (tokens) are used.
-  config_blocks.add_dry_run_fields(config)
-  config.dry_run_context_tokens = 4096
-  config.dry_run_suffix_tokens = 64
-  return config
+  """Evaluation config for condition `arg` ("" = "pretrained"); defaults: schema.EvalConfig."""
+  return schema.as_config_dict(schema.EvalConfig(condition=arg or "pretrained"))

@@ -19,8 +19,8 @@ configs/gemma.py:eval,gemma2_2b,v5e-8,icl.
   condition  pretrained, icl, ft (eval; `ft` needs model.checkpoint = the finetuned run's
              checkpoints with checkpoint_format icl_ft; datasets = all four data/<name> dirs)
 
-Built on configs/train.py and configs/eval.py (every other field and its default comes from
-there). What this adds: the preset in bfloat16 compute with float32 parameters, checkpoint
+Built on the package's train and eval configs (icl_ft.config.schema: every other field and its
+default comes from there, as in configs/train.py and configs/eval.py). What this adds: the preset in bfloat16 compute with float32 parameters, checkpoint
 format "gemma" (the official release; weights and tokenizer paths are flags), the slice's
 mesh (all chips on fsdp), `device_memory_gib` = the slice's HBM per chip (so
 `--config.dry_run=true` checks the fit). Multi-host slices initialize jax.distributed through
@@ -29,15 +29,11 @@ Which preset fits which slice: the table in docs/running-on-tpu.md (`python -m i
 """
 
 import itertools
-import os
 
 import ml_collections
 
-from icl_ft import config_blocks
+from icl_ft.config import schema
 from icl_ft.scale import topologies
-
-# Sibling configs are loaded from this file's directory (absl loads config files by path).
-_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _apply_scale(config: ml_collections.ConfigDict, preset: str, topo: topologies.Topology) -> None:
@@ -55,7 +51,8 @@ def _apply_scale(config: ml_collections.ConfigDict, preset: str, topo: topologie
 def train_config(preset: str, topology: str, dataset: str) -> ml_collections.ConfigDict:
   """Finetuning `preset` on `dataset` on a `topology` slice."""
   topo, recipe = topologies.topology(topology), topologies.recipe(dataset)
-  config = config_blocks.config_module("train", _HERE).get_config(topologies.check_preset(preset))
+  config = schema.as_config_dict(
+      schema.TrainConfig(model=schema.ModelConfig(preset=topologies.check_preset(preset))))
   _apply_scale(config, preset, topo)
   config.data.dataset_dir = f"data/{dataset}"
   config.data.seq_len = recipe.seq_len
@@ -72,7 +69,7 @@ def eval_config(preset: str, topology: str, condition: str) -> ml_collections.Co
   topo = topologies.topology(topology)
   if condition not in topologies.CONDITIONS:
     raise ValueError(f"unknown condition {condition!r}; valid: {', '.join(topologies.CONDITIONS)}")
-  config = config_blocks.config_module("eval", _HERE).get_config(condition)
+  config = schema.as_config_dict(schema.EvalConfig(condition=condition))
   _apply_scale(config, topologies.check_preset(preset), topo)
   if condition == "ft":  # the finetuned weights are our own training checkpoints
     config.model.checkpoint_format = "icl_ft"

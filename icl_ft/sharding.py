@@ -39,6 +39,8 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from icl_ft.config import schema
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 MeshAxes = str | tuple[str, ...] | None
@@ -109,17 +111,9 @@ def make_mesh(sizes: Mapping[str, int] | None = None,
 
 def mesh_from_config(mesh_cfg: Any, devices: Sequence[jax.Device] | None = None
                      ) -> tuple[Mesh, dict[str, MeshAxes]]:
-  """(mesh, rules) from `icl_ft.config_blocks.mesh_config()` (on `devices`, else all)."""
-  def get(name: str, default: Any) -> Any:  # a ConfigDict, a mapping or any object
-    if isinstance(mesh_cfg, Mapping):
-      return mesh_cfg.get(name, default)
-    return getattr(mesh_cfg, name, default)
-
-  sizes = {a: int(get(a, -1 if a == "data" else 1)) for a in MESH_AXES}
-  rules = get("rules", None)
-  if rules is not None and hasattr(rules, "to_dict"):
-    rules = rules.to_dict()
-  return make_mesh(sizes, devices=devices), resolve_rules(rules or None)
+  """(mesh, rules) from a mesh block (`icl_ft.config.schema.MeshConfig`; on `devices`, else all)."""
+  sizes = {a: int(getattr(mesh_cfg, a)) for a in MESH_AXES}
+  return make_mesh(sizes, devices=devices), resolve_rules(dict(mesh_cfg.rules) or None)
 
 
 def data_parallel_size(mesh: Mesh, rules: Mapping[str, Any] | None = None) -> int:
@@ -143,7 +137,7 @@ def multihost_requested(mh: Any) -> bool:
   """Whether to initialize: `mh.initialize`, or ICL_FT_MULTIHOST=1 (launch_tpu.sh's `run`)."""
   if os.environ.get(MULTIHOST_ENV, "").strip().lower() in ("1", "true", "yes"):
     return True
-  return bool(mh is not None and mh.get("initialize", False))
+  return bool(mh is not None and mh.initialize)
 
 
 def initialize_distributed(mh: Any) -> bool:
@@ -158,15 +152,15 @@ def initialize_distributed(mh: Any) -> bool:
   """
   if not multihost_requested(mh):
     return False
-  mh = {} if mh is None else mh
+  mh = schema.MultihostConfig() if mh is None else mh
   if jax.distributed.is_initialized():
     return True
-  collectives = mh.get("cpu_collectives", "gloo")
+  collectives = mh.cpu_collectives
   if collectives:
     jax.config.update("jax_cpu_collectives_implementation", collectives)
-  address = mh.get("coordinator_address", "") or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
-  num = int(mh.get("num_processes", 0) or 0) or int(os.environ.get("JAX_NUM_PROCESSES", 0) or 0)
-  pid = int(mh.get("process_id", -1))
+  address = mh.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  num = int(mh.num_processes) or int(os.environ.get("JAX_NUM_PROCESSES", 0) or 0)
+  pid = int(mh.process_id)
   if pid < 0 and os.environ.get("JAX_PROCESS_ID", "") != "":
     pid = int(os.environ["JAX_PROCESS_ID"])
   kwargs: dict[str, Any] = {}
@@ -176,9 +170,6 @@ def initialize_distributed(mh: Any) -> bool:
     kwargs["num_processes"] = num
   if pid >= 0:
     kwargs["process_id"] = pid
-  timeout = mh.get("initialization_timeout", None)
-  if timeout:
-    kwargs["initialization_timeout"] = int(timeout)
   jax.distributed.initialize(**kwargs)
   return True
 

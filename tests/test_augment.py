@@ -5,8 +5,8 @@ import dataclasses
 import json
 
 import pytest
+import train_setup
 
-from icl_ft import config_blocks
 from icl_ft import augment
 from icl_ft.inference import sampling
 from icl_ft.augment import audit
@@ -83,7 +83,7 @@ def test_fit_corpus_subsamples_nested(setup):
 
 
 def test_bad_input(setup, capsys):
-  config = config_blocks.config_module("augment").get_config("sideways")
+  config = train_setup.config_file("augment").get_config("sideways")
   config.dataset_dir, config.output_dir = setup["data"], str(setup["root"] / "never")
   config.model.tokenizer = setup["tok_path"]
   assert augment_bin.execute(config) == 1
@@ -106,7 +106,7 @@ def test_binary_end_to_end(setup, capsys):
   from icl_ft.pipeline import loader as pipeline_loader
 
   out = setup["root"] / "augmented"
-  config = config_blocks.config_module("augment").get_config("all")
+  config = train_setup.config_file("augment").get_config("all")
   config.dataset_dir, config.output_dir = setup["data"], str(out)
   config.model.tokenizer = setup["tok_path"]
   config.sampling.max_new_tokens = 12

@@ -4,7 +4,7 @@ The files are globbed, so new ones are covered without editing this test. A file
 args are its module-level `ARGS` (if any) plus every `configs/<file>.py[:arg]` usage in its
 docstring (placeholders like `<preset>` skipped; a bare `configs/<file>.py` is the empty arg);
 with none documented, the default (`get_config()`) is tried. Each config is validated by
-`icl_ft.config_checks.validate` as its kind (train / eval / data / study / augment / pretrain,
+`icl_ft.config.checks.validate` as its kind (train / eval / data / study / augment / pretrain,
 recognised by fields; a file of no known kind fails) and all its nested model / mesh /
 multihost blocks: what the binaries check before running.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from icl_ft import config_checks
+from icl_ft.config import checks
 from icl_ft.scale import topologies
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -69,12 +69,12 @@ def test_augment_config_every_strategy():
   module = _load(CONFIGS / "augment.py")
   for strategy in augment.STRATEGIES:
     c = module.get_config(strategy)
-    assert config_checks.validate(c) == "augment" and c.strategy == strategy
+    assert checks.validate(c) == "augment" and c.strategy == strategy
   c.model.tokenizer = "tok.model"
   with pytest.raises(ValueError, match="config.dataset_dir is required"):
-    config_checks.validate(c, require_inputs=True)
+    checks.validate(c, require_inputs=True)
   c.dataset_dir, c.output_dir = "data/syllogisms", "data/syllogisms_aug"
-  assert config_checks.validate(c, require_inputs=True) == "augment"
+  assert checks.validate(c, require_inputs=True) == "augment"
 
 
 @pytest.mark.parametrize("file,field,value,match", [
@@ -95,23 +95,23 @@ def test_augment_config_every_strategy():
 ])
 def test_other_binaries_validation_names_the_bad_field(file, field, value, match):
   c = _load(CONFIGS / file).get_config()
-  config_checks.validate(c)
+  checks.validate(c)
   parent, _, name = field.rpartition(".")
   node = c
   for part in parent.split(".") if parent else ():
     node = node[part]
   node[name] = value
   with pytest.raises(ValueError, match=re.escape(match)):
-    config_checks.validate(c)
+    checks.validate(c)
 
 
 def test_pretrain_needs_its_workdir():
   c = _load(CONFIGS / "pretrain_tiny.py").get_config("test")
-  assert config_checks.validate(c) == "pretrain"
+  assert checks.validate(c) == "pretrain"
   with pytest.raises(ValueError, match="config.workdir is required"):
-    config_checks.validate(c, require_inputs=True)
+    checks.validate(c, require_inputs=True)
   c.workdir = "/tmp/pt"
-  assert config_checks.validate(c, require_inputs=True) == "pretrain"
+  assert checks.validate(c, require_inputs=True) == "pretrain"
 
 
 @pytest.mark.parametrize("path,arg", CASES)
@@ -120,7 +120,7 @@ def test_config_loads_and_validates(path, arg):
   config = module.get_config(arg) if arg or inspect.signature(module.get_config).parameters \
       else module.get_config()
   assert isinstance(config, ml_collections.ConfigDict)
-  assert config_checks.validate(config) in config_checks.VALIDATORS, sorted(config.keys())
+  assert checks.validate(config) in checks.VALIDATORS, sorted(config.keys())
   # A locked copy accepts the same overrides a command line gives (no field typos).
   locked = ml_collections.ConfigDict(config.to_dict())
   locked.lock()
@@ -137,7 +137,7 @@ def test_gemma_train_config_fields(topology):
   gemma = _load(CONFIGS / "gemma.py")
   topo = topologies.TOPOLOGIES[topology]
   c = gemma.get_config(f"train,gemma2_2b,{topology},semantic_structure")
-  assert config_checks.kind_of(c) == "train"
+  assert checks.kind_of(c) == "train"
   assert (c.model.preset, c.model.checkpoint_format, c.model.dtype) == (
       "gemma2_2b", "gemma", "bfloat16")
   assert math.prod([c.mesh.data, c.mesh.fsdp, c.mesh.tensor]) == topo.chips
@@ -149,23 +149,23 @@ def test_gemma_train_config_fields(topology):
   assert c.data.dataset_dir == "data/semantic_structure"
   # Paths are flags: a real run refuses to start without them (one line, naming the field).
   with pytest.raises(ValueError, match="config.model.checkpoint is required"):
-    config_checks.validate(c, require_inputs=True)
+    checks.validate(c, require_inputs=True)
   c.model.checkpoint = "gs://bucket/gemma2-2b"
   c.model.tokenizer = "gs://bucket/tokenizer.model"
   c.workdir = "gs://bucket/runs/x"
-  assert config_checks.validate(c, require_inputs=True) == "train"
+  assert checks.validate(c, require_inputs=True) == "train"
 
 
 def test_gemma_eval_config_fields():
   gemma = _load(CONFIGS / "gemma.py")
   c = gemma.get_config("eval,gemma3_4b,v5p-32,ft")
-  assert config_checks.kind_of(c) == "eval"
+  assert checks.kind_of(c) == "eval"
   assert c.condition == "ft" and c.model.checkpoint_format == "icl_ft"
   assert c.scoring.batch_size % 16 == 0
   assert c.datasets.split(",") == [f"data/{d}" for d in topologies.DATASETS]
   c.model.tokenizer = "gs://bucket/tokenizer.model"
   with pytest.raises(ValueError, match="set config.model.checkpoint"):
-    config_checks.validate(c, require_inputs=True)
+    checks.validate(c, require_inputs=True)
 
 
 @pytest.mark.parametrize("arg,match", [
@@ -198,18 +198,18 @@ def test_validation_names_the_bad_field(field, value, match):
   parent, _, name = field.rpartition(".")
   (c[parent] if parent else c)[name] = value
   with pytest.raises(ValueError, match=re.escape(match)):
-    config_checks.validate(c)
+    checks.validate(c)
 
 
 def test_eval_validation():
   ev = _load(CONFIGS / "eval.py")
   c = ev.get_config("ft_x")
-  config_checks.validate(c)  # a finetuned condition loads without a checkpoint ...
+  checks.validate(c)  # a finetuned condition loads without a checkpoint ...
   with pytest.raises(ValueError, match="config.run"):
-    config_checks.validate(c, require_inputs=True)  # ... but a real run needs its inputs
+    checks.validate(c, require_inputs=True)  # ... but a real run needs its inputs
   c.condition = "finetuned"
   with pytest.raises(ValueError, match="unknown condition 'finetuned'"):
-    config_checks.validate(c)
+    checks.validate(c)
 
 
 @pytest.mark.parametrize("binary", ["train", "eval"])

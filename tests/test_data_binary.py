@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import train_setup
 
-from icl_ft import config_blocks
 from icl_ft.bin import data as data_bin
 from icl_ft.datasets import records, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-CONFIGS = config_blocks.config_module("data")
+CONFIGS = train_setup.config_file("data")
 
 
 def _available(name):

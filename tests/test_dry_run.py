@@ -13,6 +13,7 @@ import dataclasses
 
 import pytest
 
+from icl_ft.config import schema
 from icl_ft.scale import dry_run
 from icl_ft.bin import evaluate as eval_bin
 from icl_ft.bin import train as train_bin
@@ -33,7 +34,7 @@ def _train_config(preset: str, **mesh):
 @pytest.mark.slow
 def test_gemma3_1b_dry_run_matches_the_estimator(capsys):
   c = _train_config("gemma3_1b", data=1, fsdp=8, tensor=1)
-  report = dry_run.run(c, "train")  # CPU reports no memory limit: nothing to fail
+  report = dry_run.run(schema.typed("train", c), "train")  # CPU reports no memory limit: nothing to fail
   out = capsys.readouterr().out
   assert "gemma3_1b" in out and "TFLOP" in out and "fits" in out
   est, step = report.estimate, report.steps[0]

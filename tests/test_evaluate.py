@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import train_setup
 
-from icl_ft import config_blocks
 from icl_ft import sharding
+from icl_ft.config import schema
 from icl_ft.evaluation import contexts
 from icl_ft.evaluation import evaluate
 from icl_ft.evaluation import report
@@ -53,7 +53,7 @@ def setup(tmp_path_factory):
 
 
 def _config(setup, condition="icl", run=None, **overrides):
-  config = config_blocks.config_module("eval").get_config(condition)
+  config = train_setup.config_file("eval").get_config(condition)
   config.run = run or condition
   config.results_dir = str(setup["root"] / "results")
   config.datasets = ",".join(setup["dirs"])
@@ -69,7 +69,7 @@ def _lines(path):
 
 @pytest.fixture(scope="module")
 def icl_run(setup):
-  return evaluate.evaluate(_config(setup, "icl"))
+  return evaluate.evaluate(schema.typed("eval", _config(setup, "icl")))
 
 
 def test_icl_run_writes_all_three_outputs(setup, icl_run):
@@ -95,7 +95,7 @@ def test_icl_run_writes_all_three_outputs(setup, icl_run):
 
 
 def test_rerun_skips_everything_and_resume_after_a_kill(setup, icl_run):
-  again = evaluate.evaluate(_config(setup, "icl"))
+  again = evaluate.evaluate(schema.typed("eval", _config(setup, "icl")))
   assert again.scored == 0 and again.skipped == icl_run.scored
   assert again.rows == icl_run.rows
   # A run killed mid-write: 3 complete lines and a cut-off fourth.
@@ -104,7 +104,7 @@ def test_rerun_skips_everything_and_resume_after_a_kill(setup, icl_run):
   shutil.copy(icl_run.run_dir / "run.json", killed / "run.json")
   full = (icl_run.run_dir / "questions.jsonl").read_text().splitlines(keepends=True)
   (killed / "questions.jsonl").write_text("".join(full[:3]) + full[3][:25])
-  resumed = evaluate.evaluate(_config(setup, "icl", run="killed"))
+  resumed = evaluate.evaluate(schema.typed("eval", _config(setup, "icl", run="killed")))
   assert resumed.skipped == 3 and resumed.scored == len(full) - 3
   got = {(r["dataset"], r["id"]): r for r in _lines(killed / "questions.jsonl")}
   want = {(r["dataset"], r["id"]): r for r in _lines(icl_run.run_dir / "questions.jsonl")}
@@ -119,10 +119,10 @@ def test_rerun_skips_everything_and_resume_after_a_kill(setup, icl_run):
 def test_different_settings_for_an_existing_run(setup, icl_run):
   config = _config(setup, "icl", icl__subsample=2)
   with pytest.raises(ValueError, match=r"different settings \(icl.subsample: 1 != 2\)"):
-    evaluate.evaluate(config)
+    evaluate.evaluate(schema.typed("eval", config))
   config.overwrite = True
   config.run = "icl_sub2"
-  result = evaluate.evaluate(config)
+  result = evaluate.evaluate(schema.typed("eval", config))
   assert json.loads((result.run_dir / "run.json").read_text())["icl"]["subsample"] == 2
 
 
@@ -130,13 +130,13 @@ def test_finetuned_checkpoint_condition(setup):
   from icl_ft.model import checkpoints
   from icl_ft.model import loader
 
-  pre = evaluate.evaluate(_config(setup, "pretrained", splits="reversal"))
-  config = _config(setup, "pretrained")
+  pre = evaluate.evaluate(schema.typed("eval", _config(setup, "pretrained", splits="reversal")))
+  config = schema.typed("eval", _config(setup, "pretrained"))
   mesh, rules = sharding.mesh_from_config(config.mesh)
   model, _ = loader.load_model(config.model, mesh, rules)  # fresh init, seed 0
   ckpt = setup["root"] / "ckpt"
   checkpoints.save_params(ckpt, model)
-  ft = evaluate.evaluate(_config(setup, "ft", splits="reversal", model__checkpoint=str(ckpt)))
+  ft = evaluate.evaluate(schema.typed("eval", _config(setup, "ft", splits="reversal", model__checkpoint=str(ckpt))))
   assert [r["condition"] for r in ft.rows] == ["ft"]
   a = _lines(pre.run_dir / "questions.jsonl")
   b = _lines(ft.run_dir / "questions.jsonl")
@@ -150,7 +150,7 @@ def test_finetuned_checkpoint_condition(setup):
 
 
 def test_icl_that_fits_scores_the_same_with_and_without_shards(setup, icl_run):
-  plain = evaluate.evaluate(_config(setup, "icl", run="icl_no_shards", icl__shards=False))
+  plain = evaluate.evaluate(schema.typed("eval", _config(setup, "icl", run="icl_no_shards", icl__shards=False)))
   a = _lines(icl_run.run_dir / "questions.jsonl")
   b = _lines(plain.run_dir / "questions.jsonl")
   assert a == b  # identical records: no shard field, the same scores
@@ -171,7 +171,7 @@ def test_icl_shards_when_the_documents_do_not_fit(setup, monkeypatch):
   max_len = full // 2 + longest  # about half the documents fit
   real = evaluate._model_max_len  # pylint: disable=protected-access
   monkeypatch.setattr(evaluate, "_model_max_len", lambda cfg: (real(cfg)[0], max_len))
-  result = evaluate.evaluate(_config(setup, "icl", run="icl_shards", splits="reversal"))
+  result = evaluate.evaluate(schema.typed("eval", _config(setup, "icl", run="icl_shards", splits="reversal")))
   shards = result.stats["context_shards"]["simple_reversals"]
   assert shards >= 2
   recs = _lines(result.run_dir / "questions.jsonl")
@@ -181,7 +181,7 @@ def test_icl_shards_when_the_documents_do_not_fit(setup, monkeypatch):
   # Re-score every question against its shard's context: the same log-probs.
   plans, _ = contexts.plan_contexts("simple_reversals", rev, "icl", tok, prompts.PromptFormat(),
                                     1, 0, max_len, True)
-  config = _config(setup, "icl")
+  config = schema.typed("eval", _config(setup, "icl"))
   mesh, rules = sharding.mesh_from_config(config.mesh)
   model, _ = loader.load_model(config.model, mesh, rules)
   by_id = {q.id: q for q in rev.tests["reversal"]}
@@ -200,8 +200,8 @@ def test_icl_shards_when_the_documents_do_not_fit(setup, monkeypatch):
 def test_no_knowledge_scores_the_same_questions_over_fresh_words(setup):
   from icl_ft.datasets import relabel
 
-  pre = evaluate.evaluate(_config(setup, "pretrained", run="pre_for_nk"))
-  nk = evaluate.evaluate(_config(setup, "no_knowledge"))
+  pre = evaluate.evaluate(schema.typed("eval", _config(setup, "pretrained", run="pre_for_nk")))
+  nk = evaluate.evaluate(schema.typed("eval", _config(setup, "no_knowledge")))
   a = _lines(pre.run_dir / "questions.jsonl")
   b = _lines(nk.run_dir / "questions.jsonl")
   assert [(r["dataset"], r["split"], r["subset"], r["id"], r["correct"], len(r["choices"]))
@@ -300,8 +300,8 @@ def test_default_checkpoint_by_name(setup, capsys):
   over = dict(splits="reversal", model__checkpoint="default", model__tokenizer="default")
   err = _bad(setup, capsys, condition="pretrained", **over)
   assert "checkpoint 'default' needs model preset 'tiny_default', not 'tiny'" in err
-  result = evaluate.evaluate(_config(setup, "pretrained", run="default_ckpt",
-                                     model__preset="tiny_default", **over))
+  result = evaluate.evaluate(schema.typed("eval", _config(setup, "pretrained", run="default_ckpt",
+                                     model__preset="tiny_default", **over)))
   assert result.scored == setup["counts"]["simple_reversals"]["reversal"]
   run = json.loads((result.run_dir / evaluate.RUN_FILE).read_text())
   assert run["model"]["checkpoint"] == "default" and "weights" not in run

@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 
 from icl_ft.model import checkpoints
-from icl_ft import config_blocks
+from icl_ft.config import schema
 from icl_ft.evaluation import evaluate
 from icl_ft import fileio
 from icl_ft import sharding
-from icl_ft import study
+from icl_ft.study import outputs as study_outputs
+from icl_ft.study import run as study_run
 from icl_ft.bin import cli
 from icl_ft.bin import evaluate as eval_bin
 from icl_ft.bin import study as study_bin
@@ -64,7 +65,7 @@ def _execute(execute, config, monkeypatch, **kwargs) -> tuple[int, str]:
 
 def _eval_config(results: Path, data_dir: str, tok: str, condition: str = "pretrained",
                  **overrides):
-  config = config_blocks.config_module("eval").get_config(condition)
+  config = train_setup.config_file("eval").get_config(condition)
   config.run = "run"
   config.results_dir = str(results)
   config.datasets = data_dir
@@ -75,14 +76,12 @@ def _eval_config(results: Path, data_dir: str, tok: str, condition: str = "pretr
 
 
 def _model_config(preset: str, checkpoint: str = ""):
-  cfg = config_blocks.model_config(preset)
-  cfg.checkpoint = checkpoint
-  return cfg
+  return schema.ModelConfig(preset=preset, checkpoint=checkpoint)
 
 
 def _save_model(directory: Path, preset: str = "tiny", poison: bool = False) -> Path:
   """A fresh model of `preset` as a params-only checkpoint; `poison`: one NaN parameter."""
-  mesh, rules = sharding.mesh_from_config(config_blocks.mesh_config())
+  mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
   model, _ = loader.load_model(_model_config(preset), mesh, rules)
   if poison:
     scale = model.final_norm.scale
@@ -180,7 +179,7 @@ def test_checkpoint_of_another_preset_is_refused_on_every_route(tmp_path, data, 
   want = (f"checkpoint {ckpt} was written with model preset 'tiny_default', not 'tiny': "
           "set config.model.preset=tiny_default")
   # The loader (every binary and the study load through it).
-  mesh, rules = sharding.mesh_from_config(config_blocks.mesh_config())
+  mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
   with pytest.raises(checkpoints.CheckpointError) as e:
     loader.load_model(_model_config("tiny", str(ckpt)), mesh, rules)
   assert str(e.value) == want
@@ -213,7 +212,7 @@ def test_preset_of_exported_and_training_checkpoints(tmp_path, data, monkeypatch
   data_dir, tok = data
   config = train_setup.train_config(str(tmp_path / "run"), data_dir, tok, steps=2,
                                     checkpoint__every=2)
-  loop.train(config, devices=jax.devices()[:1])
+  loop.train(schema.typed("train", config), devices=jax.devices()[:1])
   step_dir = tmp_path / "run" / "checkpoints" / "2"
   assert checkpoints.checkpoint_preset(step_dir) == "tiny_gemma3"
   before = sorted(p.name for p in (tmp_path / "run").iterdir())
@@ -291,15 +290,15 @@ def test_rerun_keeps_no_duplicated_question_records(tmp_path, data):
   """What two unlocked runs left (every question twice) is repaired by a rerun."""
   data_dir, tok = data
   config = _eval_config(tmp_path / "results", data_dir, tok)
-  first = evaluate.evaluate(config)
+  first = evaluate.evaluate(schema.typed("eval", config))
   questions = first.run_dir / evaluate.QUESTIONS_FILE
   lines = questions.read_text().splitlines(keepends=True)
   questions.write_text("".join(lines + lines))
   (first.run_dir / evaluate.SUMMARY_FILE).unlink()
   # The study's reader counts each question once even before the rerun.
-  recs = study.collect_records([("simple_reversals", "pretrained", 0, first.run_dir)])
+  recs = study_outputs.collect_records([("simple_reversals", "pretrained", 0, first.run_dir)])
   assert len(recs) == len(lines)
-  again = evaluate.evaluate(config)
+  again = evaluate.evaluate(schema.typed("eval", config))
   assert again.scored == 0 and again.skipped == len(lines)
   assert questions.read_text().splitlines(keepends=True) == lines
   assert again.rows == first.rows and [r["n"] for r in again.rows] == [len(lines)]
@@ -367,7 +366,7 @@ def test_disk_full_mid_study_then_a_rerun_completes(tmp_path, tmp_path_factory, 
   """ENOSPC while the finetuned model's scores are written: one line, no summary or stage
   marker claims the unfinished evaluation; the rerun scores each question exactly once."""
   config = train_setup.apply_overrides(
-      config_blocks.config_module("study").get_config("micro"),
+      train_setup.config_file("study").get_config("micro"),
       {"results_dir": str(tmp_path / "results"), "conditions": "pretrained,ft",
        "progress": False, "figure": False,
        "compilation_cache_dir": str(tmp_path_factory.getbasetemp() / "jax_compilation_cache")})
@@ -387,7 +386,7 @@ def test_disk_full_mid_study_then_a_rerun_completes(tmp_path, tmp_path_factory, 
   assert rc == 1 and line == "error: [Errno 28] No space left on device" and opened
   run_dir = tmp_path / "results" / "micro"
   eval_dir = run_dir / "eval" / "syllogisms" / "ft_s0"
-  assert not (run_dir / study.SUMMARY_FILE).exists() and not (run_dir / study.TABLE_FILE).exists()
+  assert not (run_dir / study_outputs.SUMMARY_FILE).exists() and not (run_dir / study_outputs.TABLE_FILE).exists()
   assert not (eval_dir / evaluate.SUMMARY_FILE).exists()
   markers = sorted(p.name for p in (run_dir / "stages").iterdir())
   assert markers == ["data__syllogisms.json", "eval__syllogisms__pretrained.json",
@@ -398,14 +397,14 @@ def test_disk_full_mid_study_then_a_rerun_completes(tmp_path, tmp_path_factory, 
   n = len(records.read_dataset(run_dir / "data" / "syllogisms").tests["syllogism"])
   recs = [json.loads(x) for x in (eval_dir / evaluate.QUESTIONS_FILE).read_text().splitlines()]
   assert len(recs) == len({r["id"] for r in recs}) == n
-  rows = json.loads((run_dir / study.SUMMARY_FILE).read_text())
+  rows = json.loads((run_dir / study_outputs.SUMMARY_FILE).read_text())
   assert {(r["condition"], r["n"]) for r in rows} == {("pretrained", n), ("ft", n)}
   # What two unlocked studies once left (every question of an evaluation twice, the stage
   # marked done) is repaired by a rerun: that evaluation is resumed, the rest skipped.
   pretrained = run_dir / "eval" / "syllogisms" / "pretrained" / evaluate.QUESTIONS_FILE
   lines = pretrained.read_text().splitlines(keepends=True)
   pretrained.write_text("".join(lines + lines))
-  result = study.run_study(config)
+  result = study_run.run_study(schema.typed("study", config))
   assert [s.key for s in result.stages if not s.resumed] == ["eval/syllogisms/pretrained",
                                                              "report"]
   assert pretrained.read_text().splitlines(keepends=True) == lines

@@ -17,6 +17,7 @@ from icl_ft.evaluation import prompts
 from icl_ft.datasets import registry
 from icl_ft.model import gguf_checkpoint
 from icl_ft.model import gguf_tokenizer
+from icl_ft.config import schema
 from icl_ft.model import loader
 from icl_ft.model.tokenizer import Tokenizer
 
@@ -45,7 +46,7 @@ def hf_tokenizer(gguf_path):
 def _model_cfg(**over):
   cfg = {"preset": NAME, "checkpoint": NAME, "tokenizer": NAME, "dtype": "float32"}
   cfg.update(over)
-  return cfg
+  return schema.ModelConfig(**cfg)
 
 
 # ---- file, metadata, conversion ----------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_prepare_is_cached_and_records_quantization(prepared):
 
 def test_named_checkpoint_needs_its_preset():
   with pytest.raises(ValueError, match="checkpoint 'gemma3_270m' needs model preset 'gemma3_270m'"):
-    loader.resolve_checkpoint({"preset": "gemma3_1b", "checkpoint": NAME})
+    loader.resolve_checkpoint(schema.ModelConfig(preset="gemma3_1b", checkpoint=NAME))
   with pytest.raises(ValueError, match="unknown named checkpoint 'gemma9'"):
     gguf_checkpoint.get("gemma9")
 

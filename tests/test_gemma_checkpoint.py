@@ -8,6 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from icl_ft import sharding
+from icl_ft.config import schema
 from icl_ft.model import checkpoints
 from icl_ft.model import gemma_checkpoint
 from icl_ft.model import gemma_layout
@@ -259,21 +260,12 @@ def test_import_errors_name_the_problem(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# icl_ft.model.loader.load_model (all three sources) and icl_ft.config_blocks
+# icl_ft.model.loader.load_model (all three sources) and the shared config blocks
 # ---------------------------------------------------------------------------
 
 
-def _common():
-  """The shared config blocks (icl_ft.config_blocks)."""
-  from icl_ft import config_blocks  # pylint: disable=g-import-not-at-top
-
-  return config_blocks
-
-
 def _model_cfg(**kw):
-  cfg = _common().model_config("tiny_gemma3")
-  cfg.update(kw)
-  return cfg
+  return schema.ModelConfig(preset="tiny_gemma3", **kw)
 
 
 def test_load_model_fresh_gemma_and_icl_ft(tmp_path):
@@ -315,15 +307,12 @@ def test_load_model_fresh_gemma_and_icl_ft(tmp_path):
 def test_common_configs_and_mesh_from_config():
   from icl_ft.model import loader
 
-  common = _common()
-  m = common.model_config()
+  m = schema.ModelConfig()
   assert (m.preset, m.checkpoint, m.checkpoint_format, m.tokenizer, m.seed) == ("tiny", "", "icl_ft", "", 0)
-  assert loader.model_config_from(common.model_config("tiny_gemma2")).family == "gemma2"
-  c = common.model_config("tiny")
-  c.dtype = "bfloat16"
+  assert loader.model_config_from(schema.ModelConfig(preset="tiny_gemma2")).family == "gemma2"
+  c = schema.ModelConfig(preset="tiny", dtype="bfloat16")
   assert loader.model_config_from(c).dtype == "bfloat16"
-  mc = common.mesh_config(fsdp=2)
-  mc.rules.embed = None
+  mc = schema.MeshConfig(fsdp=2, rules={"embed": None})
   mesh, rules = sharding.mesh_from_config(mc)
   assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
   assert rules["embed"] is None and rules["mlp"] == "tensor"

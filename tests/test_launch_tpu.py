@@ -18,7 +18,7 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from icl_ft import config_checks
+from icl_ft.config import checks
 from icl_ft.scale import topologies
 from tests.test_configs import CONFIGS, _load
 
@@ -80,7 +80,7 @@ def test_help_documents_every_step_and_option():
   extra = argv[argv.index("--") + 1:]
   config = _config_with_overrides([f"--config={argv[argv.index('--config') + 1]}", *extra])
   assert argv[argv.index("--binary") + 1] == "icl-ft-train"
-  assert config_checks.validate(config, require_inputs=True) == "train"
+  assert checks.validate(config, require_inputs=True) == "train"
   assert config.mesh.fsdp == topologies.TOPOLOGIES["v5p-32"].chips
 
 
@@ -113,7 +113,7 @@ def test_pod_commands_run_on_every_worker():
   # The remote command is itself a shell line: parse it again to check the binary's argv survives quoting.
   remote = shlex.split(_flag(start, "command").split("nohup ", 1)[1].split(" >", 1)[0])
   assert remote == ["icl-ft-train", f"--config={config}", *overrides]
-  assert config_checks.validate(_config_with_overrides(remote[1:]), require_inputs=True) == "train"
+  assert checks.validate(_config_with_overrides(remote[1:]), require_inputs=True) == "train"
   assert "ICL_FT_MULTIHOST=1" in _flag(start, "command")
   assert logs[3:5] == ["tpu-vm", "ssh"] and "--worker=0" in logs
   assert "~/icl_ft-logs/latest.log" in _flag(logs, "command")

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from icl_ft.config import schema
 from icl_ft.model import checkpoints
 from icl_ft.train import loop
 from icl_ft.train import metrics as metrics_lib
@@ -41,7 +42,7 @@ def test_two_processes_match_one(tmp_path, data):
   # The reference: this (pytest) process, 8 devices, the same mesh.
   assert jax.process_count() == 1 and jax.device_count() == 8
   single = _config(str(tmp_path / "one"), data)
-  loop.train(single)
+  loop.train(schema.typed("train", single))
 
   multi = _config(str(tmp_path / "two"), data)
   multi.multihost.initialize = True

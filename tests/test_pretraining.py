@@ -9,6 +9,7 @@ import random
 import re
 
 import pytest
+import train_setup
 
 from icl_ft.evaluation import prompts
 from icl_ft.augment import templates
@@ -188,15 +189,15 @@ def test_dataset_scale_makes_long_episodes():
 
 
 def test_recipe_runs_with_falling_loss(tmp_path):
-  from icl_ft import config_blocks
+  from icl_ft.config import schema
   from icl_ft.pretrain import recipe
 
-  config = config_blocks.config_module("pretrain_tiny").get_config("test")
+  config = train_setup.config_file("pretrain_tiny").get_config("test")
   config.workdir = str(tmp_path / "work")
   config.export_dir = str(tmp_path / "assets")
   import jax
 
-  card = recipe.pretrain(config, devices=jax.devices()[:1])
+  card = recipe.pretrain(schema.typed("pretrain", config), devices=jax.devices()[:1])
   losses = [json.loads(l)["loss"] for l in open(tmp_path / "work" / "train" / "metrics.jsonl")
             if '"loss"' in l]
   assert len(losses) == config.train.steps
@@ -222,17 +223,17 @@ def test_interrupted_pretraining_resumes_exactly(tmp_path, monkeypatch):
   import numpy as np
 
   from icl_ft.model import checkpoints
-  from icl_ft import config_blocks
+  from icl_ft.config import schema
   from icl_ft.pretrain import recipe
   from icl_ft.train import metrics as metrics_lib
   from icl_ft.train import step as step_lib
 
   def config(workdir):
-    c = config_blocks.config_module("pretrain_tiny").get_config("test")
+    c = train_setup.config_file("pretrain_tiny").get_config("test")
     c.workdir = str(workdir)
     c.train.checkpoint.every = 3
     c.eval.episodes = 1
-    return c
+    return schema.typed("pretrain", c)
 
   devices = jax.devices()[:1]
   full = recipe.pretrain(config(tmp_path / "full"), devices=devices)
@@ -277,21 +278,19 @@ def test_committed_default_model_loads_and_reproduces_its_card():
   """The committed assets load through the normal loader and score as their card says."""
   import jax
 
-  from icl_ft import config_blocks
+  from icl_ft.config import schema
   from icl_ft.pretrain import recipe
   from icl_ft import sharding
   from icl_ft.model import loader
 
-  cfg = config_blocks.model_config("tiny_default")
-  cfg.checkpoint = "default"
-  cfg.tokenizer = "default"
+  cfg = schema.ModelConfig(preset="tiny_default", checkpoint="default", tokenizer="default")
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   model, tokenizer = loader.load_model(cfg, mesh)
   card = json.loads((loader.ASSETS_DIR / "card.json").read_text())
   assert card["model"] == "tiny_default" and model.config.name == "tiny_default"
   assert card["tokens_seen"] == card["steps"] * card["batch_size"] * card["seq_len"]
   # The card was made by configs/pretrain_tiny.py: same corpus and held-out episodes.
-  pretrain_config = config_blocks.config_module("pretrain_tiny").get_config()
+  pretrain_config = schema.typed("pretrain", train_setup.config_file("pretrain_tiny").get_config())
   params = recipe.corpus_params(pretrain_config)
   recorded = card["corpus"]["params"]
   now = json.loads(json.dumps(dataclasses.asdict(params)))

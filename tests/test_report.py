@@ -150,10 +150,10 @@ def test_markdown_tables(results_file):
 
 
 def test_one_condition_order_and_colour_for_every_table_and_figure():
-  from icl_ft import study
+  from icl_ft.config import schema
 
   # The study's conditions are a sub-sequence of the one order (no_knowledge after pretrained).
-  assert [c for c in report.CONDITION_ORDER if c in study.CONDITIONS] == list(study.CONDITIONS)
+  assert [c for c in report.CONDITION_ORDER if c in schema.STUDY_CONDITIONS] == list(schema.STUDY_CONDITIONS)
   assert report.CONDITION_ORDER[:3] == ("pretrained", "no_knowledge", "icl")
   assert set(report.CONDITION_COLORS) == set(report.CONDITION_ORDER)
   assert len(set(report.CONDITION_COLORS.values())) == len(report.CONDITION_COLORS)

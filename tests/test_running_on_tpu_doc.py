@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from icl_ft import config_checks
+from icl_ft.config import checks
 from icl_ft.scale import fit
 from icl_ft.scale import topologies
 from tests.test_configs import CONFIGS, _load
@@ -55,7 +55,7 @@ def test_every_named_config_loads_and_validates():
   configs = _configs()
   assert len(configs) >= 10
   for c in configs:
-    assert config_checks.validate(c) is not None
+    assert checks.validate(c) is not None
 
 
 def test_every_config_flag_is_a_field():

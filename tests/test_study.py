@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 import train_setup
 
-from icl_ft import config_blocks
 from icl_ft import fileio
 from icl_ft import sharding
+from icl_ft.config import checks
+from icl_ft.config import schema
 from icl_ft.evaluation import report
-from icl_ft import study
+from icl_ft.study import finetuning as study_ft
+from icl_ft.study import outputs as study_outputs
+from icl_ft.study import plan as study_plan
+from icl_ft.study import run as study_run
 from icl_ft.bin import study as study_bin
 from icl_ft.datasets import records
 from icl_ft.model import loader
@@ -27,7 +31,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _study_config(variant: str = "micro", **overrides):
-  return train_setup.apply_overrides(config_blocks.config_module("study").get_config(variant),
+  return train_setup.apply_overrides(train_setup.config_file("study").get_config(variant),
                                      overrides)
 
 
@@ -39,15 +43,14 @@ def _cache_dir(tmp_path_factory) -> str:
 def _standin_assets(root: Path) -> Path:
   """A stand-in for icl_ft/assets/tiny: a fresh `tiny_default` model and a 1024-piece tokenizer."""
   from icl_ft.model import checkpoints
-  from icl_ft import config_blocks
   from icl_ft.datasets import registry
 
   if not (root / "tokenizer.model").is_file():
-    study.train_tokenizer([registry.generate("syllogisms", "small")], 1024,
+    study_ft.train_tokenizer([registry.generate("syllogisms", "small")], 1024,
                           root / "tokenizer.model")
   if not (root / "params").is_dir():
-    mesh, rules = sharding.mesh_from_config(config_blocks.mesh_config())
-    model, _ = loader.load_model(config_blocks.model_config(loader.DEFAULT_PRESET), mesh, rules)
+    mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
+    model, _ = loader.load_model(schema.ModelConfig(preset=loader.DEFAULT_PRESET), mesh, rules)
     checkpoints.save_params(root / "params", model)
   return root
 
@@ -70,7 +73,7 @@ def micro(tmp_path_factory):
       config = _study_config(results_dir=str(shared / "results"),
                              compilation_cache_dir=_cache_dir(tmp_path_factory))
     assert config.model.checkpoint == str(assets / "params")
-    return config, study.run_study(config)
+    return config, study_run.run_study(schema.typed("study", config))
 
 
 @contextlib.contextmanager
@@ -99,14 +102,14 @@ def test_micro_study_writes_every_output(micro):
   rows = json.loads((run_dir / "summary.json").read_text())
   assert rows == result.rows and all(set(r) == ROW_KEYS for r in rows)
   got = {(r["dataset"], r["condition"]) for r in rows}
-  want = {("syllogisms", c) for c in study.CONDITIONS}
+  want = {("syllogisms", c) for c in schema.STUDY_CONDITIONS}
   assert got == want
   # Every condition is scored on the same questions: the dataset's test set.
   ds = records.read_dataset(run_dir / "data" / "syllogisms")
   assert all(r["n"] == len(ds.tests[r["split"]]) for r in rows)
   # Per-condition evaluation directories, as icl-ft-eval writes them.
   for name, condition in want:
-    run = condition if condition in study.NO_CONTEXT_BASE else f"{condition}_s0"
+    run = condition if condition in study_plan.NO_CONTEXT_BASE else f"{condition}_s0"
     d = run_dir / "eval" / name / run
     assert {"questions.jsonl", "summary.json", "table.md", "run.json"} <= {p.name for p in d.iterdir()}
   table = (run_dir / "table.md").read_text()
@@ -115,9 +118,9 @@ def test_micro_study_writes_every_output(micro):
   assert header == ("| dataset | split | pretrained | no_knowledge | icl | ft | ft_split | "
                     "ft_aug_local | ft_aug_global | ft_aug_all | chance |")
   # The contamination check, from the same pooled rows.
-  check = study.knowledge_check(result.table_rows)
+  check = study_outputs.knowledge_check(result.table_rows)
   assert [(c["dataset"], c["split"]) for c in check] == [("syllogisms", "syllogism")]
-  assert study.knowledge_text(check) in table
+  assert report.knowledge_text(check) in table
   # no_knowledge scored the same questions over fresh words.
   scored = records.read_dataset(run_dir / "eval" / "syllogisms" / "no_knowledge" / "relabelled"
                                 / "syllogisms")
@@ -182,7 +185,7 @@ def test_rerun_resumes_and_a_removed_marker_reruns_only_that_stage(micro):
   marker = first.run_dir / "stages" / "eval__syllogisms__ft_s0.json"
   with _locked(Path(config.results_dir).parent):  # no other worker resumes meanwhile
     marker.unlink()
-    again = study.run_study(config)
+    again = study_run.run_study(schema.typed("study", config))
   redone = [s.key for s in again.stages if not s.resumed and s.kind != "report"]
   assert redone == ["eval/syllogisms/ft_s0"]
   assert again.rows == first.rows
@@ -204,8 +207,9 @@ def test_aug_all_is_exactly_what_augment_all_samples(micro):
   parts = [records.read_dataset(run_dir / "data" / f"syllogisms_aug_{s}_s0")
            for s in ("local", "global")]
   assert merged.train == ds.train + parts[0].train[len(ds.train):] + parts[1].train[len(ds.train):]
-  mesh, rules = sharding.mesh_from_config(config.mesh)
-  model, tokenizer = loader.load_model(config.model, mesh, rules)
+  typed = schema.typed("study", config)
+  mesh, rules = sharding.mesh_from_config(typed.mesh)
+  model, tokenizer = loader.load_model(typed.model, mesh, rules)
   params = sampling.SamplingParams(max_new_tokens=config.augment.max_new_tokens,
                                    temperature=config.augment.temperature,
                                    top_p=config.augment.top_p, seed=0)
@@ -225,7 +229,7 @@ def test_other_settings_under_the_same_run_are_refused(micro):
   # Under the shared lock: another worker resuming the micro study holds the run directory.
   with _locked(Path(config.results_dir).parent), pytest.raises(
       ValueError, match=r"different settings \(train.steps: 3 != 4\)"):
-    study.run_study(changed)
+    study_run.run_study(schema.typed("study", changed))
 
 
 def _record(dataset, split, condition, subset, correct, qid):
@@ -259,7 +263,7 @@ def test_report_arithmetic_per_seed_and_pooled(tmp_path):
   finetuning = [{"dataset": "d", "condition": c, "seed": 0, "steps": 5, "batch_size": 8,
                  "seq_len": sl, "loss_tokens_seen": t, "epochs": e}
                 for c, sl, t, e in (("ft", 256, 400, 40.0), ("ft_split", 128, 200, 19.0))]
-  rows, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds}, evals, finetuning,
+  rows, pooled, table = study_outputs.write_report(tmp_path, ["d"], {"d": ds}, evals, finetuning,
                                            {}, figure=True)
   assert [(r["seed"], r["accuracy"], r["n"]) for r in rows] == [(0, 0.5, 4), (1, 0.5, 4)]
   assert rows[0]["se"] == pytest.approx(0.25) and rows[1]["se"] == pytest.approx(0.25)
@@ -283,7 +287,7 @@ def test_report_orders_conditions_by_the_one_order(tmp_path):
     d.mkdir()
     (d / "questions.jsonl").write_text(json.dumps(_record("d", "s", condition, "a", True, "q")) + "\n")
     evals.append(("d", condition, 0, d))
-  _, pooled, table = study.write_report(tmp_path, ["d"], {"d": ds},
+  _, pooled, table = study_outputs.write_report(tmp_path, ["d"], {"d": ds},
                                         evals, [], {}, figure=False)
   assert [r["condition"] for r in pooled] == ["icl", "ft", "ft_aug_local"]
   assert "| dataset | split | icl | ft | ft_aug_local | chance |" in table
@@ -297,18 +301,18 @@ def test_knowledge_check_and_its_table():
   rows = [row("a", "pretrained", 0.5, 0.1), row("a", "no_knowledge", 0.3, 0.05),
           row("b", "pretrained", 0.8, 0.05), row("b", "no_knowledge", 0.3, 0.05),
           row("c", "pretrained", 0.4, 0.1), row("c", "icl", 0.9, 0.1)]
-  check = study.knowledge_check(rows)
+  check = study_outputs.knowledge_check(rows)
   assert [(c["split"], c["within_2se"]) for c in check] == [("a", True), ("b", False)]
   # |0.5 - 0.3| = 0.2 <= 2 sqrt(0.1^2 + 0.05^2) = 0.224; |0.8 - 0.3| = 0.5 > 2 sqrt(2) 0.05
   assert check[0]["difference"] == pytest.approx(0.2)
   assert check[0]["se"] == pytest.approx(math.sqrt(0.0125))
-  text = study.knowledge_text(check)
+  text = report.knowledge_text(check)
   assert "| d | a | 0.500 | 0.300 | +0.200 | 0.224 | yes |" in text
   assert "| d | b | 0.800 | 0.300 | +0.500 | 0.141 | **no** |" in text
   assert "on 1 of 2 splits." in text
-  assert study.knowledge_text([]) == "" and study.knowledge_check(rows[4:]) == []
-  assert study.context_shards_text({"x": 0}) == ""
-  assert "): celebrities 3." in study.context_shards_text({"celebrities": 3, "x": 0})
+  assert report.knowledge_text([]) == "" and study_outputs.knowledge_check(rows[4:]) == []
+  assert report.context_shards_text({"x": 0}) == ""
+  assert "): celebrities 3." in report.context_shards_text({"celebrities": 3, "x": 0})
 
 
 def test_finetuning_table_formats_numbers():
@@ -329,7 +333,7 @@ def test_finetuning_table_formats_numbers():
 def test_bad_config_is_one_error_line_and_writes_nothing(tmp_path, capsys, field, value, message):
   config = _study_config(results_dir=str(tmp_path / "results"), **{field: value})
   with pytest.raises(ValueError, match=message):
-    study.check_config(config)
+    checks.study_plan(schema.typed("study", config))
   assert study_bin.execute(config) == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: ")
@@ -341,9 +345,9 @@ def test_ft_split_only_for_multi_sentence_documents():
 
   reversals = registry.generate("simple_reversals", "small")
   syllogisms = registry.generate("syllogisms", "small")
-  assert study.applicable(study.CONDITIONS, syllogisms) == list(study.CONDITIONS)
-  assert study.applicable(study.CONDITIONS, reversals) == [
-      c for c in study.CONDITIONS if c != "ft_split"]
+  assert study_plan.applicable(schema.STUDY_CONDITIONS, syllogisms) == list(schema.STUDY_CONDITIONS)
+  assert study_plan.applicable(schema.STUDY_CONDITIONS, reversals) == [
+      c for c in schema.STUDY_CONDITIONS if c != "ft_split"]
 
 
 def test_steps_from_epochs():
@@ -351,19 +355,19 @@ def test_steps_from_epochs():
   stats = {"tokens_per_epoch": 1000}
   config.train.steps, config.train.epochs = 0, 10.0
   rows = config.train.batch_size * config.train.seq_len * 0.95
-  assert study.finetuning_steps(config.train, stats) == math.ceil(10 * 1000 / rows)
+  assert study_ft.finetuning_steps(schema.typed("study", config).train, stats) == math.ceil(10 * 1000 / rows)
   config.train.steps = 7
-  assert study.finetuning_steps(config.train, stats) == 7
+  assert study_ft.finetuning_steps(schema.typed("study", config).train, stats) == 7
 
 
 def test_default_and_full_configs():
   default = _study_config("")
-  names, conditions, seeds = study.check_config(default)
+  names, conditions, seeds = checks.study_plan(schema.typed("study", default))
   assert names == ["simple_reversals", "syllogisms", "celebrities", "semantic_structure"]
-  assert conditions == list(study.CONDITIONS) and seeds == [0]
+  assert conditions == list(schema.STUDY_CONDITIONS) and seeds == [0]
   assert default.scale == "small"
   full = _study_config("full")
-  assert study.check_config(full)[1:] == (list(study.CONDITIONS), [0, 1, 2])
+  assert checks.study_plan(schema.typed("study", full))[1:] == (list(schema.STUDY_CONDITIONS), [0, 1, 2])
   with pytest.raises(ValueError, match="unknown study variant"):
     _study_config("huge")
   assert math.isfinite(default.train.learning_rate)
@@ -372,9 +376,9 @@ def test_default_and_full_configs():
 
 def test_gemma3_270m_config():
   config = _study_config("gemma3_270m")
-  assert study.check_config(config)[:2] == (
+  assert checks.study_plan(schema.typed("study", config))[:2] == (
       ["simple_reversals", "syllogisms", "celebrities", "semantic_structure"],
-      list(study.CONDITIONS))
+      list(schema.STUDY_CONDITIONS))
   m = config.model
   assert (m.preset, m.checkpoint, m.tokenizer, m.dtype) == (
       "gemma3_270m", "gemma3_270m", "gemma3_270m", "float32")
@@ -385,16 +389,16 @@ def test_gemma3_270m_config():
 def test_default_model_config_uses_the_loaders_assets(tmp_path, monkeypatch):
   assets = tmp_path / "tiny"
   monkeypatch.setattr(loader, "ASSETS_DIR", assets)
-  fresh = study.default_model_config()  # nothing installed: a fresh `tiny`, no tokenizer
+  fresh = study_plan.default_model_config()  # nothing installed: a fresh `tiny`, no tokenizer
   assert (fresh.preset, fresh.checkpoint, fresh.tokenizer) == ("tiny", "", "")
   (assets / "params").mkdir(parents=True)
-  assert study.default_model_config().preset == "tiny"  # params without a tokenizer
+  assert study_plan.default_model_config().preset == "tiny"  # params without a tokenizer
   (assets / "tokenizer.model").write_bytes(b"")
-  cfg = study.default_model_config()
+  cfg = study_plan.default_model_config()
   assert (cfg.preset, cfg.checkpoint, cfg.tokenizer, cfg.checkpoint_format) == (
       "tiny_default", str(assets / "params"), str(assets / "tokenizer.model"), "icl_ft")
-  assert _study_config("").model.to_dict() == cfg.to_dict()
-  assert _study_config("micro").model.to_dict() == cfg.to_dict()
+  assert _study_config("").model.to_dict() == schema.plain(cfg)
+  assert _study_config("micro").model.to_dict() == schema.plain(cfg)
 
 
 def test_portable_paths(tmp_path, monkeypatch):
@@ -442,9 +446,9 @@ def test_keep_checkpoints_false_deletes_scored_finetuned_weights(micro, tmp_path
   config.conditions = "ft"
   config.figure = False
   config.train.keep_checkpoints = False
-  first = study.run_study(config)
+  first = study_run.run_study(schema.typed("study", config))
   workdir = tmp_path / config.run / "train" / "syllogisms" / "ft_s0"
   assert (workdir / "metrics.jsonl").is_file() and not (workdir / "checkpoints").exists()
   assert [r["condition"] for r in first.rows] == ["ft"]
-  again = study.run_study(config)
+  again = study_run.run_study(schema.typed("study", config))
   assert all(s.resumed for s in again.stages if s.kind != "report") and again.rows == first.rows

@@ -11,6 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
+from icl_ft.config import schema
 from icl_ft.model import checkpoints
 from icl_ft.train import checkpoints as train_checkpoints
 from icl_ft import sharding
@@ -30,12 +31,7 @@ import train_setup
 
 
 def _opt_cfg(**kw):
-  from configs import train as train_cfg
-
-  cfg = train_cfg.get_config("tiny").optimizer
-  for k, v in kw.items():
-    cfg[k] = v
-  return cfg
+  return dataclasses.replace(schema.OptimizerConfig(), **kw)
 
 
 def test_argmax_first_maximum_and_accuracy_count():
@@ -151,7 +147,7 @@ def test_sharded_training_matches_single_device(tmp_path, data):
     config = train_setup.train_config(str(tmp_path / name), data_dir, tok, steps=3,
                                       checkpoint__every=0)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = sizes
-    results[name] = loop.train(config, devices=devices)
+    results[name] = loop.train(schema.typed("train", config), devices=devices)
   one, mesh = results["one"], results["mesh"]
   assert mesh.compiles == 1 and one.compiles == 1  # one executable, no retrace
   assert [r["batch_hash"] for r in one.records] == [r["batch_hash"] for r in mesh.records]
@@ -194,7 +190,7 @@ def test_finetuning_learns_simple_reversal_facts(tmp_path, data):
   config = train_setup.train_config(str(tmp_path / "run"), data_dir, tok, steps=30,
                                     checkpoint__every=0, optimizer__warmup_steps=5,
                                     optimizer__learning_rate=3e-3, log__batch_ids=False)
-  result = loop.train(config, devices=_one())
+  result = loop.train(schema.typed("train", config), devices=_one())
   losses = [r["loss"] for r in result.records]
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
   questions = _forward_questions(data_dir)
@@ -217,7 +213,7 @@ def test_eval_hook_and_final_checkpoint(tmp_path, data):
   config = train_setup.train_config(str(tmp_path / "run"), data_dir, tok, steps=4,
                                     checkpoint__every=3, eval__dataset_dir=data_dir,
                                     eval__every=2, eval__num_batches=2)
-  result = loop.train(config, devices=_one())
+  result = loop.train(schema.typed("train", config), devices=_one())
   evals = [r for r in result.records if "eval_loss" in r]
   assert [r["step"] for r in evals] == [2, 4]
   assert all(np.isfinite(r["eval_loss"]) and r["eval_tokens"] > 0 for r in evals)
@@ -231,7 +227,7 @@ def test_eval_hook_and_final_checkpoint(tmp_path, data):
   checkpoints.restore_params(result.checkpoint_dir, target)
   assert _max_diff(_params(target), _params(result.model)) == 0.0
   # Re-running a finished run trains nothing and returns the checkpointed state.
-  again = loop.train(config, devices=_one())
+  again = loop.train(schema.typed("train", config), devices=_one())
   assert again.start_step == 4 and again.records == [] and again.compiles == 0
   assert _max_diff(_params(again.model), _params(result.model)) == 0.0
 

@@ -7,13 +7,25 @@ test_multihost.py import it (pytest puts tests/ on sys.path).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
+import types
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_CONFIG = os.path.join(REPO, "configs", "train.py")
+CONFIGS_DIR = os.path.join(REPO, "configs")
+TRAIN_CONFIG = os.path.join(CONFIGS_DIR, "train.py")
+
+
+def config_file(name: str) -> types.ModuleType:
+  """The repository's configs/<name>.py, loaded by path (as absl's config_flags does)."""
+  spec = importlib.util.spec_from_file_location(f"icl_ft_configs_{name}",
+                                                os.path.join(CONFIGS_DIR, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def read_scalars(directory: str | os.PathLike[str]) -> list[tuple[int, dict[str, float]]]:
@@ -84,9 +96,7 @@ def tiny_vocab_size() -> int:
 
 def train_config(workdir: str, data_dir: str, tok_path: str, **overrides: Any):
   """configs/train.py:tiny for the small data, fast settings; `a__b=v` sets config.a.b = v."""
-  from icl_ft import config_blocks
-
-  config = config_blocks.config_module("train").get_config("tiny")
+  config = config_file("train").get_config("tiny")
   config.workdir = workdir
   config.model.tokenizer = tok_path
   config.data.dataset_dir = data_dir

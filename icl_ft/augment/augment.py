@@ -288,7 +288,7 @@ def run(config: Any) -> tuple[Any, records.Dataset]:
                               prefill_chunk=int(config.prefill_chunk))
   card = dict(augmented.card)
   card["augmentation"] = {**card["augmentation"], "source_dir": str(config.dataset_dir),
-                          "model": {k: config.model[k] for k in ("preset", "checkpoint",
+                          "model": {k: getattr(config.model, k) for k in ("preset", "checkpoint",
                                                                    "checkpoint_format",
                                                                    "tokenizer")}}
   augmented = dataclasses.replace(augmented, card=card)

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from icl_ft.augment import augment
 from icl_ft.bin import cli
+from icl_ft.config import schema
 
 
 def execute(config: Any) -> int:
-  """Runs `augment.run(config)`; failures are one `error:` line on stderr and status 1."""
-  from icl_ft.augment import augment  # pylint: disable=g-import-not-at-top
-
+  """Runs `augment.run` on the typed config; failures are one `error:` line on stderr and status 1."""
   try:
-    directory, dataset = augment.run(config)
+    directory, dataset = augment.run(schema.typed("augment", config))
   except (ValueError, OSError, ImportError, TypeError, KeyError) as e:
     return cli.fail(e)
   info = dataset.card["augmentation"]
@@ -30,7 +30,6 @@ def execute(config: Any) -> int:
         f"{info['counts']['generated_documents']} generated documents; audit {audit['counts']} "
         f"(precision {audit['precision']})")
   return 0
-
 
 def run() -> None:
   """Console-script entry point (`icl-ft-augment`)."""

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ml_collections
+
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
@@ -68,10 +70,22 @@ def _config_fields(node: Any, prefix: str = "") -> list[str]:
   return lines
 
 
-def help_text(doc: str, config_file: str, argv: list[str]) -> str:
+def _load_config(path: str, arg: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file `path` (as given, else under this checkout's root)."""
+  candidates = [Path(path), Path(__file__).resolve().parents[2] / path]
+  found = next(c for c in candidates if c.is_file())
+  module_spec = importlib.util.spec_from_file_location("icl_ft_help_config", found)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def help_text(doc: str, config_file: str, argv: list[str],
+              default_config: Callable[[], ml_collections.ConfigDict] | None = None) -> str:
   """A binary's --help: what it does (its module docstring) and its config's fields.
 
-  The fields are those of the `--config` given in `argv`, else of `config_file`'s default.
+  The fields are those of the `--config` given in `argv`, else of `default_config()` (the
+  package's default), else of `config_file`'s default.
   """
   given = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   spec = given or config_file.split("[", 1)[0]
@@ -79,12 +93,10 @@ def help_text(doc: str, config_file: str, argv: list[str]) -> str:
   arg = "" if arg.startswith("<") else arg
   out = [(doc or "").strip(), ""]
   try:
-    candidates = [Path(path), Path(__file__).resolve().parents[2] / path]
-    found = next(c for c in candidates if c.is_file())
-    module_spec = importlib.util.spec_from_file_location("icl_ft_help_config", found)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
+    if given is None and default_config is not None:
+      config, path, arg = default_config(), f"the default config ({spec})", ""
+    else:
+      config = _load_config(path, arg)
   except Exception as e:  # pylint: disable=broad-except  # help must not fail on a bad config
     out.append(f"(config fields not shown: {spec}: {one_line(e)})")
   else:
@@ -186,16 +198,28 @@ def run_execute(execute: Callable[[Any], int], config: Any) -> int:
     return fail(f"{type(e).__name__}: {one_line(e)}")
 
 
-def run(execute: Callable[[Any], int], *, config_help: str, config_file: str) -> None:
+def _has_config_flag(argv: list[str]) -> bool:
+  return any(a == "--config" or a.startswith("--config=") for a in argv)
+
+
+def run(execute: Callable[[Any], int], *, config_help: str, config_file: str,
+        default_config: Callable[[], ml_collections.ConfigDict] | None = None) -> None:
   """Defines `--config`, parses argv, and exits with `execute(config)`'s status.
 
   `config_file` names the configs file in messages, e.g. "configs/train.py:<preset>".
+  `default_config`: the config without `--config` (built by the package, so an installed
+  binary needs no configs/ file); `--config.<field>=` overrides apply to it as to a file's.
   `--help` prints `help_text` (the binary module's docstring and its config's fields).
   """
   if any(a in HELP_FLAGS for a in sys.argv[1:]):
-    print(help_text(sys.modules[execute.__module__].__doc__ or config_help, config_file, sys.argv[1:]))
+    print(help_text(sys.modules[execute.__module__].__doc__ or config_help, config_file,
+                    sys.argv[1:], default_config))
     sys.exit(0)
-  holder = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+  if default_config is not None and not _has_config_flag(sys.argv[1:]):
+    holder = config_flags.DEFINE_config_dict("config", default_config(), config_help,
+                                             lock_config=True)
+  else:
+    holder = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
 
   def parse(argv: list[str]) -> list[str]:
     missing = config_file_error(argv)

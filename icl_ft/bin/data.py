@@ -17,25 +17,23 @@ stderr and leaves no partial dataset behind (the write is atomic).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from icl_ft.bin import cli
+from icl_ft.config import schema
 from icl_ft.datasets import celebrities
 from icl_ft.datasets import celebrities_original
 from icl_ft.datasets import records
 from icl_ft.datasets import registry
 
 
-def overrides(config: Any) -> dict[str, Any]:
+def overrides(config: schema.DataConfig) -> dict[str, Any]:
   """The `params` entries that are set (not None), as Params field overrides."""
-  params = config.get("params") or {}
-  items = params.items() if isinstance(params, Mapping) else params.to_dict().items()
-  return {k: v for k, v in items if v is not None}
+  return {k: v for k, v in config.params.items() if v is not None}
 
 
-def write(config: Any) -> Path:
+def write(config: schema.DataConfig) -> Path:
   """Generates the dataset described by `config` and writes it atomically; returns its directory.
 
   Raises ValueError / OSError / FileExistsError naming the problem; nothing is
@@ -58,11 +56,11 @@ def write(config: Any) -> Path:
     raise OSError(f"cannot write {target}: {e.strerror or e}") from e
 
 
-def build(config: Any) -> records.Dataset:
+def build(config: schema.DataConfig) -> records.Dataset:
   """The dataset `config` describes: generated, or (celebrities) the original release converted."""
   name = config.name
-  original = str(config.get("original_dir", "") or "")
-  context = int(config.get("icl_context_subsample", 0) or 0)
+  original = str(config.original_dir)
+  context = int(config.icl_context_subsample)
   if name != celebrities.NAME:
     for field, value in (("original_dir", original), ("icl_context_subsample", context)):
       if value:
@@ -79,15 +77,16 @@ def build(config: Any) -> records.Dataset:
   if context < 0:
     raise ValueError(f"config.icl_context_subsample must be >= 0 (0: every document), got {context}")
   if context:
-    splits = [s.strip() for s in str(config.get("icl_context_splits", "") or "").split(",") if s.strip()]
+    splits = [s.strip() for s in str(config.icl_context_splits).split(",") if s.strip()]
     dataset = celebrities.context_dataset(dataset, context, seed=config.seed, splits=splits)
   return dataset
 
 
 def execute(config: Any) -> int:
-  """`write(config)`, reporting success on stdout and failure as one `error:` line on stderr."""
+  """`write` of the typed config, reporting success on stdout and failure as one `error:` line
+  on stderr."""
   try:
-    directory = write(config)
+    directory = write(schema.typed("data", config))
   except (ValueError, OSError, ImportError) as e:
     return cli.fail(e)
   card = records.read_dataset(directory).card_with_counts()

@@ -24,37 +24,37 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
+from icl_ft import sharding
 from icl_ft.bin import cli
+from icl_ft.config import checks
+from icl_ft.config import schema
+from icl_ft.evaluation import evaluate
+from icl_ft.evaluation import report
+from icl_ft.scale import dry_run
+from icl_ft.train import loop
 
 
 def execute(config: Any) -> int:
-  """Runs `evaluate.evaluate(config)`; failures are one `error:` line on stderr and status 1."""
-  from icl_ft import config_checks  # pylint: disable=g-import-not-at-top
-  from icl_ft.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from icl_ft.evaluation import report  # pylint: disable=g-import-not-at-top
-  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-
-  dry = bool(config.get("dry_run", False))
+  """Runs `evaluate.evaluate` on the typed config; failures are one `error:` line on stderr and
+  status 1."""
   try:
+    config = schema.typed("eval", config)
     # Before anything touches the devices (ICL_FT_MULTIHOST=1 or multihost.initialize).
-    sharding.initialize_distributed(config.get("multihost", None))
-    config_checks.validate_eval(config, require_inputs=not dry)
-    if dry:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
-      from icl_ft.scale import dry_run  # pylint: disable=g-import-not-at-top
-
+    sharding.initialize_distributed(config.multihost)
+    checks.validate_eval(config, require_inputs=not config.dry_run)
+    if config.dry_run:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
       dry_run.run(config, "eval")
       return 0
     result = evaluate.evaluate(config)
   except (ValueError, OSError, ImportError, TypeError, KeyError) as e:
     return cli.fail(e)
-  import jax  # pylint: disable=g-import-not-at-top
-
   if jax.process_index() == 0:
     print(report.markdown_table(result.rows), end="")
     print(f"scored {result.scored} questions ({result.skipped} already done) in "
           f"{result.seconds:.1f} s; results in {result.run_dir}")
   return 0
-
 
 def run() -> None:
   """Console-script entry point (`icl-ft-eval`)."""

@@ -14,15 +14,15 @@ import json
 from typing import Any
 
 from icl_ft.bin import cli
+from icl_ft.config import schema
+from icl_ft.pretrain import recipe
+from icl_ft.train import loop
 
 
 def execute(config: Any) -> int:
-  """Runs `icl_ft.pretrain.recipe.pretrain(config)` and prints the held-out accuracies."""
-  from icl_ft.pretrain import recipe  # pylint: disable=g-import-not-at-top
-  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
-
+  """Runs `icl_ft.pretrain.recipe.pretrain` on the typed config and prints the held-out accuracies."""
   try:
-    card = recipe.pretrain(config)
+    card = recipe.pretrain(schema.typed("pretrain", config))
   except (loop.NonFiniteLossError, ValueError, OSError) as e:
     return cli.fail(e)
   print(json.dumps({"steps": card["steps"], "tokens_seen": card["tokens_seen"],
@@ -30,7 +30,6 @@ def execute(config: Any) -> int:
                     "heldout_in_context": {k: v["accuracy"]
                                            for k, v in card["heldout_in_context"].items()}}))
   return 0
-
 
 def run() -> None:
   """Console-script entry point (`icl-ft-pretrain`)."""

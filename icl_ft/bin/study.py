@@ -1,12 +1,13 @@
 """icl-ft-study: the controlled study end to end (the main job); resumes when re-run.
 
-  icl-ft-study                                    # configs/study.py: every dataset, small scale
+  icl-ft-study                                    # the default config (= configs/study.py): every
+                                                  # dataset, small scale; no file needed
   icl-ft-study --config=configs/study.py:full     # 3 seeds, longer finetuning
   icl-ft-study --config=configs/study.py:micro    # a smoke run in about a minute
   icl-ft-study [--config=configs/study.py] --config.run=NAME [--config.<field>=VALUE]
 
 Writes `<results_dir>/<run>/` (data/, train/, eval/, summary.json, table.md, figure.png,
-study.json; see icl_ft/study.py), prints a line per stage and, at the end, the table.
+study.json; see icl_ft/study/), prints a line per stage and, at the end, the table.
 
 Exit status: 0 done; 1 bad input (one `error: ...` line on stderr: unknown dataset, condition
 or parameter, a run directory holding other settings, a context that cannot fit) or a failed
@@ -15,22 +16,26 @@ run; 2 bad flags.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-from icl_ft.bin import cli
+import ml_collections
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "study.py"
+from icl_ft.bin import cli
+from icl_ft.config import schema
+from icl_ft.study import plan
+from icl_ft.study import run as study_run
+from icl_ft.train import loop
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The study's default config (what configs/study.py builds without a variant)."""
+  return schema.as_config_dict(plan.default_config())
 
 
 def execute(config: Any) -> int:
-  """Runs `study.run_study(config)`; failures are one `error:` line on stderr and status 1."""
-  from icl_ft import study  # pylint: disable=g-import-not-at-top
-  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
-
+  """Runs `run_study` on the typed `config`; failures are one `error:` line on stderr and status 1."""
   try:
-    result = study.run_study(config)
+    result = study_run.run_study(schema.typed("study", config))
   except (loop.NonFiniteLossError, ValueError, OSError, ImportError, TypeError, KeyError) as e:
     return cli.fail(e)
   print(result.table, end="")
@@ -39,11 +44,9 @@ def execute(config: Any) -> int:
 
 
 def run() -> None:
-  """Console-script entry point (`icl-ft-study`); no --config means configs/study.py."""
-  if not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
-    sys.argv.insert(1, f"--config={DEFAULT_CONFIG}")
-  cli.run(execute, config_help="Study config: configs/study.py[:full|micro].",
-          config_file="configs/study.py[:variant]")
+  """Console-script entry point (`icl-ft-study`); no --config means the package's default config."""
+  cli.run(execute, config_help="Study config: configs/study.py[:full|micro|gemma3_270m].",
+          config_file="configs/study.py[:variant]", default_config=default_config)
 
 
 if __name__ == "__main__":

@@ -19,39 +19,38 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
+from icl_ft import sharding
 from icl_ft.bin import cli
+from icl_ft.config import checks
+from icl_ft.config import schema
+from icl_ft.scale import dry_run
+from icl_ft.train import loop
 
 
 def execute(config: Any, **train_kwargs: Any) -> int:
-  """Runs `loop.train(config, **train_kwargs)`; failures: one `error:` line on stderr, status 1."""
-  # Multi-host initialization must come before anything touches the devices (even imports
-  # that query them), so it runs first, here as well as inside train().
-  from icl_ft import sharding  # pylint: disable=g-import-not-at-top
-  from icl_ft.train import loop  # pylint: disable=g-import-not-at-top
-
-  from icl_ft import config_checks  # pylint: disable=g-import-not-at-top
-
-  dry = bool(config.get("dry_run", False))
+  """Runs `loop.train(config, **train_kwargs)` on the typed config; failures: one `error:` line
+  on stderr, status 1."""
   try:
-    sharding.initialize_distributed(config.get("multihost", None))
-    config_checks.validate_train(config, require_inputs=not dry)
-    if dry:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
-      from icl_ft.scale import dry_run  # pylint: disable=g-import-not-at-top
-
+    config = schema.typed("train", config)
+    # Multi-host initialization must come before anything touches the devices, so it runs
+    # first, here as well as inside train().
+    sharding.initialize_distributed(config.multihost)
+    checks.validate_train(config, require_inputs=not config.dry_run,
+                          check_paths=not config.dry_run)
+    if config.dry_run:  # compile only: memory and FLOPs per device, exit 1 if it does not fit
       dry_run.run(config, "train")
       return 0
     result = loop.train(config, **train_kwargs)
   except (loop.NonFiniteLossError, ValueError, OSError, ImportError, TypeError) as e:
     return cli.fail(e)
-  import jax  # pylint: disable=g-import-not-at-top
-
   if jax.process_index() == 0:
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
     where = result.checkpoint_dir or "(no checkpoints)"
     resumed = f" (resumed from step {result.start_step})" if result.start_step else ""
     print(f"trained to step {result.step}{resumed}: final loss {loss}; checkpoints in {where}")
   return 0
-
 
 def run() -> None:
   """Console-script entry point (`icl-ft-train`)."""

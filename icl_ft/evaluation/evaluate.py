@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +86,6 @@ class EvalResult:
   stats: dict[str, Any]
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-  if cfg is None:
-    return default
-  if isinstance(cfg, Mapping) or hasattr(cfg, "get"):  # dict, ml_collections.ConfigDict
-    return cfg.get(name, default)
-  return getattr(cfg, name, default)
-
-
 def parse_list(value: Any) -> list[str]:
   """A comma-separated string (or a sequence) as a list of non-empty stripped items."""
   if value is None:
@@ -116,7 +108,7 @@ def check_condition(condition: str, checkpoint: str) -> None:
 
 
 def prompt_format(config: Any) -> prompts.PromptFormat:
-  return prompts.PromptFormat(chat=bool(_get(_get(config, "prompt"), "chat", False)))
+  return prompts.PromptFormat(chat=bool(config.prompt.chat))
 
 
 def load_datasets(dirs: Sequence[str], splits: Sequence[str]
@@ -158,12 +150,12 @@ def load_datasets(dirs: Sequence[str], splits: Sequence[str]
 def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str]],
                  splits: Sequence[str]) -> dict[str, Any]:
   """The settings that determine the scores (stored in run.json, compared on resume)."""
-  model = _get(config, "model")
-  icl = _get(config, "icl")
+  model = config.model
+  icl = config.icl
   weights = loader.weights_info(model)  # named GGUF weights: their quantization
   return {
       "condition": config.condition,
-      "model": {k: _get(model, k) for k in ("preset", "checkpoint", "checkpoint_format",
+      "model": {k: getattr(model, k) for k in ("preset", "checkpoint", "checkpoint_format",
                                              "tokenizer", "seed", "dtype", "param_dtype")},
       **({"weights": weights} if weights else {}),
       "datasets": [{"dir": os.path.abspath(d), "name": n, "seed": ds.card.get("seed"),
@@ -171,18 +163,18 @@ def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str
                    for n, ds, d in datasets],
       "splits": list(splits),
       "prompt": dataclasses.asdict(prompt_format(config)),
-      "icl": ({"subsample": int(_get(icl, "subsample", 1)), "seed": int(_get(icl, "seed", 0)),
-               "shards": bool(_get(icl, "shards", True))}
+      "icl": ({"subsample": int(icl.subsample), "seed": int(icl.seed),
+               "shards": bool(icl.shards)}
               if contexts.uses_documents(config.condition) else None),
       **({"no_knowledge": {"seed": no_knowledge_seed(config)}}
          if config.condition == relabel.CONTROL else {}),
-      "metric": _get(_get(config, "scoring"), "metric", "sum"),
+      "metric": config.scoring.metric,
   }
 
 
 def no_knowledge_seed(config: Any) -> int:
   """The seed of the `no_knowledge` fresh-word mapping (config.no_knowledge.seed)."""
-  return int(_get(_get(config, "no_knowledge"), "seed", 0))
+  return int(config.no_knowledge.seed)
 
 
 def _done_keys(path: Path, truncate_partial: bool) -> set[tuple[str, str, str]]:
@@ -281,28 +273,28 @@ def evaluate(config: Any) -> EvalResult:
   the same run is refused at once.
   """
 
-  run_dir = Path(_get(config, "results_dir", "results")) / str(_get(config, "run", ""))
-  if not _RUN_NAME.match(str(_get(config, "run", ""))):
-    return _evaluate(config)  # refused there, before anything is created
+  run_dir = Path(config.results_dir) / str(config.run)
+  if not _RUN_NAME.match(str(config.run)):
+    return _evaluate(config, run_dir)  # refused there, before anything is created
   with fileio.run_dir_lock(run_dir, "evaluation run", enabled=jax.process_index() == 0):
-    return _evaluate(config)
+    return _evaluate(config, run_dir)
 
 
-def _evaluate(config: Any) -> EvalResult:
-  """`evaluate` under the run directory's lock."""
+def _evaluate(config: Any, run_dir: Path) -> EvalResult:
+  """`evaluate` under the run directory's lock (`run_dir`: <results_dir>/<run>)."""
   start = time.perf_counter()
   condition = str(config.condition)
   model_cfg = config.model
-  check_condition(condition, _get(model_cfg, "checkpoint", ""))
-  run = str(_get(config, "run", ""))
+  check_condition(condition, model_cfg.checkpoint)
+  run = str(config.run)
   if not _RUN_NAME.match(run):
     raise ValueError(f"config.run must name the run (letters, digits, _.=+-), got {run!r}")
-  metric = _get(config.scoring, "metric", "sum")
+  metric = config.scoring.metric
   if metric not in scoring.METRICS:
     raise ValueError(f"unknown scoring metric {metric!r}; valid: {list(scoring.METRICS)}")
-  batch_size = int(_get(config.scoring, "batch_size", 32))
-  subsample = _get(config.icl, "subsample", 1)
-  seed = int(_get(config.icl, "seed", 0))
+  batch_size = int(config.scoring.batch_size)
+  subsample = config.icl.subsample
+  seed = int(config.icl.seed)
   prompts.subsample_documents([], subsample)  # validates the factor
   subsample = int(subsample)
   fmt = prompt_format(config)
@@ -313,11 +305,11 @@ def _evaluate(config: Any) -> EvalResult:
   if condition == relabel.CONTROL:  # the same questions over fresh words (icl_ft.datasets.relabel)
     loaded = [(n, relabel.relabel(ds, seed=no_knowledge_seed(config)), d) for n, ds, d in loaded]
   datasets = [(n, ds) for n, ds, _ in loaded]
-  shards = bool(_get(config.icl, "shards", True))
+  shards = bool(config.icl.shards)
 
-  if not _get(model_cfg, "tokenizer", ""):
+  if not model_cfg.tokenizer:
     raise ValueError("config.model.tokenizer is required (a SentencePiece .model file)")
-  checkpoint = _get(model_cfg, "checkpoint", "")
+  checkpoint = model_cfg.checkpoint
 
   if (checkpoint and not loader.is_named(checkpoint) and "://" not in checkpoint
       and not os.path.exists(checkpoint)):
@@ -329,10 +321,9 @@ def _evaluate(config: Any) -> EvalResult:
                                  shards)
              for name, ds in datasets}
 
-  run_dir = Path(_get(config, "results_dir", "results")) / run
   settings = run_settings(config, loaded, splits)
   run_file = run_dir / RUN_FILE
-  overwrite = bool(_get(config, "overwrite", False))
+  overwrite = bool(config.overwrite)
   if not overwrite:
     fileio.check_run_dir(run_dir, RUN_FILE, settings, "an evaluation run")
 
@@ -371,7 +362,7 @@ def _evaluate(config: Any) -> EvalResult:
                            "context_shards": {name: contexts.shard_count(budgets[name][0])
                                               for name, _ in datasets}}
   bar = tqdm(total=remaining, unit="q", dynamic_ncols=True,
-             disable=not (_get(config, "progress", True) and writer))
+             disable=not (config.progress and writer))
   out = open(questions_path, "a", encoding="utf-8") if writer else None
   try:
     for name, ds in datasets:
@@ -387,7 +378,7 @@ def _evaluate(config: Any) -> EvalResult:
         scorer = scoring.ContextScorer(
             model, tokenizer, context_ids=plan.context_ids, batch_size=batch_size,
             max_suffix_len=longest, max_len=max_len,
-            prefill_chunk=int(_get(config.scoring, "prefill_chunk", 1024)), metric=metric,
+            prefill_chunk=int(config.scoring.prefill_chunk), metric=metric,
             mesh=mesh, rules=rules)
         stats["prefill_s"] += scorer.stats["prefill_s"]
         shard = None if plan.questions is None else index
@@ -414,7 +405,7 @@ def _evaluate(config: Any) -> EvalResult:
   rows = sorted(report.summarize(results), key=lambda r: order[(r["dataset"], r["split"])])
   if writer:
     fileio.atomic_write(run_dir / SUMMARY_FILE, json.dumps(rows, indent=2) + "\n")
-    header = (f"Run `{run}`: condition `{condition}`, model `{_get(model_cfg, 'preset')}`"
+    header = (f"Run `{run}`: condition `{condition}`, model `{model_cfg.preset}`"
               f"{' from ' + repr(checkpoint) if checkpoint else ''}, metric `{metric}`"
               + (f", ICL subsample {subsample} (seed {seed})" if contexts.uses_documents(condition) else "")
               + "".join(f", {n}: {k} ICL context shards" for n, k in

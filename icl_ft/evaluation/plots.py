@@ -32,7 +32,7 @@ from icl_ft.evaluation import report
 
 QUESTIONS_FILE = "questions.jsonl"  # icl_ft.evaluation.evaluate.QUESTIONS_FILE (no JAX import here)
 SUMMARY_FILE = "summary.json"
-STUDY_FILE = "study.json"  # icl_ft.study.STUDY_FILE
+STUDY_FILE = "study.json"  # icl_ft.study.outputs.STUDY_FILE
 NOTEBOOK = Path("notebooks") / "analysis.ipynb"  # marks the repository root
 DPI = 150
 PANEL_INCHES = (2.7, 2.3)  # width, height of one panel

@@ -31,6 +31,9 @@ Per-question records are the lines of `results/<run>/questions.jsonl` (`icl_ft.e
 `pool_seeds` pools per-seed rows (summary.json of a study) into the same seeds-pooled rows:
 the counts add, so accuracy, se and chance equal `summarize` over the pooled records;
 subset_se needs the per-question records and is None there.
+
+The study's table notes (`context_shards_text`, `knowledge_text`) are here with the tables they
+annotate; that puts the module a little over ~450 lines.
 """
 
 from __future__ import annotations
@@ -438,3 +441,32 @@ def study_table(run: str, rows: Sequence[Mapping[str, Any]], seeds: Sequence[int
             "Per dataset, over its finetuned conditions:\n\n" + finetuning_note(finetuning)
             + "\n" + finetuning_table(finetuning))
   return out
+
+
+def context_shards_text(context_shards: Mapping[str, int]) -> str:
+  """The table's line naming the datasets whose ICL documents were split into shards."""
+  used = ", ".join(f"{n} {k}" for n, k in context_shards.items() if k)
+  if not used:
+    return ""
+  return ("\nICL context shards (the training documents did not fit the model's context; each "
+          f"question scored against a shard stating every fact it depends on): {used}.\n")
+
+
+def knowledge_text(checks: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
+  """table.md's contamination check: a row per split and the verdict over all of them."""
+  if not checks:
+    return ""
+  lines = ["", "Contamination check: `pretrained` within 2 SE of `no_knowledge` (the same "
+           "questions over fresh words; SE of the difference = sqrt(SE_pretrained² + "
+           "SE_no_knowledge²)):", "",
+           "| dataset | split | pretrained | no_knowledge | difference | 2 SE | within 2 SE |",
+           "|---|---|---:|---:|---:|---:|---|"]
+  for c in checks:
+    verdict = {True: "yes", False: "**no**", None: "n/a"}[c["within_2se"]]
+    lines.append(f"| {c['dataset']} | {c['split']} | {c['pretrained']:.{digits}f} | "
+                 f"{c['no_knowledge']:.{digits}f} | {c['difference']:+.{digits}f} | "
+                 f"{2 * c['se']:.{digits}f} | {verdict} |")
+  ok = sum(c["within_2se"] is True for c in checks)
+  lines += ["", f"`pretrained` within 2 SE of `no_knowledge` on {ok} of {len(checks)} splits"
+            + (" (every split)." if ok == len(checks) else ".")]
+  return "\n".join(lines) + "\n"

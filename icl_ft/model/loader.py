@@ -4,8 +4,7 @@ The one entry point the binaries and the training loop use to get a model from i
 (the Transformer itself is built by `icl_ft.model.builder`; the mesh and rules come from
 `icl_ft.sharding.mesh_from_config`).
 
-`model_cfg` is `icl_ft.config_blocks.model_config()` (an ml_collections ConfigDict, or any object
-with the same attributes):
+`model_cfg` is a model block, `icl_ft.config.schema.ModelConfig`:
 
   preset              name in icl_ft.model.config (e.g. "tiny", "gemma2_2b")
   checkpoint          "" = fresh init from `seed`; "default" = the committed tiny default
@@ -63,17 +62,17 @@ def is_named(checkpoint: str) -> bool:
 
 def weights_info(model_cfg: Any) -> dict[str, str] | None:
   """What results record about named GGUF weights (their quantization); None otherwise."""
-  name = _get(model_cfg, "checkpoint", "") or ""
+  name = model_cfg.checkpoint or ""
   return gguf_checkpoint.get(name).info() if gguf_checkpoint.is_named(name) else None
 
 
 def check_named_preset(model_cfg: Any) -> None:
   """Raises ValueError if a named checkpoint is configured with another preset than its own
   (one with the same shapes, e.g. tiny for default, would load it silently)."""
-  path = _get(model_cfg, "checkpoint", "") or ""
+  path = model_cfg.checkpoint or ""
   if not is_named(path):
     return
-  preset = _get(model_cfg, "preset", "")
+  preset = model_cfg.preset
   need = DEFAULT_PRESET if path == DEFAULT else gguf_checkpoint.get(path).preset
   if preset != need:
     raise ValueError(f"checkpoint {path!r} needs model preset {need!r}, not {preset!r} "
@@ -82,8 +81,8 @@ def check_named_preset(model_cfg: Any) -> None:
 
 def resolve_checkpoint(model_cfg: Any) -> tuple[str, str]:
   """(path, format) of the configured checkpoint, named ones ("default", GGUF) resolved."""
-  path = _get(model_cfg, "checkpoint", "") or ""
-  fmt = _get(model_cfg, "checkpoint_format", "icl_ft") or "icl_ft"
+  path = model_cfg.checkpoint or ""
+  fmt = model_cfg.checkpoint_format or "icl_ft"
   if not is_named(path):
     return path, fmt
   check_named_preset(model_cfg)
@@ -92,16 +91,10 @@ def resolve_checkpoint(model_cfg: Any) -> tuple[str, str]:
   return gguf_checkpoint.prepare(path).params, "gemma"
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-  if isinstance(cfg, Mapping):
-    return cfg.get(name, default)
-  return getattr(cfg, name, default)
-
-
 def model_config_from(model_cfg: Any) -> config_lib.ModelConfig:
   """The ModelConfig of the preset, with the dtype / param_dtype overrides applied."""
-  cfg = config_lib.get_preset(_get(model_cfg, "preset", "tiny"))
-  overrides = {k: _get(model_cfg, k) for k in ("dtype", "param_dtype") if _get(model_cfg, k)}
+  cfg = config_lib.get_preset(model_cfg.preset)
+  overrides = {k: getattr(model_cfg, k) for k in ("dtype", "param_dtype") if getattr(model_cfg, k)}
   for k in overrides:
     if not hasattr(cfg, k):
       raise ValueError(f"model config has no field {k!r} to override")
@@ -110,7 +103,7 @@ def model_config_from(model_cfg: Any) -> config_lib.ModelConfig:
 
 def load_tokenizer(model_cfg: Any, cfg: Any | None = None) -> Tokenizer | None:
   """The configured tokenizer (None if unset), checked against the model config if given."""
-  path = _get(model_cfg, "tokenizer", "")
+  path = model_cfg.tokenizer
   if not path:
     return None
   if path == DEFAULT:
@@ -131,7 +124,7 @@ def load_model(model_cfg: Any, mesh: Mesh,
   path, fmt = resolve_checkpoint(model_cfg)
   builder.check_format(fmt)
   if not path:
-    seed = int(_get(model_cfg, "seed", 0) or 0)
+    seed = int(model_cfg.seed or 0)
     return builder.fresh(cfg, mesh, rules, seed=seed), tokenizer
-  model = builder.restored(cfg, path, fmt, mesh, rules, preset=_get(model_cfg, "preset", "tiny"))
+  model = builder.restored(cfg, path, fmt, mesh, rules, preset=model_cfg.preset)
   return model, tokenizer

@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import tqdm
 
+from icl_ft.config import schema
 from icl_ft.datasets import records
 from icl_ft.evaluation import prompts
 from icl_ft.inference import scoring
@@ -56,7 +57,7 @@ def corpus_params(config: Any) -> corpus_lib.Params:
   return dataclasses.replace(corpus_lib.Params(), num_episodes=int(c.num_episodes),
                              max_chars=int(c.max_chars),
                              episodes_per_dataset=int(c.episodes_per_dataset),
-                             dataset_scale=float(c.get("dataset_scale", 1.0)))
+                             dataset_scale=float(c.dataset_scale))
 
 
 def build_corpus(config: Any, workdir: Path) -> records.Dataset:
@@ -97,11 +98,11 @@ def fitting_corpus(corpus: records.Dataset, tokenizer: Any, seq_len: int,
 
 def train_config(config: Any, workdir: Path, data_dir: Path, tokenizer_path: Path) -> Any:
   """`config.train` pointed at the corpus, the tokenizer and `workdir/train`."""
-  t = config.train.copy_and_resolve_references()
-  t.workdir = str(workdir / "train")
-  t.data.dataset_dir = str(data_dir)
-  t.model.tokenizer = str(tokenizer_path)
-  return t
+  t = config.train
+  return dataclasses.replace(
+      t, workdir=str(workdir / "train"),
+      data=dataclasses.replace(t.data, dataset_dir=str(data_dir)),
+      model=dataclasses.replace(t.model, tokenizer=str(tokenizer_path)))
 
 
 def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0,
@@ -190,7 +191,7 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
   heldout = evaluate_in_context(result.model, result.tokenizer, int(config.eval.episodes),
                                 seed=int(config.seed), params=corpus_params(config),
                                 batch_size=int(config.eval.batch_size), progress=True,
-                                context_chars=int(config.eval.get("context_chars", 0)))
+                                context_chars=int(config.eval.context_chars))
   (workdir / "eval.json").write_text(json.dumps(heldout, indent=1) + "\n")
   card = {
       "model": result.model.config.name,
@@ -203,7 +204,7 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
       "tokens_seen": steps * tokens_per_step,
       "final_loss": result.final_loss,
       "last_losses": [round(float(r["loss"]), 4) for r in records_[-5:]],
-      "optimizer": tcfg.optimizer.to_dict(),
+      "optimizer": schema.plain(tcfg.optimizer),
       "wall_time_s": round(wall, 1),
       "hardware": _hardware(),
       "tokenizer": {"vocab_size": tokenizer.vocab_size, "type": "sentencepiece bpe, byte fallback",
@@ -213,7 +214,7 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
       "corpus_fitting_seq_len": fit,
       "heldout_in_context": heldout,
       "heldout_episodes_per_family": int(config.eval.episodes),
-      "heldout_context_chars": int(config.eval.get("context_chars", 0)),
+      "heldout_context_chars": int(config.eval.context_chars),
       "heldout_seed": int(config.seed),
       "heldout_note": "new-seed episodes of each family over the pretraining pool (new word "
                       "combinations), documents in the exact ICL format, multiple-choice "

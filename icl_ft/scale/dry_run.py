@@ -139,12 +139,6 @@ def _ratio(measured: float, estimated: float) -> str:
   return f"XLA / estimate = {measured / estimated:.2f}" if estimated else "no estimate"
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-  if cfg is None:
-    return default
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
-
-
 def compiled_step(name: str, compiled: Any, compile_s: float) -> CompiledStep:
   """Reads memory_analysis() and cost_analysis() of a compiled executable."""
   mem = compiled.memory_analysis()
@@ -164,7 +158,7 @@ def compiled_step(name: str, compiled: Any, compile_s: float) -> CompiledStep:
 
 def device_memory_bytes(config: Any) -> int | None:
   """`config.device_memory_gib` in bytes, else the device's reported limit, else None."""
-  gib = float(_get(config, "device_memory_gib", 0.0) or 0.0)
+  gib = float(config.device_memory_gib or 0.0)
   if gib > 0:
     return int(gib * GiB)
   try:
@@ -235,23 +229,23 @@ def train_dry_run(config: Any) -> DryRunReport:
 
 def _context_tokens(config: Any) -> tuple[int, int, str]:
   """(context tokens incl. BOS, longest prompt + choice, where from) for the eval dry run."""
-  dirs = evaluate.parse_list(_get(config, "datasets", ""))
-  tok_path = _get(config.model, "tokenizer", "")
+  dirs = evaluate.parse_list(config.datasets)
+  tok_path = config.model.tokenizer
   if dirs and tok_path:
     cfg = loader.model_config_from(config.model)
     tokenizer = loader.load_tokenizer(config.model, cfg)
     fmt = evaluate.prompt_format(config)
-    loaded = evaluate.load_datasets(dirs, evaluate.parse_list(_get(config, "splits", "")))
+    loaded = evaluate.load_datasets(dirs, evaluate.parse_list(config.splits))
     budgets = [contexts.plan_contexts(n, ds, str(config.condition), tokenizer, fmt,
-                                      int(_get(config.icl, "subsample", 1)),
-                                      int(_get(config.icl, "seed", 0)), int(cfg.max_seq_len),
-                                      bool(_get(config.icl, "shards", True)))
+                                      int(config.icl.subsample),
+                                      int(config.icl.seed), int(cfg.max_seq_len),
+                                      bool(config.icl.shards))
                for n, ds, _ in loaded]
     ctx = max(len(p.context_ids) for plans, _ in budgets for p in plans)
     longest = max(n for _, n in budgets)
     return ctx, longest, "the configured datasets"
-  return (int(_get(config, "dry_run_context_tokens", 4096)),
-          int(_get(config, "dry_run_suffix_tokens", 64)),
+  return (int(config.dry_run_context_tokens),
+          int(config.dry_run_suffix_tokens),
           "config.dry_run_context_tokens / dry_run_suffix_tokens (no datasets + tokenizer set)")
 
 
@@ -259,7 +253,7 @@ def eval_dry_run(config: Any) -> DryRunReport:
   """Compiles the scoring steps of `config` (configs/eval.py) abstractly; see the module doc."""
   cfg = loader.model_config_from(config.model)
   mesh, rules = sharding.mesh_from_config(config.mesh)
-  batch_size = int(_get(config.scoring, "batch_size", 32))
+  batch_size = int(config.scoring.batch_size)
   dp = sharding.data_parallel_size(mesh)
   if batch_size < 1 or batch_size % dp:
     raise ValueError(f"config.scoring.batch_size={batch_size} must be a positive multiple of the "
@@ -268,7 +262,7 @@ def eval_dry_run(config: Any) -> DryRunReport:
   if ctx + longest > cfg.max_seq_len:
     raise ValueError(f"context ({ctx} tokens) plus the longest question ({longest}) exceeds "
                      f"{cfg.name}'s max_seq_len {cfg.max_seq_len}")
-  chunk = max(int(_get(config.scoring, "prefill_chunk", 1024)), 1)
+  chunk = max(int(config.scoring.prefill_chunk), 1)
   # The same slot arithmetic as ContextScorer._prefill: full chunks, then the rest bucketed.
   sizes = [chunk] * (ctx // chunk)
   if ctx % chunk:

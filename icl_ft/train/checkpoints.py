@@ -21,6 +21,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from icl_ft.config import schema
 from icl_ft.model import builder
 from icl_ft.model import checkpoints as ckpt_lib
 
@@ -142,9 +143,9 @@ def existing_steps(config: Any, model: Any, model_cfg: Any, mesh: Any, rules: An
   ck = config.checkpoint
   if int(ck.every) <= 0:
     return None, []
-  ckpt_dir = ck.get("dir", "") or os.path.join(os.fspath(config.workdir), "checkpoints")
+  ckpt_dir = ck.dir or os.path.join(os.fspath(config.workdir), "checkpoints")
   existing = ckpt_lib.checkpoint_steps(ckpt_dir)
-  if existing and not ck.get("resume", True):
+  if existing and not ck.resume:
     raise ValueError(f"checkpoint directory {ckpt_dir} already has steps {existing}; set "
                      f"checkpoint.resume=true to continue or use a new directory")
   if existing:
@@ -165,7 +166,7 @@ def schedule_settings(config: Any) -> dict[str, Any]:
   """What sets the learning-rate schedule (stored in each checkpoint's metadata)."""
   opt = config.optimizer
   return {"steps": int(config.steps),
-          "optimizer": opt.to_dict() if hasattr(opt, "to_dict") else dict(opt)}
+          "optimizer": schema.plain(opt)}
 
 
 def changed_schedule(saved_meta: Mapping[str, Any], config: Any) -> str | None:

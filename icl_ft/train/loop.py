@@ -3,7 +3,8 @@
 Order of work (everything that can fail on bad input fails before anything is written):
 
 1. `sharding.initialize_distributed(config.multihost)` (if enabled) - before any device is touched.
-2. Check the config; build the mesh (`sharding.mesh_from_config`); load the model and
+2. Build the mesh (`sharding.mesh_from_config`; the config is validated by the caller:
+   `icl_ft.config.checks`); load the model and
    tokenizer (`icl_ft.model.loader.load_model`: an orbax or official checkpoint, or a fresh
    init; on a resume `icl_ft.model.builder.for_restore`, filled from the training checkpoint);
    build the grain iterator (`icl_ft.pipeline.loader.make_train_iterator`).
@@ -43,6 +44,7 @@ from flax import nnx
 
 from icl_ft import fileio
 from icl_ft import sharding
+from icl_ft.config import schema
 from icl_ft.model import builder
 from icl_ft.model import checkpoints as ckpt_lib
 from icl_ft.model import loader as model_loader
@@ -92,33 +94,6 @@ class TrainResult:
 # ---------------------------------------------------------------------------
 
 
-def check_config(config: Any) -> None:
-  """One-line ValueError for a bad training config (nothing is touched)."""
-  if not config.get("workdir", ""):
-    raise ValueError("config.workdir is required (checkpoints, metrics.jsonl, tensorboard/)")
-  data = config.data
-  formats.check_format(data.format)
-  if not data.dataset_dir:
-    raise ValueError("config.data.dataset_dir is required (a directory written by icl-ft-data)")
-  if not os.path.isdir(data.dataset_dir):
-    raise ValueError(f"config.data.dataset_dir {data.dataset_dir!r} is not a directory")
-  if int(config.steps) < 1:
-    raise ValueError(f"config.steps must be >= 1, got {config.steps}")
-  if int(data.batch_size) < 1:
-    raise ValueError(f"config.data.batch_size must be >= 1, got {data.batch_size}")
-  if int(config.log.get("every", 1)) < 1:
-    raise ValueError(f"config.log.every must be >= 1, got {config.log.every}")
-  if int(config.checkpoint.every) < 0:
-    raise ValueError(f"config.checkpoint.every must be >= 0 (0 = no checkpoints), "
-                     f"got {config.checkpoint.every}")
-  ev = config.get("eval", None)
-  if ev is not None and ev.get("dataset_dir", ""):
-    formats.check_format(ev.get("format", "") or data.format)
-    if not os.path.isdir(ev.dataset_dir):
-      raise ValueError(f"config.eval.dataset_dir {ev.dataset_dir!r} is not a directory")
-    if int(ev.every) < 1 or int(ev.num_batches) < 1:
-      raise ValueError("config.eval.every and config.eval.num_batches must be >= 1")
-  optimizer_lib.make_optimizer(config.optimizer, int(config.steps))
 
 
 def check_batch(config: Any, mesh) -> None:
@@ -156,7 +131,7 @@ def batch_example_ids(example_ids: np.ndarray, positions: np.ndarray,
 def _make_iterator(config: Any, tokenizer, mesh, *, dataset_dir: str, fmt: str,
                    num_epochs: int | None, with_ids: bool):
   kwargs = {}
-  bins = int(config.data.get("num_packing_bins", 0) or 0)
+  bins = int(config.data.num_packing_bins)
   if bins:
     kwargs["num_packing_bins"] = bins
   return data_loader.make_train_iterator(
@@ -177,7 +152,7 @@ def evaluate(config: Any, stepper: step_lib.TrainStep, params, tokenizer, mesh) 
   """Held-out loss / accuracy over up to eval.num_batches batches of one pass."""
   ev = config.eval
   it = _make_iterator(config, tokenizer, mesh, dataset_dir=ev.dataset_dir,
-                      fmt=ev.get("format", "") or config.data.format, num_epochs=1,
+                      fmt=ev.format or config.data.format, num_epochs=1,
                       with_ids=False)
   total = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
   for i, batch in enumerate(it):
@@ -212,8 +187,7 @@ def train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = Non
 
   A second process training into the same workdir is refused at once (fileio.RunDirLockedError).
   """
-  sharding.initialize_distributed(config.get("multihost", None))
-  check_config(config)
+  sharding.initialize_distributed(config.multihost)
   with fileio.run_dir_lock(config.workdir, "training run", enabled=jax.process_index() == 0):
     return _train(config, devices=devices, model=model, tokenizer=tokenizer)
 
@@ -233,8 +207,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
     a checkpoint directory of another model or preset. NonFiniteLossError on a NaN/inf loss
     or parameter.
   """
-  sharding.initialize_distributed(config.get("multihost", None))
-  check_config(config)
+  sharding.initialize_distributed(config.multihost)
   mesh, rules = sharding.mesh_from_config(config.mesh, devices)
   check_batch(config, mesh)
 
@@ -251,7 +224,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
     target_cfg = model_cfg if model_cfg is not None else getattr(model, "config", None)
     if target_cfg is not None:
       tokenizer.check_model(target_cfg)
-  with_ids = bool(config.log.get("batch_ids", False))
+  with_ids = bool(config.log.batch_ids)
   data_iter = _make_iterator(config, tokenizer, mesh, dataset_dir=config.data.dataset_dir,
                              fmt=config.data.format, num_epochs=None, with_ids=with_ids)
   total_steps = int(config.steps)
@@ -272,7 +245,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
     sharding.shard_model_state(model, mesh, rules)
 
   # The preset of the model trained (what a restore of these checkpoints is checked against).
-  preset = getattr(getattr(model, "config", None), "name", None) or config.model.get("preset")
+  preset = getattr(getattr(model, "config", None), "name", None) or config.model.preset
   graphdef, params_state, rest = step_lib.split_model(model)
   params = nnx.to_pure_dict(params_state)
   param_shardings = jax.tree.map(lambda x: x.sharding, params)
@@ -289,8 +262,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
   start_step = 0
   if ckpt_dir is not None:
     manager = train_checkpoints.TrainCheckpointManager(
-        ckpt_dir, every=int(ck.every), keep=int(ck.keep),
-        async_save=bool(ck.get("async_save", True)))
+        ckpt_dir, every=int(ck.every), keep=int(ck.keep), async_save=bool(ck.async_save))
     latest = manager.latest_step()
     if existing and latest != existing[-1]:
       raise ValueError(f"checkpoint directory {ckpt_dir}: orbax sees latest step {latest} but "
@@ -304,7 +276,7 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
 
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricsWriter(workdir, enabled=is_main,
-                                     tensorboard=bool(config.log.get("tensorboard", True)))
+                                     tensorboard=bool(config.log.tensorboard))
   writer.truncate_after(start_step)
   if start_step:
     log.info("resumed from %s at step %d", ckpt_dir, start_step)
@@ -312,11 +284,10 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
                                             ckpt_dir)
 
   records: list[dict[str, Any]] = []
-  log_every = int(config.log.get("every", 1))
-  eval_cfg = config.get("eval", None)
-  eval_every = int(eval_cfg.every) if eval_cfg is not None and eval_cfg.get("dataset_dir", "") else 0
+  log_every = int(config.log.every)
+  eval_every = int(config.eval.every) if config.eval.dataset_dir else 0
   progress = None
-  if is_main and config.log.get("progress", True) and start_step < total_steps:
+  if is_main and config.log.progress and start_step < total_steps:
     progress = tqdm.tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                          dynamic_ncols=True)
 
@@ -376,8 +347,8 @@ def _train(config: Any, *, devices: Sequence[Any] | None = None, model: Any = No
         check_params_finite(params, step_no, last_saved)
       if due_save:
         meta = {"preset": preset,
-                "model": config.model.to_dict() if hasattr(config.model, "to_dict") else {},
-                "data": config.data.to_dict() if hasattr(config.data, "to_dict") else {},
+                "model": schema.plain(config.model),
+                "data": schema.plain(config.data),
                 "process_count": jax.process_count()}
         meta.update(train_checkpoints.schedule_settings(config))
         manager.save(step_no, params, opt_state, data_iter, meta, force=True)

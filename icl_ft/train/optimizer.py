@@ -24,9 +24,9 @@ SCHEDULES = ("constant", "cosine", "linear")
 def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
   """Learning-rate schedule from the optimizer config block."""
   lr = float(cfg.learning_rate)
-  warmup = int(cfg.get("warmup_steps", 0))
-  kind = str(cfg.get("schedule", "cosine"))
-  final = lr * float(cfg.get("final_lr_fraction", 0.0))
+  warmup = int(cfg.warmup_steps)
+  kind = str(cfg.schedule)
+  final = lr * float(cfg.final_lr_fraction)
   if kind not in SCHEDULES:
     raise ValueError(f"unknown optimizer.schedule {kind!r}; known: {', '.join(SCHEDULES)}")
   if not 0 < lr < float("inf"):  # NaN too: it would train to NaN parameters
@@ -53,19 +53,19 @@ def make_optimizer(cfg: Any, total_steps: int) -> tuple[optax.GradientTransforma
   host and passed in as an argument. Equal to `full_optimizer` step for step, but the compiled
   step does not depend on the schedule (no recompilation when steps / warmup / lr change).
   """
-  name = str(cfg.get("name", "adamw"))
+  name = str(cfg.name)
   if name != "adamw":
     raise ValueError(f"unknown optimizer.name {name!r}; known: adamw")
   schedule = make_schedule(cfg, total_steps)
   parts = []
-  clip = float(cfg.get("clip_norm", 0.0))
+  clip = float(cfg.clip_norm)
   if clip < 0:
     raise ValueError(f"optimizer.clip_norm must be >= 0, got {clip}")
   if clip > 0:
     parts.append(optax.clip_by_global_norm(clip))
-  parts.append(optax.scale_by_adam(b1=float(cfg.get("b1", 0.9)), b2=float(cfg.get("b2", 0.999)),
-                                   eps=float(cfg.get("eps", 1e-8))))
-  weight_decay = float(cfg.get("weight_decay", 0.0))
+  parts.append(optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2),
+                                   eps=float(cfg.eps)))
+  weight_decay = float(cfg.weight_decay)
   if weight_decay:
     parts.append(optax.add_decayed_weights(weight_decay))
   return optax.chain(*parts), schedule
