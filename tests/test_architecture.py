@@ -16,7 +16,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "icl_ft"
 
 # Lowest first. A module imports only from its own layer or lower ones (docs/architecture.md).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("icl_ft", "icl_ft.fileio", "icl_ft.sharding")),
+    ("base", ("icl_ft", "icl_ft.fileio", "icl_ft.config", "icl_ft.config.schema", "icl_ft.sharding")),
     ("datasets", ("icl_ft.datasets",)),
     ("model", ("icl_ft.model",)),
     ("pipeline", ("icl_ft.pipeline",)),
@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("augment", ("icl_ft.augment",)),
     ("pretrain", ("icl_ft.pretrain",)),
     ("scale", ("icl_ft.scale",)),
-    ("config", ("icl_ft.config",)),
+    ("checks", ("icl_ft.config.checks",)),  # validates with the vocabularies of what it checks
     ("study", ("icl_ft.study",)),
     ("bin", ("icl_ft.bin",)),
 )
@@ -38,6 +38,7 @@ OPTIONAL_IMPORTS = {
     "tensorboardX": "TensorBoard event files only when `log.tensorboard` is on",
     "tensorflow_datasets": "the pipeline's TFDS source only (seconds to import)",
     "icl_ft.datasets.tfds_builders": "imports tensorflow_datasets (the TFDS source only)",
+    "jax._src": "a private JAX module (the compilation cache reset), guarded: it may move",
 }
 
 MAX_LINES = 450

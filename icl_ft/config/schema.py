@@ -11,7 +11,7 @@ config_flags overrides); `typed(kind, config_dict)` turns it back into the typed
 binary's edge (an unknown field is a ValueError naming it). Values are not checked here:
 `icl_ft.config.checks` does that.
 
-Over ~450 lines on purpose: every binary's fields with their defaults and comments in one file,
+Longer than 450 lines: every binary's fields with their defaults and comments in one file,
 the one place a reader (and `--help`) learns them from.
 """
 

@@ -1,5 +1,9 @@
 """Summary arithmetic over per-question results, the condition order and colours, the tables.
 
+Longer than 450 lines: every text a reader of results sees (result, finetuning, augmentation
+usability and study tables, the contamination check) is written here, so they share one
+number format and one condition order.
+
 Per-question records are the lines of `results/<run>/questions.jsonl` (`icl_ft.evaluation.evaluate`):
 
     {"dataset", "split", "subset", "condition", "id", "choices": [{"logprob", "num_tokens",

@@ -26,6 +26,9 @@ Sampling: greedy (`temperature == 0`) or softmax(logits / temperature) restricte
 smallest top-probability set of mass >= `top_p`. Row i of a `generate` call draws from
 `fold_in(fold_in(PRNGKey(seed), i), step)`: the same seed gives the same text regardless of
 batch size, mesh, or how the prompts are split into batches.
+
+Longer than 450 lines: the decode loop, its stop automaton and its sampling rule are one
+compiled program, kept in one file so the loop's state reads in one place.
 """
 
 from __future__ import annotations
