@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # pylint: disable=wrong-import-position
 from flax import nnx  # pylint: disable=wrong-import-position
 
+from icl_ft.datasets import registry  # pylint: disable=wrong-import-position
 from icl_ft.evaluation import prompts  # pylint: disable=wrong-import-position
 from icl_ft.inference import prefill, scoring  # pylint: disable=wrong-import-position
-from icl_ft.datasets import registry  # pylint: disable=wrong-import-position
 from icl_ft.model import config as model_config  # pylint: disable=wrong-import-position
 from icl_ft.model.tokenizer import Tokenizer, train_sentencepiece  # pylint: disable=wrong-import-position
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-position

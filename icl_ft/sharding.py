@@ -125,6 +125,14 @@ def data_parallel_size(mesh: Mesh, rules: Mapping[str, Any] | None = None) -> in
   return math.prod(int(mesh.shape[a]) for a in axes)
 
 
+def configured_data_parallel_size(sizes: Mapping[str, int]) -> int | None:
+  """`data_parallel_size` from a config's axis sizes, before a mesh exists (default rules):
+  data x fsdp, or None when either is -1 (known only with the devices)."""
+  if sizes["data"] == -1 or sizes["fsdp"] == -1:
+    return None
+  return sizes["data"] * sizes["fsdp"]
+
+
 # ---------------------------------------------------------------------------
 # Multi-host
 # ---------------------------------------------------------------------------

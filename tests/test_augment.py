@@ -8,7 +8,6 @@ import pytest
 import train_setup
 
 from icl_ft import augment
-from icl_ft.inference import sampling
 from icl_ft.augment import audit
 from icl_ft.augment import augment as augment_lib
 from icl_ft.augment import templates
@@ -17,6 +16,7 @@ from icl_ft.datasets import records
 from icl_ft.datasets import simple_reversals
 from icl_ft.datasets import words
 from icl_ft.datasets.text import normalize
+from icl_ft.inference import sampling
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

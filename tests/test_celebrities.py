@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from icl_ft.evaluation import prompts
 from icl_ft.datasets import celebrities, celebrities_original, records, text
+from icl_ft.evaluation import prompts
 
 
 @pytest.fixture(scope="module")

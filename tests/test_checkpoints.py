@@ -10,9 +10,9 @@ import optax
 import pytest
 from flax import nnx
 
+from icl_ft import sharding
 from icl_ft.model import checkpoints
 from icl_ft.train import checkpoints as train_checkpoints
-from icl_ft import sharding
 
 
 class Toy(nnx.Module):

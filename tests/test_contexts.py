@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from icl_ft.datasets import registry
 from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
 from icl_ft.inference import prefill
-from icl_ft.datasets import registry
 from icl_ft.model import loader
 from icl_ft.model.tokenizer import Tokenizer
 

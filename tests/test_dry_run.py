@@ -13,10 +13,10 @@ import dataclasses
 
 import pytest
 
-from icl_ft.config import schema
-from icl_ft.scale import dry_run
 from icl_ft.bin import evaluate as eval_bin
 from icl_ft.bin import train as train_bin
+from icl_ft.config import schema
+from icl_ft.scale import dry_run
 from tests.test_configs import CONFIGS, _load
 
 GiB = 1024**3

@@ -12,15 +12,15 @@ import pytest
 import train_setup
 
 from icl_ft import sharding
-from icl_ft.config import schema
-from icl_ft.evaluation import contexts
-from icl_ft.evaluation import evaluate
-from icl_ft.evaluation import report
 from icl_ft.bin import evaluate as eval_bin
+from icl_ft.config import schema
 from icl_ft.datasets import records
 from icl_ft.datasets import simple_reversals
 from icl_ft.datasets import syllogisms
 from icl_ft.datasets import words
+from icl_ft.evaluation import contexts
+from icl_ft.evaluation import evaluate
+from icl_ft.evaluation import report
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_KEYS = {"dataset", "split", "subset", "condition", "id", "choices", "metric", "predicted",

@@ -21,19 +21,19 @@ import jax
 import numpy as np
 import pytest
 
-from icl_ft.model import checkpoints
-from icl_ft.config import schema
-from icl_ft.evaluation import evaluate
 from icl_ft import fileio
 from icl_ft import sharding
-from icl_ft.study import outputs as study_outputs
-from icl_ft.study import run as study_run
 from icl_ft.bin import cli
 from icl_ft.bin import evaluate as eval_bin
 from icl_ft.bin import study as study_bin
 from icl_ft.bin import train as train_bin
+from icl_ft.config import schema
 from icl_ft.datasets import records
+from icl_ft.evaluation import evaluate
+from icl_ft.model import checkpoints
 from icl_ft.model import loader
+from icl_ft.study import outputs as study_outputs
+from icl_ft.study import run as study_run
 from icl_ft.train import loop
 from icl_ft.train import optimizer as optimizer_lib
 

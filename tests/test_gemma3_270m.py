@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import model_testing as mt
-from icl_ft.evaluation import prompts
+from icl_ft.config import schema
 from icl_ft.datasets import registry
+from icl_ft.evaluation import prompts
 from icl_ft.model import gguf_checkpoint
 from icl_ft.model import gguf_tokenizer
-from icl_ft.config import schema
 from icl_ft.model import loader
 from icl_ft.model.tokenizer import Tokenizer
 

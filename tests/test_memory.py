@@ -17,8 +17,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from icl_ft import sharding
 from icl_ft.model import config as config_lib
-from icl_ft.scale import memory
 from icl_ft.model.transformer import Transformer
+from icl_ft.scale import memory
 
 
 def _compiled_stats(cfg, mesh, batch, seq):

@@ -23,11 +23,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from icl_ft.augment import audit as audit_lib
+from icl_ft.datasets import records
 from icl_ft.evaluation import plots
 from icl_ft.evaluation import report
 from icl_ft.inference import scoring
-from icl_ft.augment import audit as audit_lib
-from icl_ft.datasets import records
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"

@@ -11,13 +11,13 @@ import re
 import pytest
 import train_setup
 
-from icl_ft.evaluation import prompts
 from icl_ft.augment import templates
 from icl_ft.datasets import celebrities
-from icl_ft.pretrain import corpus as corpus_lib
 from icl_ft.datasets import registry
 from icl_ft.datasets import text as text_lib
 from icl_ft.datasets import words
+from icl_ft.evaluation import prompts
+from icl_ft.pretrain import corpus as corpus_lib
 
 EVAL_NAMESPACES = ("simple_reversals", "syllogisms", "celebrities", "semantic_structure")
 PARAMS = corpus_lib.Params(num_episodes=120)

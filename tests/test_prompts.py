@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from icl_ft.evaluation import prompts
 from icl_ft.datasets import records
+from icl_ft.evaluation import prompts
 
 
 def _docs(n):

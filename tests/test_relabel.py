@@ -8,11 +8,11 @@ import pytest
 
 from icl_ft.datasets import celebrities
 from icl_ft.datasets import celebrities_original
-from icl_ft.pretrain import corpus as corpus_lib
 from icl_ft.datasets import records
 from icl_ft.datasets import registry
 from icl_ft.datasets import relabel
 from icl_ft.datasets import words
+from icl_ft.pretrain import corpus as corpus_lib
 
 WORD = re.compile(r"[A-Za-z]+")
 FRESH = frozenset(relabel.fresh_pool())

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from icl_ft.inference import sampling
 from icl_ft import sharding
-from icl_ft.model import builder
 from icl_ft.datasets import simple_reversals
 from icl_ft.datasets import words
+from icl_ft.inference import sampling
+from icl_ft.model import builder
 from icl_ft.model import config as model_config
 from icl_ft.model.tokenizer import train_sentencepiece
 from icl_ft.model.transformer import Transformer

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from icl_ft.datasets import records
+from icl_ft.datasets import simple_reversals
 from icl_ft.evaluation import contexts
 from icl_ft.evaluation import prompts
 from icl_ft.inference import prefill
 from icl_ft.inference import scoring
-from icl_ft.datasets import records
-from icl_ft.datasets import simple_reversals
 from icl_ft.model import config as model_config
 from icl_ft.model.tokenizer import train_sentencepiece
 from icl_ft.model.transformer import Transformer

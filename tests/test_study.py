@@ -14,17 +14,17 @@ import train_setup
 
 from icl_ft import fileio
 from icl_ft import sharding
+from icl_ft.bin import study as study_bin
 from icl_ft.config import checks
 from icl_ft.config import schema
+from icl_ft.datasets import records
 from icl_ft.evaluation import report
+from icl_ft.model import loader
+from icl_ft.pipeline import formats
 from icl_ft.study import finetuning as study_ft
 from icl_ft.study import outputs as study_outputs
 from icl_ft.study import plan as study_plan
 from icl_ft.study import run as study_run
-from icl_ft.bin import study as study_bin
-from icl_ft.datasets import records
-from icl_ft.model import loader
-from icl_ft.pipeline import formats
 
 ROW_KEYS = {*report.SUMMARY_KEYS, "seed"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

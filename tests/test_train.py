@@ -11,12 +11,12 @@ import optax
 import pytest
 from flax import nnx
 
-from icl_ft.config import schema
-from icl_ft.model import checkpoints
-from icl_ft.train import checkpoints as train_checkpoints
 from icl_ft import sharding
+from icl_ft.config import schema
 from icl_ft.model import builder
+from icl_ft.model import checkpoints
 from icl_ft.model import layers
+from icl_ft.train import checkpoints as train_checkpoints
 from icl_ft.train import loop
 from icl_ft.train import metrics as metrics_lib
 from icl_ft.train import optimizer as optimizer_lib

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from icl_ft import sharding
 from icl_ft.augment import augment
 from icl_ft.config import schema
 from icl_ft.datasets import registry
@@ -35,7 +36,7 @@ from icl_ft.pipeline import formats
 from icl_ft.train import optimizer as optimizer_lib
 
 DTYPES = ("", "float32", "bfloat16", "float16")
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = sharding.MESH_AXES
 FORMATS = ("icl_ft", "gemma")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
@@ -64,7 +65,7 @@ def _one_of(value: Any, valid: tuple[str, ...], what: str) -> None:
 def _divisible(batch: int, sizes: dict[str, int], field: str, relation: str = "a multiple of"
                ) -> None:
   """ValueError unless `batch` is `relation` (e.g. "divisible by") the fixed data-parallel size."""
-  dp = data_parallel(sizes)
+  dp = sharding.configured_data_parallel_size(sizes)
   if dp and batch % dp:
     raise ValueError(f"{field}={batch} is not {relation} the data-parallel size {dp} "
                      f"(mesh data={sizes['data']} x fsdp={sizes['fsdp']})")
@@ -107,13 +108,6 @@ def mesh_sizes(mesh: schema.MeshConfig, where: str = "config.mesh") -> dict[str,
       if a not in MESH_AXES:
         raise ValueError(f"{where}.rules.{name} -> {axes!r}: {a!r} is not a mesh axis {MESH_AXES}")
   return sizes
-
-
-def data_parallel(sizes: dict[str, int]) -> int | None:
-  """data x fsdp when both are fixed (None when one is -1: known only with the devices)."""
-  if sizes["data"] == -1 or sizes["fsdp"] == -1:
-    return None
-  return sizes["data"] * sizes["fsdp"]
 
 
 def mesh_devices(sizes: dict[str, int]) -> int | None:

@@ -33,10 +33,10 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from icl_ft.datasets import records
 from icl_ft.evaluation import prompts
 from icl_ft.inference import prefill
 from icl_ft.inference import scoring
-from icl_ft.datasets import records
 
 _SLACK = 16  # tokens: how far the summed estimate may exceed the budget and still be counted
 

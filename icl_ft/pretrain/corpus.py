@@ -39,7 +39,6 @@ from typing import Any
 
 import tqdm
 
-from icl_ft.evaluation import prompts
 from icl_ft.augment import templates
 from icl_ft.datasets import celebrities
 from icl_ft.datasets import celebrity_descriptions
@@ -48,6 +47,7 @@ from icl_ft.datasets import semantic_structure
 from icl_ft.datasets import simple_reversals
 from icl_ft.datasets import syllogisms
 from icl_ft.datasets import words
+from icl_ft.evaluation import prompts
 
 NAME = "pretraining"
 POOL = "pretraining"
