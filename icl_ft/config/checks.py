@@ -19,9 +19,7 @@ above them, below the study and the binaries, which are its only users.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -31,14 +29,12 @@ from icl_ft.config import schema
 from icl_ft.datasets import registry
 from icl_ft.evaluation import evaluate
 from icl_ft.inference import scoring
+from icl_ft.model import builder
 from icl_ft.model import config as model_config
 from icl_ft.pipeline import formats
 from icl_ft.train import optimizer as optimizer_lib
 
 DTYPES = ("", "float32", "bfloat16", "float16")
-MESH_AXES = sharding.MESH_AXES
-FORMATS = ("icl_ft", "gemma")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 
 def _int(cfg: Any, name: str, where: str, minimum: int | None = None) -> int:
@@ -82,7 +78,7 @@ def validate_model(model: schema.ModelConfig, where: str = "config.model",
   if model.preset not in model_config.PRESETS and model.preset != "tiny":
     raise ValueError(f"{where}.preset {model.preset!r} is not a model preset; valid: "
                      f"{', '.join(sorted(model_config.PRESETS))}")
-  _one_of(model.checkpoint_format, FORMATS, f"{where}.checkpoint_format")
+  _one_of(model.checkpoint_format, builder.FORMATS, f"{where}.checkpoint_format")
   for f in ("dtype", "param_dtype"):
     _one_of(getattr(model, f) or "", DTYPES, f"{where}.{f}")
   _int(model, "seed", where, 0)
@@ -97,7 +93,7 @@ def validate_model(model: schema.ModelConfig, where: str = "config.model",
 
 def mesh_sizes(mesh: schema.MeshConfig, where: str = "config.mesh") -> dict[str, int]:
   """The mesh block's axis sizes, checked (-1 = the rest, at most once)."""
-  sizes = {a: _int(mesh, a, where) for a in MESH_AXES}
+  sizes = {a: _int(mesh, a, where) for a in sharding.MESH_AXES}
   bad = [a for a, s in sizes.items() if s == 0 or s < -1]
   if bad:
     raise ValueError(f"{where}.{bad[0]} must be positive or -1, got {sizes[bad[0]]}")
@@ -105,14 +101,9 @@ def mesh_sizes(mesh: schema.MeshConfig, where: str = "config.mesh") -> dict[str,
     raise ValueError(f"{where}: at most one of data, fsdp, tensor may be -1, got {sizes}")
   for name, axes in mesh.rules.items():
     for a in (axes,) if isinstance(axes, str) else (axes or ()):
-      if a not in MESH_AXES:
-        raise ValueError(f"{where}.rules.{name} -> {axes!r}: {a!r} is not a mesh axis {MESH_AXES}")
+      if a not in sharding.MESH_AXES:
+        raise ValueError(f"{where}.rules.{name} -> {axes!r}: {a!r} is not a mesh axis {sharding.MESH_AXES}")
   return sizes
-
-
-def mesh_devices(sizes: dict[str, int]) -> int | None:
-  """Devices a fixed mesh needs (None with a -1 axis)."""
-  return None if -1 in sizes.values() else math.prod(sizes.values())
 
 
 def validate_multihost(mh: schema.MultihostConfig, where: str = "config.multihost") -> None:
@@ -210,8 +201,7 @@ def validate_eval(config: schema.EvalConfig, require_inputs: bool = False) -> No
   validate_multihost(config.multihost)
   validate_dry_run(config)
   if require_inputs:
-    if not _RUN_NAME.match(str(config.run)):
-      raise ValueError(f"config.run must name the run (letters, digits, _.=+-), got {config.run!r}")
+    evaluate.check_run_name(str(config.run))
     if not evaluate.parse_list(config.datasets):
       raise ValueError("config.datasets is required: dataset directories written by icl-ft-data")
     if not config.model.tokenizer:

@@ -74,6 +74,12 @@ FINETUNED_PATTERN = re.compile(r"^ft(_[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 
+def check_run_name(run: str) -> None:
+  """ValueError unless `run` can name a run directory (letters, digits, _.=+-)."""
+  if not _RUN_NAME.match(run):
+    raise ValueError(f"config.run must name the run (letters, digits, _.=+-), got {run!r}")
+
+
 @dataclasses.dataclass
 class EvalResult:
   """What `evaluate` did."""
@@ -273,9 +279,9 @@ def evaluate(config: Any) -> EvalResult:
   the same run is refused at once.
   """
 
+  check_condition(str(config.condition), config.model.checkpoint)
+  check_run_name(str(config.run))  # before the lock creates the directory
   run_dir = Path(config.results_dir) / str(config.run)
-  if not _RUN_NAME.match(str(config.run)):
-    return _evaluate(config, run_dir)  # refused there, before anything is created
   with fileio.run_dir_lock(run_dir, "evaluation run", enabled=jax.process_index() == 0):
     return _evaluate(config, run_dir)
 
@@ -285,10 +291,7 @@ def _evaluate(config: Any, run_dir: Path) -> EvalResult:
   start = time.perf_counter()
   condition = str(config.condition)
   model_cfg = config.model
-  check_condition(condition, model_cfg.checkpoint)
   run = str(config.run)
-  if not _RUN_NAME.match(run):
-    raise ValueError(f"config.run must name the run (letters, digits, _.=+-), got {run!r}")
   metric = config.scoring.metric
   if metric not in scoring.METRICS:
     raise ValueError(f"unknown scoring metric {metric!r}; valid: {list(scoring.METRICS)}")
