@@ -51,11 +51,16 @@ def weight_matmuls(cfg, tokens: int) -> list[tuple[int, int, int]]:
 
 
 def matmul_flops_per_token(cfg, seq_len: int) -> float:
-  """Forward matmul FLOPs per token: projections, MLP, tied output, attention (causal half)."""
+  """Forward matmul FLOPs per token: projections, MLP, tied output, attention (causal half;
+  a sliding-window layer attends at most its window)."""
   weights = sum(2 * k * n for _, k, n in weight_matmuls(cfg, 1))
-  # scores + weighted sum, average over causal positions: 2 matmuls * 2 FLOPs * N*H * L / 2.
-  attn = 2 * cfg.num_heads * cfg.head_dim * seq_len
-  return weights + cfg.num_layers * attn
+  attn = 0.0
+  for layer in range(cfg.num_layers):
+    window = cfg.window(layer) if hasattr(cfg, "window") else None
+    # Keys a query attends, averaged over positions: L / 2 causal, about W past the window.
+    keys = seq_len / 2 if not window or window >= seq_len else window * (1 - window / (2 * seq_len))
+    attn += 2 * 2 * cfg.num_heads * cfg.head_dim * keys  # scores + weighted sum, 2 FLOPs each
+  return weights + attn
 
 
 def hf_twin(model, attn_implementation: str = "sdpa"):
@@ -140,3 +145,19 @@ def op_profile(fn, calls: int = 1) -> dict[str, float]:
       key = f"{e.get('args', {}).get('hlo_module', '?')}:{e['name']}"
       totals[key] = totals.get(key, 0.0) + e["dur"] / calls
   return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def reset_peak_rss() -> None:
+  """Restarts this process's peak-resident-memory count (Linux: VmHWM), so that `peak_rss_gb`
+  reports the peak of what runs after this call."""
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+
+
+def peak_rss_gb() -> float:
+  """This process's peak resident memory (GB) since start or the last `reset_peak_rss`."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return round(int(line.split()[1]) / 1e6, 2)
+  raise RuntimeError("no VmHWM in /proc/self/status")

@@ -50,9 +50,13 @@ def ours(model, tokens: np.ndarray, calls: int):
 
 def hf(model, tokens: np.ndarray, calls: int, attn: str):
   """A closure scoring the batch `calls` times with the Hugging Face twin."""
+  return hf_net(_common.hf_twin(model, attn).eval(), tokens, calls)
+
+
+def hf_net(net, tokens: np.ndarray, calls: int):
+  """A closure scoring the batch `calls` times with the Hugging Face model `net`."""
   import torch  # pylint: disable=g-import-not-at-top
 
-  net = _common.hf_twin(model, attn).eval()
   toks = torch.from_numpy(tokens.astype(np.int64))
 
   def run():

@@ -4,8 +4,8 @@
                             [--study_json results/default/study.json] [--run_study]
 
 Each `bench/*.py` (not `_*.py`, not this file) runs as its own process, one after the other,
-with the arguments in `ARGS` (chosen so the whole run takes ~15 minutes on the 2-core CPU box,
-not hours); its last stdout line is its JSON result. Inside each side-by-side benchmark the
+with the arguments in `ARGS` (chosen so the whole run takes ~30 minutes on the 2-core CPU box,
+half of it `real`, the Gemma 3 270M; `--skip real` leaves the tiny models' figures alone); its last stdout line is its JSON result. Inside each side-by-side benchmark the
 two sides alternate repetition by repetition, so a ratio is measured under one load.
 `--reuse NAME=FILE` takes benchmark NAME's result from the last line of FILE (the saved stdout
 of an earlier `python bench/NAME.py` with the same `ARGS`) instead of running it; the table
@@ -49,6 +49,8 @@ ARGS: dict[str, list[str]] = {
     "train": [],
     "forward": [],
     "profile_step": ["--size", "medium", "--reps", "3"],
+    # The real Gemma 3 270M, each side in its own process (~15 minutes).
+    "real": ["--reps", "3", "--bf16"],
 }
 
 # Minimal repetitions: every script end to end in a few minutes (numbers meaningless).
@@ -60,6 +62,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "forward": ["--sizes", "small", "--reps", "1", "--calls", "1"],
     "profile_step": ["--size", "small", "--reps", "1"],
     "attention": ["--shapes", "2x64x4x1x16", "--reps", "1"],
+    "real": ["--parts", "accel,peak,fwd", "--reps", "1"],
 }
 
 # (key in the summary, target, comparison) for the table and the `targets_met` map.
@@ -68,7 +71,13 @@ TARGETS = {
     "train_peak_fraction_medium": 0.5, "fwd_ratio_vs_hf_small": 1.0,
     "fwd_ratio_vs_hf_medium": 1.0, "icl_scoring_speedup": 20.0, "decode_ratio_vs_hf": 3.0,
     "packing_efficiency_min": 0.97,
+    "real_fwd_ratio_vs_hf": 2.0, "real_fwd_peak_fraction": 0.7, "real_icl_scoring_speedup": 20.0,
+    "real_train_ratio_vs_hf": 1.5, "real_decode_ratio_vs_hf": 3.0,
 }
+# Figures reported beside the targets (bounds, memory, accelerator MFU; null where not measured).
+REAL_FIGURES = ("real_fwd_ratio_bound", "real_decode_ratio_bound", "real_decode_rows_identical",
+                "real_train_ours_peak_rss_gb", "real_train_hf_peak_rss_gb",
+                "real_train_peak_fraction", "accel_mfu_270m", "accel_mfu_1b", "accel_note")
 STUDY_TARGET_S = 15 * 60
 
 
@@ -190,6 +199,8 @@ def summarize(runs: dict[str, dict], study: tuple[float | None, str]) -> dict:
       "icl_scoring_speedup": get("scoring", "icl_scoring_speedup"),
       "decode_ratio_vs_hf": get("sampling", "decode_ratio_vs_hf"),
       "packing_efficiency_min": get("packing", "packing_efficiency_min"),
+      **{key: get("real", key) for key in TARGETS if key.startswith("real_")},
+      **{key: get("real", key) for key in REAL_FIGURES},
       "study_wall_s": study[0],
       "study_note": study[1],
   }
@@ -231,6 +242,35 @@ def details(runs: dict[str, dict]) -> list[str]:
     lines.append(f"- ICL scoring, {res['questions']} questions ({res['rows']} rows, context "
                  f"{res['context_tokens']} tokens): cached {res['cached_seconds']} s, naive "
                  f"{res['naive_seconds']} s -> {res['icl_scoring_speedup']:.1f}x")
+  res = r.get("real")
+  if res and "real_fwd_ratio_vs_hf" in res:
+    lines.append(f"- Gemma 3 270M forward scoring, 8 x 128 tokens, float32: ours "
+                 f"{res['real_fwd_ours_tokens_per_s']:,} tokens/s ({res['real_fwd_gflops']} "
+                 f"GFLOP/s of a measured {res.get('peak_gflops')} GFLOP/s matmul peak), HF "
+                 f"{res['real_fwd_hf_tokens_per_s']:,} tokens/s -> {res['real_fwd_ratio_vs_hf']:.2f}x "
+                 f"(at the matmul peak: {res.get('real_fwd_ratio_bound')}x)")
+  if res and "real_train_ratio_vs_hf" in res:
+    lines.append(f"- Gemma 3 270M train step, AdamW, 8 x 128: ours "
+                 f"{res['real_train_ours_tokens_per_s']:,} tokens/s (peak RSS "
+                 f"{res['real_train_ours_peak_rss_gb']} GB), HF {res['real_train_hf_tokens_per_s']:,} "
+                 f"tokens/s ({res['real_train_hf_peak_rss_gb']} GB) -> "
+                 f"{res['real_train_ratio_vs_hf']:.2f}x")
+  if res and "real_decode_ratio_vs_hf" in res:
+    lines.append(f"- Gemma 3 270M decode, 8 rows, 512-token prompts + 64 greedy tokens: ours "
+                 f"{res['real_decode_ours_tokens_per_s']} tokens/s, HF `generate` "
+                 f"{res['real_decode_hf_tokens_per_s']} tokens/s -> "
+                 f"{res['real_decode_ratio_vs_hf']:.2f}x (rows identical: "
+                 f"{res['real_decode_rows_identical']:.0%}; at the floor: "
+                 f"{res.get('real_decode_ratio_bound')}x)")
+  if res and "real_icl" in res:
+    icl = res["real_icl"]
+    lines.append(f"- Gemma 3 270M ICL scoring, {icl['questions']} questions, context "
+                 f"{icl['context_tokens']} tokens: cached {icl['cached_seconds']} s, naive "
+                 f"{icl['naive_seconds']} s (timed on {icl['naive_questions_timed']} questions, "
+                 f"scaled) -> {icl['icl_scoring_speedup']:.1f}x")
+  if res:
+    lines.append(f"- accelerator MFU: 270M {_fmt(res.get('accel_mfu_270m'))}, 1B "
+                 f"{_fmt(res.get('accel_mfu_1b'))} ({res.get('accel_note')})")
   res = r.get("profile_step")
   if res:
     ms = res["ms"]

@@ -56,16 +56,17 @@ class IdTokenizer:
     return " ".join(str(i) for i in ids)
 
 
-def ours(model, prompts: np.ndarray, new: int, context: np.ndarray):
+def ours(model, prompts: np.ndarray, new: int, context: np.ndarray, max_len: int = 0):
   """A closure generating `new` greedy tokens per row with icl_ft.inference.sampling; [B, new] ids.
 
   `context`: [BOS] + shared context ids, prefilled once (the prompts then have no BOS), or
-  empty: `[BOS]` once and each prompt's first id is its BOS.
+  empty: `[BOS]` once and each prompt's first id is its BOS. `max_len`: the sampler's cache
+  length (0: the model's maximum sequence length, or what the rows need if longer).
   """
   tok = IdTokenizer(model.config.vocab_size)
+  need = len(context) + prompts.shape[1] + new
   sampler = sampling.Sampler(model, tok, batch_size=prompts.shape[0],
-                             max_len=max(model.config.max_seq_len,
-                                         len(context) + prompts.shape[1] + new))
+                             max_len=max(max_len or model.config.max_seq_len, need))
   params = sampling.SamplingParams(max_new_tokens=new, stop_at_eos=False)
   room = prompts.shape[1] + new
   if len(context):
@@ -87,11 +88,16 @@ def hf(model, prompts: np.ndarray, new: int, attn: str, context: np.ndarray):
 
   With a `context`, its DynamicCache is prefilled once; each call copies it to the batch.
   """
+  return hf_net(_common.hf_twin(model, attn), prompts, new, context)
+
+
+def hf_net(net, prompts: np.ndarray, new: int, context: np.ndarray):
+  """`hf` for the Hugging Face model `net`."""
   import copy  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from transformers import DynamicCache  # pylint: disable=g-import-not-at-top
 
-  net = _common.hf_twin(model, attn).eval()
+  net.eval()
   net.generation_config.eos_token_id = None
   net.generation_config.pad_token_id = 0
   b = prompts.shape[0]

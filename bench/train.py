@@ -45,10 +45,11 @@ def batch_arrays(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, n
           "loss_mask": loss_mask}
 
 
-def ours(cfg, batch: dict[str, np.ndarray], steps: int):
-  """A closure running `steps` of our train step (blocks on the last step's loss)."""
+def ours(cfg, batch: dict[str, np.ndarray], steps: int, model=None):
+  """A closure running `steps` of our train step (blocks on the last step's loss); `model`
+  (default: a fresh one of `cfg`) is trained in place of a fresh init."""
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-  model = builder.fresh(cfg, mesh, seed=0)
+  model = builder.fresh(cfg, mesh, seed=0) if model is None else model
   opt_cfg = schema.OptimizerConfig(learning_rate=3e-4, schedule="constant", warmup_steps=0,
                                    weight_decay=0.0, clip_norm=0.0)
   tx, _ = optimizer_lib.make_optimizer(opt_cfg, 1000)
@@ -77,10 +78,15 @@ def ours(cfg, batch: dict[str, np.ndarray], steps: int):
 
 def hf(cfg, batch: dict[str, np.ndarray], steps: int, attn: str):
   """A closure running `steps` Hugging Face train steps (PyTorch eager, AdamW)."""
+  model = Transformer(cfg, rngs=nnx.Rngs(params=0))
+  return hf_net(_common.hf_twin(model, attn), batch, steps)
+
+
+def hf_net(net, batch: dict[str, np.ndarray], steps: int):
+  """A closure running `steps` train steps of the Hugging Face model `net` (AdamW)."""
   import torch  # pylint: disable=g-import-not-at-top
 
-  model = Transformer(cfg, rngs=nnx.Rngs(params=0))
-  net = _common.hf_twin(model, attn).train()
+  net.train()
   opt = torch.optim.AdamW(net.parameters(), lr=3e-4, weight_decay=0.0)
   tokens = torch.from_numpy(batch["tokens"].astype(np.int64))
   targets = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], dim=1)

@@ -61,6 +61,25 @@ def test_prefill_then_decode_matches_full_forward(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_logits_at_one_position_per_row(case):
+  model = mt.make_model(case[0], seed=5, **case[1])
+  rng = np.random.default_rng(1)
+  toks, pos, seg = mt.padded_inputs(mt.random_tokens(rng, 3, 12, model.config.vocab_size),
+                                    [12, 7, 3], left=False)
+  full = np.asarray(_forward(model)(toks, pos, seg))  # [3, 12, V]
+  at = np.array([11, 6, 2], np.int32)  # each row's last real token
+  only = jax.jit(lambda t, p, s, a: model(t, p, s, logits_at=a)[0])(toks, pos, seg, at)
+  assert only.shape == (3, 1, model.config.vocab_size)
+  np.testing.assert_allclose(np.asarray(only)[:, 0], full[np.arange(3), at], **TOL)
+  # With a cache: the cache is written for every position, the logits only at `at`.
+  cache = model.init_cache(3, 16)
+  last, cache = jax.jit(lambda t, p, s, c, a: model(t, p, s, cache=c, logits_at=a))(
+      toks, pos, seg, cache, at)
+  np.testing.assert_allclose(np.asarray(last)[:, 0], full[np.arange(3), at], **TOL)
+  assert int(cache.end_index) == 12
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_repeat_cache_scores_continuations(case):
   model = mt.make_model(case[0], seed=6, **case[1])
   cfg = model.config

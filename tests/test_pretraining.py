@@ -16,6 +16,7 @@ from icl_ft.datasets import celebrities
 from icl_ft.datasets import registry
 from icl_ft.datasets import text as text_lib
 from icl_ft.datasets import words
+from icl_ft.evaluation import plots
 from icl_ft.evaluation import prompts
 from icl_ft.pretrain import corpus as corpus_lib
 
@@ -195,6 +196,7 @@ def test_recipe_runs_with_falling_loss(tmp_path):
   config = train_setup.config_file("pretrain_tiny").get_config("test")
   config.workdir = str(tmp_path / "work")
   config.export_dir = str(tmp_path / "assets")
+  config.train.checkpoint.every = config.train.steps // 2  # for the held-out curve below
   import jax
 
   card = recipe.pretrain(schema.typed("pretrain", config), devices=jax.devices()[:1])
@@ -209,6 +211,25 @@ def test_recipe_runs_with_falling_loss(tmp_path):
     assert (tmp_path / "assets" / name).exists()
   cfg = json.loads((tmp_path / "assets" / "config.json").read_text())
   assert cfg["preset"] == "tiny_default"
+
+  # The held-out curve scores each checkpoint as the card scored the final model.
+  from icl_ft.pretrain import curve
+
+  work = tmp_path / "work"
+  typed = schema.typed("pretrain", config)
+  rows = curve.score_checkpoints(work, episodes=config.eval.episodes, seed=config.seed,
+                                 params=recipe.corpus_params(typed), tokens_before=1000,
+                                 label="test")
+  steps = [config.train.steps // 2, config.train.steps]
+  assert curve.checkpoint_steps(work) == steps
+  assert [r["step"] for r in rows] == steps
+  assert [r["tokens"] for r in rows] == [1000 + s * 4 * 512 for s in steps]
+  assert rows[-1]["accuracy"] == card["heldout_in_context"]
+  assert curve.score_checkpoints(work, episodes=config.eval.episodes, seed=config.seed,
+                                params=recipe.corpus_params(typed)) == []
+  assert curve.read_rows(work) == rows
+  figure = plots.curve_figure(curve.figure_rows(rows), tmp_path / "curve.png", xlabel="tokens")
+  assert figure.stat().st_size > 10_000
 
 
 class _Stop(Exception):
@@ -312,3 +333,18 @@ def test_committed_default_model_loads_and_reproduces_its_card():
     assert abs(row["accuracy"] - heldout[key]["accuracy"]) <= 1 / row["n"] + 1e-9, key
   # It learned in context: that split is well above chance.
   assert heldout[best]["accuracy"] > heldout[best]["chance"] + 2 * heldout[best]["se"]
+
+
+def test_curve_figure_rows_by_tokens_and_by_length():
+  from icl_ft.pretrain import curve
+
+  acc = {"syllogisms/syllogism": {"accuracy": 0.5, "se": 0.1, "chance": 0.4, "n": 10}}
+  rows = [{"label": "C", "step": s, "tokens": t, "context_chars": c, "accuracy": acc}
+          for s, t, c in ((0, 10, 0), (0, 10, 4000), (5, 20, 4000))]
+  by_tokens = curve.figure_rows(rows)
+  assert [(r["series"], r["x"]) for r in by_tokens] == [
+      ("C, own chars", 10), ("C, 4000 chars", 10), ("C, 4000 chars", 20)]
+  by_length = curve.figure_rows(rows, "context_chars")  # only step 0 has two lengths
+  assert [(r["series"], r["x"]) for r in by_length] == [("C, 0.0M tokens", 0),
+                                                        ("C, 0.0M tokens", 4000)]
+  assert by_length[0]["dataset"] == "syllogisms" and by_length[0]["chance"] == 0.4

@@ -300,6 +300,40 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[s
   return _save(fig, path)
 
 
+def curve_figure(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *,
+                 xlabel: str, title: str = "") -> Path:
+  """Accuracy against a quantity (rows: dataset, split, series, x, accuracy, se, chance): a
+  panel per (dataset, split), a line with SE bars per series, the chance level dashed."""
+  if not rows:
+    raise ValueError("no curve rows to plot")
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+
+  plt = _pyplot()
+  series = list(dict.fromkeys(r["series"] for r in rows))
+  colors = dict(zip(series, itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])))
+  panels = _panels(rows)
+  _, ncols = grid_shape(len(panels))
+  fig, axes, spare = _panel_grid(plt, len(panels), title)
+  handles: dict[str, Any] = {}
+  for k, (ax, (dataset, split)) in enumerate(zip(axes, panels)):
+    cell = [r for r in rows if (r["dataset"], r["split"]) == (dataset, split)]
+    for name in series:
+      pts = sorted((r["x"], r["accuracy"], _finite(r["se"])) for r in cell if r["series"] == name)
+      if pts:
+        xs, ys, es = zip(*pts)
+        handles[name] = ax.errorbar(xs, ys, yerr=es, color=colors[name], marker="o",
+                                    markersize=3, linewidth=1, capsize=2)
+    handles["chance"] = ax.axhline(cell[0]["chance"], color="black", linestyle="--", linewidth=1)
+    ax.set_title(_title(dataset, split), fontsize=10)
+    _style_axes(ax, k % ncols == 0)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+    ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 1.2e7 -> 12M
+    ax.set_xlabel(xlabel, fontsize=8)
+  labels = [n for n in series if n in handles] + ["chance"]
+  _legend(fig, spare, [handles[lab] for lab in labels], labels)
+  return _save(fig, path)
+
+
 def subset_figure(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
   """Accuracy per question subset: a panel per (dataset, split), per condition a light bar at
   the pooled accuracy and a dot per subset (area ~ its questions). Written as PNG."""

@@ -197,5 +197,5 @@ def check_batch(batch_size: int, placement: Placement) -> None:
 def _prefill_fn(graphdef, state, cache, tokens, positions, segments, last):
   """One context chunk into the cache; log p(. | context so far) at in-chunk index `last`."""
   model = nnx.merge(graphdef, state)
-  logits, cache = model(tokens, positions, segments, cache=cache)
-  return jax.nn.log_softmax(logits[0, last].astype(jnp.float32)), cache
+  logits, cache = model(tokens, positions, segments, cache=cache, logits_at=last[None])
+  return jax.nn.log_softmax(logits[0, 0].astype(jnp.float32)), cache

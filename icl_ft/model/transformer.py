@@ -187,14 +187,17 @@ class Transformer(nnx.Module):
                                 cfg.head_dim, self.compute_dtype if dtype is None else dtype)
 
   def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-               cache: KVCache | None = None, prefix: KVCache | None = None
-               ) -> tuple[jax.Array, KVCache | None]:
+               cache: KVCache | None = None, prefix: KVCache | None = None,
+               logits_at: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
     """Logits float32 [B, L, V] and the updated cache (None when cache is None).
 
     `prefix`: a batch-1 cache that every row continues (read only, never repeated): each row
     attends its slots [0, end_index) and then its own tokens (and, with `cache`, its own cached
     ones), as if the prefix were cached in every row. `cache` then holds only the rows' own
     tokens, and positions continue the prefix's.
+    `logits_at` [B]: the logits of that one position per row only, [B, 1, V]. A prefill needs
+    no more, and with a large vocabulary the output projection of every position is most of
+    its FLOPs (Gemma 3 270M: 335 of 540 MFLOP per token).
     """
     cfg = self.config
     if prefix is not None and prefix.batch_size != 1:
@@ -226,6 +229,8 @@ class Transformer(nnx.Module):
         new_k.append(layer_kv[0])
         new_v.append(layer_kv[1])
 
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, jnp.asarray(logits_at, jnp.int32)[:, None, None], axis=1)
     x = self.final_norm(x)
     logits = layers.softcap(self.embedder.decode(x), cfg.final_logit_softcap)
     logits = _constrain(logits, ("batch", "length", "vocab"))
