@@ -5,7 +5,8 @@
 Same sizes and batch as bench/train.py (bench/_common.py; batch 16 x seq 256, float32, same
 weights on both sides). One call scores a batch the way the evaluation does: the model's
 logits, log-softmax, the log-prob of each next token, summed per row (returned to the host).
-Ours: `model(tokens, positions, segment_ids)` under `jax.jit` (the graphdef static);
+Ours: `model.hidden` + `model.target_logprobs` under `jax.jit` (the graphdef static; the
+log-normalizer over vocabulary chunks, as `icl_ft.inference.scoring` does on one device);
 HF: `model(input_ids).logits` under `torch.inference_mode()`. The sides alternate repetition
 by repetition (`--calls` calls each); medians. The last line is one JSON object.
 """
@@ -22,6 +23,7 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-order
 import numpy as np  # pylint: disable=wrong-import-order
 from flax import nnx  # pylint: disable=wrong-import-order
 
+from icl_ft.inference import scoring  # pylint: disable=wrong-import-order
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
 
 
@@ -35,9 +37,10 @@ def ours(model, tokens: np.ndarray, calls: int):
 
   @jax.jit
   def score(state, toks):
-    logits, _ = nnx.merge(graphdef, state)(toks, positions, segment_ids)  # [B, L, V]
-    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    return jnp.take_along_axis(logp, toks[:, 1:, None], axis=-1)[..., 0].sum(-1)  # [B]
+    model = nnx.merge(graphdef, state)
+    x, _ = model.hidden(toks, positions, segment_ids)  # [B, L, D]
+    # As the evaluation's scorer does on one device: the logits in vocabulary chunks.
+    return model.target_logprobs(x[:, :-1], toks[:, 1:], scoring.VOCAB_CHUNK).sum(-1)  # [B]
 
   def run():
     out = None

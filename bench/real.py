@@ -1,6 +1,6 @@
 """The real Gemma 3 270M on this machine: ours vs Hugging Face, each side in its own process.
 
-    python bench/real.py [--parts peak,fwd,decode,train,icl] [--reps 5] [--bf16]
+    python bench/real.py [--parts peak,fwd,decode,train,icl,accel] [--reps 5] [--bf16]
 
 Weights: ours the `gemma3_270m` checkpoint (the GGUF converted to float32 params,
 `icl_ft.model.gguf_checkpoint`); Hugging Face transformers reads the same GGUF file (dequantized
@@ -14,7 +14,8 @@ computation started right after (BENCHMARKS.md). Inside a worker every part warm
 (compilation) and then times `--reps` repetitions; medians.
 
 Parts and figures (the last stdout line is one JSON object):
-- peak: one float32 [2048, 2048] @ [2048, 2048] `jnp.dot` (ours process): the matmul peak;
+- peak: float32 [N, N] @ [N, N] `jnp.dot`s, N in `PEAK_SIZES` (ours process), the fastest is
+  the matmul peak;
   and a sum over a 1 GiB float32 array: the memory read bandwidth. With them each side-by-side
   figure gets a bound, the ratio an implementation running at that floor would reach
   (`*_ratio_bound`: the HF time over the floor, FLOPs / peak for the forward, bytes read / bandwidth
@@ -59,6 +60,7 @@ BATCH, FWD_LEN, TRAIN_LEN = 8, 128, 128
 PROMPT_LEN, NEW = 512, 64
 DATASETS = ("celebrities", "semantic_structure", "simple_reversals", "syllogisms")
 PARTS = ("peak", "fwd", "decode", "train", "icl", "accel")
+PEAK_SIZES = (2048, 3072, 4096)  # square float32 matmuls; the fastest is the peak
 ACCEL_PRESETS = {"accel_mfu_270m": "gemma3_270m", "accel_mfu_1b": "gemma3_1b"}
 ACCEL_BATCH, ACCEL_LEN = 8, 2048
 # Dense bfloat16 matmul peak per chip (vendor datasheets), by `jax.Device.device_kind`.
@@ -135,9 +137,13 @@ def ours_worker(parts: list[str], reps: int, bf16: bool, workdir: Path) -> dict:
   out.update(gguf=str(gguf_checkpoint.gguf_file(gguf_checkpoint.CHECKPOINTS[NAME])),
              fwd_flops_per_token=_common.matmul_flops_per_token(model.config, FWD_LEN))
   if "peak" in parts:
-    run, flops = train_bench.peak(2048)
-    seconds, _ = _timed(run, max(reps, 5))
-    out["peak_gflops"] = round(flops / seconds / 1e9, 1)
+    rates = {}
+    for n in PEAK_SIZES:
+      run, flops = train_bench.peak(n)
+      seconds, _ = _timed(run, max(reps, 5))
+      rates[n] = round(flops / seconds / 1e9, 1)
+    out["peak_gflops_by_size"] = rates
+    out["peak_gflops"] = max(rates.values())
     big = jax.numpy.ones((1 << 28,), jax.numpy.float32)  # 1 GiB
     total = jax.jit(jax.numpy.sum)
     seconds, _ = _timed(lambda: total(big).block_until_ready(), max(reps, 5))

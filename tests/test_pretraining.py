@@ -348,3 +348,8 @@ def test_curve_figure_rows_by_tokens_and_by_length():
   assert [(r["series"], r["x"]) for r in by_length] == [("C, 0.0M tokens", 0),
                                                         ("C, 0.0M tokens", 4000)]
   assert by_length[0]["dataset"] == "syllogisms" and by_length[0]["chance"] == 0.4
+  many = [dict(rows[0], step=s, tokens=s * 10**6, context_chars=c)
+          for s in range(10) for c in (0, 4000)]
+  lines = {r["series"] for r in curve.figure_rows(many, "context_chars")}
+  assert curve.MAX_LENGTH_LINES == 4
+  assert lines == {"C, 0.0M tokens", "C, 3.0M tokens", "C, 6.0M tokens", "C, 9.0M tokens"}

@@ -136,10 +136,14 @@ def _choice_score(total: float, count: int) -> ChoiceScore:
 # ---------------------------------------------------------------------------
 
 
-def _token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-  """lp[b, i] = log p(tokens[b, i + 1] | ... i) for i < L - 1; [B, L-1] float32."""
-  logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+# Output-projection rows per step of the chunked log-normalizer (Transformer.target_logprobs).
+VOCAB_CHUNK = 16384
+
+
+def vocab_chunk(mesh: Any) -> int:
+  """VOCAB_CHUNK, or 0 (the whole logits at once) on a mesh whose tensor axis shards the
+  vocabulary: the chunked scan walks that axis."""
+  return 0 if mesh is not None and dict(mesh.shape).get("tensor", 1) > 1 else VOCAB_CHUNK
 
 
 def _score_in_batches(questions: Sequence[records.Question], rows: Sequence[_Row],
@@ -166,24 +170,24 @@ def _score_in_batches(questions: Sequence[records.Question], rows: Sequence[_Row
 # same model architecture shares their compilations.
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _suffix_fn(graphdef, state, cache, first_logprobs, tokens, positions, segments, mask):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _suffix_fn(graphdef, chunk, state, cache, first_logprobs, tokens, positions, segments, mask):
   """Summed log-probs and counts of the masked suffix tokens of each row: ([B], [B])."""
   model = nnx.merge(graphdef, state)
-  logits, _ = model(tokens, positions, segments, prefix=cache)
-  rest = _token_logprobs(logits, tokens)  # [B, L-1]: suffix tokens 1..L-1
+  x, _ = model.hidden(tokens, positions, segments, prefix=cache)
+  rest = model.target_logprobs(x[:, :-1], tokens[:, 1:], chunk)  # [B, L-1]: tokens 1..L-1
   first = first_logprobs[tokens[:, 0]][:, None]  # [B, 1]: suffix token 0, from the context
   lp = jnp.concatenate([first, rest], axis=1)  # [B, L]
   lp = jnp.where(mask, lp, 0.0)
   return lp.sum(axis=1), mask.sum(axis=1)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _naive_fn(graphdef, state, tokens, positions, segments, mask):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _naive_fn(graphdef, chunk, state, tokens, positions, segments, mask):
   """Full sequences, no cache: summed log-probs and counts of the masked tokens."""
   model = nnx.merge(graphdef, state)
-  logits, _ = model(tokens, positions, segments)
-  lp = _token_logprobs(logits, tokens)  # [B, L-1]; mask[:, 1:] selects the choice tokens
+  x, _ = model.hidden(tokens, positions, segments)
+  lp = model.target_logprobs(x[:, :-1], tokens[:, 1:], chunk)  # [B, L-1]; mask[:, 1:]: choices
   lp = jnp.where(mask[:, 1:], lp, 0.0)
   return lp.sum(axis=1), mask.sum(axis=1)
 
@@ -287,7 +291,8 @@ class ContextScorer:
       self.stats["suffix_tokens"] += int(sum(len(r.suffix) for r in batch))
       self.stats["padded_tokens"] += b * length
       with self._mesh.context():
-        return _suffix_fn(self._graphdef, self._state, self._cache, self._first_logprobs,
+        return _suffix_fn(self._graphdef, vocab_chunk(self._mesh.mesh), self._state,
+                          self._cache, self._first_logprobs,
                           self._mesh.batch(tokens), self._mesh.batch(positions),
                           self._mesh.batch(segments), self._mesh.batch(mask))
 
@@ -366,7 +371,8 @@ class NaiveScorer:
       self.stats["tokens"] += int(sum(len(ctx) + len(r.suffix) for r in batch))
       self.stats["padded_tokens"] += b * length
       with self._mesh.context():
-        return _naive_fn(self._graphdef, self._state, self._mesh.batch(tokens),
+        return _naive_fn(self._graphdef, vocab_chunk(self._mesh.mesh), self._state,
+                         self._mesh.batch(tokens),
                          self._mesh.batch(positions), self._mesh.batch(segments),
                          self._mesh.batch(mask))
 

@@ -199,6 +199,24 @@ class Transformer(nnx.Module):
     no more, and with a large vocabulary the output projection of every position is most of
     its FLOPs (Gemma 3 270M: 335 of 540 MFLOP per token).
     """
+    x, new_cache = self.hidden(tokens, positions, segment_ids, cache, prefix)
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, jnp.asarray(logits_at, jnp.int32)[:, None, None], axis=1)
+    logits = layers.softcap(self.embedder.decode(x), self.config.final_logit_softcap)
+    return _constrain(logits, ("batch", "length", "vocab")), new_cache
+
+  def target_logprobs(self, x: jax.Array, targets: jax.Array, vocab_chunk: int = 0
+                      ) -> jax.Array:
+    """log p(targets) [B, L] float32 from `hidden`'s states [B, L, D], the logits never held
+    whole when `vocab_chunk` > 0 (`layers.Embedder.target_logprobs`)."""
+    return self.embedder.target_logprobs(x, targets, self.config.final_logit_softcap,
+                                         vocab_chunk)
+
+  def hidden(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+             cache: KVCache | None = None, prefix: KVCache | None = None
+             ) -> tuple[jax.Array, KVCache | None]:
+    """The final-normed hidden states [B, L, D] the output projection reads, and the cache
+    (`__call__` without the projection)."""
     cfg = self.config
     if prefix is not None and prefix.batch_size != 1:
       raise ValueError(f"a shared prefix has batch size 1, got {prefix.batch_size}")
@@ -229,14 +247,10 @@ class Transformer(nnx.Module):
         new_k.append(layer_kv[0])
         new_v.append(layer_kv[1])
 
-    if logits_at is not None:
-      x = jnp.take_along_axis(x, jnp.asarray(logits_at, jnp.int32)[:, None, None], axis=1)
     x = self.final_norm(x)
-    logits = layers.softcap(self.embedder.decode(x), cfg.final_logit_softcap)
-    logits = _constrain(logits, ("batch", "length", "vocab"))
     if cache is None:
-      return logits, None
+      return x, None
     new_cache = KVCache(k=tuple(new_k), v=tuple(new_v), positions=k_positions,
                         segment_ids=k_segment_ids,
                         end_index=(end + tokens.shape[1]).astype(jnp.int32))
-    return logits, new_cache
+    return x, new_cache

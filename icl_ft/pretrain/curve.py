@@ -32,6 +32,7 @@ from icl_ft.pretrain import recipe
 CURVE_FILE = "heldout_curve.jsonl"
 FIGURE_FILE = "heldout_curve.png"
 LENGTH_FIGURE_FILE = "heldout_length.png"
+MAX_LENGTH_LINES = 4
 
 
 def checkpoint_steps(workdir: Path) -> list[int]:
@@ -103,12 +104,16 @@ def score_checkpoints(workdir: Path, *, context_chars: int = 0, episodes: int = 
 
 def figure_rows(rows: list[dict[str, Any]], x: str = "tokens") -> list[dict[str, Any]]:
   """The curve rows as plots.curve_figure points: against `x` ("tokens": a line per context
-  length; "context_chars": a line per checkpoint scored at two lengths or more)."""
+  length; "context_chars": a line per checkpoint scored at two lengths or more, at most
+  MAX_LENGTH_LINES of them evenly spaced, the first and the last among them)."""
   if x == "context_chars":
     lengths: dict[int, set[int]] = {}
     for r in rows:
       lengths.setdefault(r["step"], set()).add(r["context_chars"])
-    rows = [r for r in rows if len(lengths[r["step"]]) > 1]
+    steps = sorted(s for s, c in lengths.items() if len(c) > 1)
+    n = min(len(steps), MAX_LENGTH_LINES)
+    keep = {steps[round(i * (len(steps) - 1) / max(n - 1, 1))] for i in range(n)}
+    rows = [r for r in rows if r["step"] in keep]
   out = []
   for r in rows:
     series = (f"{r['label']}, {r['context_chars'] or 'own'} chars" if x == "tokens" else

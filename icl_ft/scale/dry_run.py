@@ -289,7 +289,7 @@ def eval_dry_run(config: Any) -> DryRunReport:
   first = jax.ShapeDtypeStruct((cfg.vocab_size,), jnp.float32, sharding=replicated)
   mask = jax.ShapeDtypeStruct((batch_size, suffix_len), jnp.bool_, sharding=data)
   suffix_step = _compile("suffix step", scoring._suffix_fn, mesh, rules,  # pylint: disable=protected-access
-                         graphdef, state, cache1, first, ints((batch_size, suffix_len), data),
+                         graphdef, scoring.vocab_chunk(mesh), state, cache1, first, ints((batch_size, suffix_len), data),
                          ints((batch_size, suffix_len), data), ints((batch_size, suffix_len), data),
                          mask)
   est = memory.estimate(cfg, mesh, batch_size, suffix_len, rules)
