@@ -64,7 +64,7 @@ def ours(model, prompts: np.ndarray, new: int, context: np.ndarray, max_len: int
   length (0: the model's maximum sequence length, or what the rows need if longer).
   """
   tok = IdTokenizer(model.config.vocab_size)
-  need = len(context) + prompts.shape[1] + new
+  need = max(len(context), 1) + prompts.shape[1] + new  # the prefilled context is >= [BOS]
   sampler = sampling.Sampler(model, tok, batch_size=prompts.shape[0],
                              max_len=max(max_len or model.config.max_seq_len, need))
   params = sampling.SamplingParams(max_new_tokens=new, stop_at_eos=False)
