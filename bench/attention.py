@@ -23,24 +23,43 @@ import numpy as np  # pylint: disable=wrong-import-order
 from icl_ft.model import attention  # pylint: disable=wrong-import-order
 
 
-def measure(b: int, l: int, n: int, k: int, h: int, reps: int) -> dict[str, float]:
-  """Milliseconds per forward + backward of each form, and their largest output difference."""
+def core_inputs(b: int, l: int, n: int, k: int, h: int):
+  """(q [B, L, N, H], k, v [B, K, L, H], positions, segment_ids [B, L]): full causal rows."""
   rng = np.random.default_rng(0)
   q = jnp.asarray(rng.normal(size=(b, l, n, h)), jnp.float32)
   kv = [jnp.asarray(rng.normal(size=(b, k, l, h)), jnp.float32) for _ in range(2)]
   pos = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
   seg = jnp.ones((b, l), jnp.int32)
-  forms = {
+  return q, kv[0], kv[1], pos, seg
+
+
+def forms(pos: jax.Array, seg: jax.Array) -> dict:
+  """name -> attention core f(q, k, v): `dense` (whole [L, L] mask) and `blocked` (the model's)."""
+  l = pos.shape[1]
+  return {
       "dense": lambda q, k, v: attention.dot_product_attention(
           q, k, v, attention.make_mask(pos, seg, pos, seg)),
       "blocked": lambda q, k, v: attention.self_attention(
           q, k, v, pos, seg, block=attention.block_size(l)),
   }
-  grads = {name: jax.jit(jax.value_and_grad(lambda *a, f=f: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2)))
-           for name, f in forms.items()}
+
+
+def core_grad(b: int, l: int, n: int, k: int, h: int, form: str = "blocked"):
+  """A closure running one jitted forward + backward of the `form` core at B x L x N x K x H
+  (`jax.value_and_grad` of sum(out ** 2) w.r.t. q, k, v; blocks until done)."""
+  q, kk, v, pos, seg = core_inputs(b, l, n, k, h)
+  f = forms(pos, seg)[form]
+  grad = jax.jit(jax.value_and_grad(lambda *a: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2)))
+  return lambda: jax.block_until_ready(grad(q, kk, v))
+
+
+def measure(b: int, l: int, n: int, k: int, h: int, reps: int) -> dict[str, float]:
+  """Milliseconds per forward + backward of each form, and their largest output difference."""
+  q, kk, v, pos, seg = core_inputs(b, l, n, k, h)
+  fs = forms(pos, seg)
   times = _common.interleaved(
-      {name: (lambda g=g: jax.block_until_ready(g(q, *kv))) for name, g in grads.items()}, reps)
-  dense, blocked = (jax.jit(forms[name])(q, *kv) for name in ("dense", "blocked"))
+      {name: core_grad(b, l, n, k, h, name) for name in fs}, reps)
+  dense, blocked = (jax.jit(fs[name])(q, kk, v) for name in ("dense", "blocked"))
   ms = {name: round(1e3 * _common.median(t), 2) for name, t in times.items()}
   return {"dense_ms": ms["dense"], "blocked_ms": ms["blocked"],
           "speedup": round(ms["dense"] / ms["blocked"], 2), "block": attention.block_size(l),

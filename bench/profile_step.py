@@ -1,6 +1,6 @@
 """Where a train step's time goes: each piece jitted alone, forward + backward, timed.
 
-    python bench/profile_step.py [--size medium] [--reps 5]
+    python bench/profile_step.py [--size medium] [--reps 5]   # --size small,medium: both
 
 Pieces, at the size and batch of bench/train.py (each a `jax.value_and_grad` of a scalar
 over that piece's inputs and parameters, so forward and backward are both counted):
@@ -15,10 +15,14 @@ the number of layers in `sum_of_pieces`.
 gate/up/down, and the tied output projection; forward, input gradient and weight gradient of
 each) timed alone as one jitted float32 `lax.dot_general` of its shape and contraction, and
 summed: the time the step would take if it did nothing but those matmuls, one after the
-other at their standalone speed (the attention core's own matmuls are not in it:
-bench/attention.py times that core). `matmul_floor_torch_ms`: the same matmuls in PyTorch
-(`a @ b`, `a @ b.T`, `a.T @ b`), each shape timed right after ours. The last line is one JSON
-object.
+other at their standalone speed. `matmul_floor_torch_ms`: the same matmuls in PyTorch
+(`a @ b`, `a @ b.T`, `a.T @ b`), each shape timed right after ours.
+
+`train_floor_ratio_<size>` = `step_ms` / `floor_ms`, where `floor_ms` = `matmul_floor_ms` +
+layers x `attention_core_ms` (one layer's blocked attention core, forward + backward, as
+bench/attention.py times it, here in its own loop): how far the whole step is from its
+matmuls and attention core run back to back. The last line is one JSON object: per size
+its figures, and the ratios at top level.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-order
 import numpy as np  # pylint: disable=wrong-import-order
 from flax import nnx  # pylint: disable=wrong-import-order
 
+import attention as attention_bench  # pylint: disable=wrong-import-order
 import train as train_bench  # pylint: disable=wrong-import-order
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
 from icl_ft.pipeline import loader as data_loader  # pylint: disable=wrong-import-order
@@ -76,16 +81,9 @@ def matmul_floor(cfg, tokens: int, reps: int) -> dict[str, float]:
           "matmul_floor_gflop_per_s": round(flops / total["ours"] / 1e9, 1)}
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--size", default="medium")
-  parser.add_argument("--family", default="gemma1")
-  parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--seq", type=int, default=256)
-  parser.add_argument("--reps", type=int, default=5)
-  args = parser.parse_args()
-
-  cfg = _common.model_config(args.size, args.family)
+def profile(size: str, args) -> dict:
+  """The pieces, the whole step, the matmul floor and the train-floor ratio at one size."""
+  cfg = _common.model_config(size, args.family)
   model = Transformer(cfg, rngs=nnx.Rngs(params=0))
   batch = {k: jnp.asarray(v) for k, v in
            train_bench.batch_arrays(args.batch, args.seq, cfg.vocab_size).items()}
@@ -134,19 +132,48 @@ def main() -> None:
   times = _common.interleaved(fns, args.reps)
   ms = {k: round(1e3 * _common.median(v), 2) for k, v in times.items()}
   ms["sum_of_pieces"] = round(cfg.num_layers * (ms["attention"] + ms["mlp"]) + ms["head"], 2)
+  print(f"== {size}")
   for k in ("attention", "mlp"):
     print(f"{k:>10}: {ms[k]:8.2f} ms per layer x {cfg.num_layers} = "
           f"{cfg.num_layers * ms[k] / ms['step']:.0%} of the step")
   print(f"{'head':>10}: {ms['head']:8.2f} ms = {ms['head'] / ms['step']:.0%} of the step")
   for k in ("model_fwd", "loss_grad", "step", "sum_of_pieces"):
     print(f"{k:>10}: {ms[k]:8.2f} ms")
-  floor = matmul_floor(cfg, args.batch * args.seq, max(3, args.reps))
+  reps = max(3, args.reps)
+  floor = matmul_floor(cfg, args.batch * args.seq, reps)
   print(f"matmul floor (weight matmuls alone, summed): {floor['matmul_floor_ms']:.2f} ms "
         f"({floor['matmul_floor_gflop_per_s']} GFLOP/s) = "
         f"{floor['matmul_floor_ms'] / ms['step']:.0%} of the step; the same matmuls in PyTorch: "
         f"{floor['matmul_floor_torch_ms']:.2f} ms")
-  print(json.dumps({"size": args.size, "family": args.family, "ms": ms, "load": load, **floor},
-                   sort_keys=True))
+  # The blocked attention core of one layer (bench/attention.py's), in its own loop like the
+  # matmuls: the step's floor is those matmuls plus this core in every layer.
+  core = attention_bench.core_grad(args.batch, args.seq, cfg.num_heads, cfg.num_kv_heads,
+                                   cfg.head_dim)
+  core_ms = 1e3 * _common.median(_common.interleaved({"core": core}, reps)["core"])
+  floor_ms = floor["matmul_floor_ms"] + cfg.num_layers * core_ms
+  ratio = ms["step"] / floor_ms
+  print(f"train floor: {floor['matmul_floor_ms']:.2f} ms matmuls + {cfg.num_layers} x "
+        f"{core_ms:.2f} ms attention core = {floor_ms:.2f} ms; step {ms['step']:.2f} ms -> "
+        f"{ratio:.3f}x the floor")
+  return {"size": size, "ms": ms, "load": load, **floor,
+          "attention_core_ms": round(core_ms, 2), "floor_ms": round(floor_ms, 2),
+          "step_ms": ms["step"], "train_floor_ratio": round(ratio, 3)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--size", default="medium", help="comma-separated sizes (bench/_common.py)")
+  parser.add_argument("--family", default="gemma1")
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--reps", type=int, default=5)
+  args = parser.parse_args()
+  out = {"family": args.family, "load_before": _common.load_average()}
+  for size in args.size.split(","):
+    out[size] = profile(size, args)
+    out[f"train_floor_ratio_{size}"] = out[size]["train_floor_ratio"]
+  out["load_after"] = _common.load_average()
+  print(json.dumps(out, sort_keys=True))
 
 
 if __name__ == "__main__":
