@@ -120,7 +120,7 @@ def test_repeat_cache_scores_continuations(case):
     out, own = decode(c_toks[:, sl], c_pos[:, sl], c_seg[:, sl], own, shared)
     pieces.append(np.asarray(out))
   decoded = np.concatenate(pieces, axis=1)
-  assert own.k[0].shape[2] == width  # the rows cache only their own tokens
+  assert own.max_len == own.v[0].shape[2] == width  # the rows cache only their own tokens
   for b, n in enumerate(cont_lens):
     np.testing.assert_allclose(np.asarray(prefix_logits)[0], ref[b, :prefix_len], **TOL)
     np.testing.assert_allclose(logits[b, :n], ref[b, prefix_len:prefix_len + n], **TOL)
@@ -135,7 +135,8 @@ def test_cache_pytree_and_errors():
   leaves = jax.tree.leaves(cache)
   assert len(leaves) == 2 * cfg.num_layers + 3
   assert cache.end_index.shape == () and cache.end_index.dtype == jnp.int32
-  assert cache.k[0].shape == (2, cfg.num_kv_heads, 8, cfg.head_dim)
+  assert cache.k[0].shape == (2, cfg.num_kv_heads, cfg.head_dim, 8)  # keys transposed
+  assert cache.v[0].shape == (2, cfg.num_kv_heads, 8, cfg.head_dim)
   assert cache.k[0].dtype == jnp.float32 and cache.segment_ids.dtype == jnp.int32
   mapped = jax.tree.map(lambda x: x, cache)
   assert isinstance(mapped, attention.KVCache)

@@ -214,6 +214,35 @@ def _sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: j
   return jax.lax.cond(greedy, argmax, nucleus, logits)
 
 
+def phase_bounds(prompt_slots: int, max_new: int) -> tuple[int, ...]:
+  """Own-cache slots of each decode phase: doubling from the prompt's bucket to all it needs.
+
+  A decode step attends every slot of the rows' own cache, written or not, so the loop runs
+  in phases whose caches grow (prompt + generated tokens so far, rounded up to the next bound):
+  early steps read a short cache. Doubling keeps the phases (each its own compiled loop body)
+  few -- at most log2(total / prompt) + 1 -- and each one halves what the steps before it read.
+  """
+  total = prompt_slots + max_new  # the last step writes slot total - 1
+  bounds, bound = [], max(int(prompt_slots), 1)
+  while bound * 2 < total:
+    bound *= 2
+    bounds.append(bound)
+  return (*bounds, total)
+
+
+def _grow(cache: Any, slots: int) -> Any:
+  """`cache` with empty slots appended up to `slots` (segment id 0: never attended)."""
+  extra = slots - cache.max_len
+
+  def pad(x, axis):
+    return jnp.pad(x, [(0, extra if a == axis else 0) for a in range(x.ndim)])
+
+  return dataclasses.replace(cache, k=tuple(pad(x, 3) for x in cache.k),  # [B, K, H, S]
+                             v=tuple(pad(x, 2) for x in cache.v),
+                             positions=pad(cache.positions, 1),
+                             segment_ids=pad(cache.segment_ids, 1))
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _generate_fn(graphdef, options, state, prefix, cache, ctx_logprobs, tokens, positions,
                  segments, lengths, row_ids, active, allowed, tables, stop_lengths, eos_id, seed,
@@ -221,14 +250,16 @@ def _generate_fn(graphdef, options, state, prefix, cache, ctx_logprobs, tokens, 
   """Prompt prefill + the decode loop; (generated [B, T], counts [B], reasons [B], steps).
 
   prefix: the batch-1 context cache every row continues; cache: the rows' own (empty) cache
-  for prompt + generated tokens.
-  options = (max_new_tokens,). lengths [B]: real prompt tokens per row (0: the first
+  for the prompt, `bounds[0]` slots.
+  options = (max_new_tokens, bounds): the decode runs in phases (`phase_bounds`); phase i's
+  steps write slots [bounds[i-1], bounds[i]) of a cache of bounds[i] slots (bounds[-1] =
+  prompt + max_new_tokens). lengths [B]: real prompt tokens per row (0: the first
   token comes from the context). active [B]: false on the batch's padding rows (they start
   done). eos_id: -1 = none. reasons: 0 length, 1 stop, 2 eos.
   """
-  (max_new,) = options
+  max_new, bounds = options
   model = nnx.merge(graphdef, state)
-  b = tokens.shape[0]
+  b, p_len = tokens.shape
   logits, cache = model(tokens, positions, segments, cache=cache, prefix=prefix)  # [B, P, V]
   last = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
   first = jnp.where((lengths > 0)[:, None], jax.nn.log_softmax(last.astype(jnp.float32)),
@@ -237,9 +268,10 @@ def _generate_fn(graphdef, options, state, prefix, cache, ctx_logprobs, tokens, 
   row_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(row_ids)
   num_stops = tables.shape[0]
 
-  def cond(carry):
-    t, _, _, _, done, *_ = carry
-    return (t < max_new) & ~jnp.all(done)
+  def scores(logits):
+    # Greedy needs only the order of the logits: the log-softmax over the vocabulary is
+    # skipped (argmax is the same); sampling gets log-probabilities as before.
+    return jax.lax.cond(greedy, lambda x: x, jax.nn.log_softmax, logits.astype(jnp.float32))
 
   def body(carry):
     t, cache, logits, stop_state, done, out, counts, reasons = carry
@@ -260,13 +292,23 @@ def _generate_fn(graphdef, options, state, prefix, cache, ctx_logprobs, tokens, 
     stop_state = jnp.minimum(new_state, stop_lengths[None, :] - 1)
     pos = (next_pos + t)[:, None]
     logits, cache = model(tok[:, None], pos, jnp.ones_like(pos), cache=cache, prefix=prefix)
-    logits = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32))
-    return t + 1, cache, logits, stop_state, done, out, counts, reasons
+    return t + 1, cache, scores(logits[:, 0]), stop_state, done, out, counts, reasons
 
-  init = (jnp.zeros((), jnp.int32), cache, first, jnp.zeros((b, num_stops), jnp.int32),
-          ~active, jnp.zeros((b, max_new), jnp.int32), jnp.zeros((b,), jnp.int32),
-          jnp.zeros((b,), jnp.int32))
-  t, _, _, _, _, out, counts, reasons = jax.lax.while_loop(cond, body, init)
+  carry = (jnp.zeros((), jnp.int32), cache, first, jnp.zeros((b, num_stops), jnp.int32),
+           ~active, jnp.zeros((b, max_new), jnp.int32), jnp.zeros((b,), jnp.int32),
+           jnp.zeros((b,), jnp.int32))
+  for bound in bounds:
+    # Steps t < bound - p_len write slots < bound: this phase's loop runs them on a cache of
+    # `bound` slots (the one before, grown), so each step reads only those.
+    end = bound - p_len
+
+    def cond(carry, end=end):
+      t, _, _, _, done, *_ = carry
+      return (t < end) & ~jnp.all(done)
+
+    carry = (carry[0], _grow(carry[1], bound), *carry[2:])
+    carry = jax.lax.while_loop(cond, body, carry)
+  t, _, _, _, _, out, counts, reasons = carry
   return out, counts, reasons, t
 
 
@@ -386,7 +428,8 @@ class Sampler:
     tables, stop_lengths = self._tables(params.stop)
     greedy = params.temperature == 0
     eos = np.int32(self.tokenizer.eos_id if params.stop_at_eos else -1)
-    options = (t_new,)
+    bounds = phase_bounds(p_len, t_new)
+    options = (t_new, bounds)
     b = self.batch_size
     n_ctx = context.num_tokens
     # Longest prompts first: batches of similar length; results go back in input order.
@@ -414,7 +457,7 @@ class Sampler:
         positions = np.tile(n_ctx + np.arange(p_len, dtype=np.int32), (b, 1))
         put = self._mesh.batch
         out, counts, reasons, steps = _generate_fn(
-            self._graphdef, options, self._state, context.cache, self._empty_cache(p_len + t_new),
+            self._graphdef, options, self._state, context.cache, self._empty_cache(bounds[0]),
             context.logprobs, put(tokens), put(positions), put(segments), put(lengths),
             put(rows), put(active), self._allowed,
             tables, stop_lengths, eos, np.uint32(params.seed), np.bool_(greedy),

@@ -10,9 +10,10 @@ increase within a segment (they restart per packed segment). A padding query att
 its scores are all replaced by a large negative *finite* number, so its softmax is uniform
 rather than NaN (its output is meaningless but finite).
 
-KV cache (`KVCache`, a pytree usable under jax.jit): per layer k and v [B, K, S, H], plus the
-positions and segment ids of the cached keys [B, S] (shared by all layers) and one scalar
-`end_index`. A call with L new tokens writes them at [end_index, end_index + L) with
+KV cache (`KVCache`, a pytree usable under jax.jit): per layer k [B, K, H, S] (keys
+transposed) and v [B, K, S, H], plus the positions and segment ids of the cached keys [B, S]
+(shared by all layers) and one scalar `end_index`. A call with L new tokens writes them at
+[end_index, end_index + L) with
 `dynamic_update_slice` and advances end_index by L; every layer caches the full length (local
 layers mask by window instead of using a ring buffer).
 
@@ -33,10 +34,14 @@ import jax.numpy as jnp
 from icl_ft.model import layers
 
 # Logical axis names of the cache arrays (for sharding a cache, e.g. with
-# icl_ft.sharding.logical_to_sharding): k / v, and positions / segment_ids; end_index is a scalar.
-# k / v are kv-head major, [B, K, S, H]: the layout the score and value matmuls read directly,
-# so decoding does not transpose the whole cache at every step.
-KV_AXES = ("batch", "kv_heads", "kv_length", "head_dim")
+# icl_ft.sharding.logical_to_sharding): k, v, and positions / segment_ids; end_index is a scalar.
+# k / v are kv-head major, k [B, K, H, S] and v [B, K, S, H]: the layouts the score and value
+# matmuls read directly (queries x keys and probabilities x values, both plain [M, C] x [C, N]
+# gemms), so decoding does not transpose the whole cache at every step. A decode step's score
+# matmul has only G*L rows per kv head; over keys stored [S, H] (contracting both operands on
+# their last axis) XLA:CPU ran it 2.5-4x slower than the value matmul over the same bytes.
+K_AXES = ("batch", "kv_heads", "head_dim", "kv_length")
+KV_AXES = ("batch", "kv_heads", "kv_length", "head_dim")  # v
 INDEX_AXES = ("batch", "kv_length")
 
 # Query block of `self_attention`: at least MIN_BLOCK tokens, at most MAX_BLOCKS blocks a row
@@ -55,7 +60,7 @@ MASK_VALUE = -2.3819763e38
 class KVCache:
   """Keys / values of every layer and the positions / segment ids of the cached tokens."""
 
-  k: tuple[jax.Array, ...]     # per layer [B, K, S, H]
+  k: tuple[jax.Array, ...]     # per layer [B, K, H, S] (transposed: K_AXES)
   v: tuple[jax.Array, ...]     # per layer [B, K, S, H]
   positions: jax.Array         # [B, S] int32
   segment_ids: jax.Array       # [B, S] int32; 0 = empty slot / padding
@@ -82,11 +87,11 @@ jax.tree_util.register_dataclass(
 def init_cache(num_layers: int, batch_size: int, max_len: int, num_kv_heads: int,
                head_dim: int, dtype=jnp.float32) -> KVCache:
   """An empty cache: zeros, segment ids 0 (nothing attendable), end_index 0."""
-  shape = (batch_size, num_kv_heads, max_len, head_dim)
-  zeros = lambda: jnp.zeros(shape, dtype)  # noqa: E731
+  k_shape = (batch_size, num_kv_heads, head_dim, max_len)
+  v_shape = (batch_size, num_kv_heads, max_len, head_dim)
   return KVCache(
-      k=tuple(zeros() for _ in range(num_layers)),
-      v=tuple(zeros() for _ in range(num_layers)),
+      k=tuple(jnp.zeros(k_shape, dtype) for _ in range(num_layers)),
+      v=tuple(jnp.zeros(v_shape, dtype) for _ in range(num_layers)),
       positions=jnp.zeros((batch_size, max_len), jnp.int32),
       segment_ids=jnp.zeros((batch_size, max_len), jnp.int32),
       end_index=jnp.zeros((), jnp.int32),
@@ -120,7 +125,7 @@ def check_fits(cache: KVCache, batch_size: int, length: int) -> None:
 
 def write(buffer: jax.Array, new: jax.Array, end_index: jax.Array, axis: int = 1) -> jax.Array:
   """`new` written into `buffer` at slot end_index of `axis` (the length axis: 1 for
-  positions / segment ids [B, S], 2 for keys / values [B, K, S, H])."""
+  positions / segment ids [B, S], 2 for values [B, K, S, H], 3 for keys [B, K, H, S])."""
   zero = jnp.zeros((), jnp.int32)
   start = [zero] * buffer.ndim
   start[axis] = jnp.asarray(end_index, jnp.int32)
@@ -145,10 +150,11 @@ def _masked_scores(logits: jax.Array, mask: jax.Array, logit_softcap: float | No
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
-                          logit_softcap: float | None = None) -> jax.Array:
-  """Grouped-query attention. q [B, L, N, H] (already scaled), k / v [B, K, S, H] (the cache
-  layout), mask [B, L, S] -> [B, L, N, H]. Query head n uses kv head n // (N / K). Scores and
-  softmax in float32."""
+                          logit_softcap: float | None = None,
+                          keys_transposed: bool = False) -> jax.Array:
+  """Grouped-query attention. q [B, L, N, H] (already scaled), k / v [B, K, S, H] (k [B, K, H,
+  S] with keys_transposed: the cache layout), mask [B, L, S] -> [B, L, N, H]. Query head n
+  uses kv head n // (N / K). Scores and softmax in float32."""
   b, l, n, h = q.shape
   kh = k.shape[1]
   g = n // kh
@@ -156,8 +162,9 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   # backward) is then a plain batched gemm with one contracting axis, which XLA:CPU runs far
   # faster than the [B, L, K, G, H] einsum (whose key gradient contracts over g and l).
   qg = q.reshape(b, l, kh, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kh, g * l, h)
-  logits = jnp.einsum("bkmh,bksh->bkms", qg, k, preferred_element_type=jnp.float32)
-  s = k.shape[2]
+  logits = jnp.einsum("bkmh,bkhs->bkms" if keys_transposed else "bkmh,bksh->bkms", qg, k,
+                      preferred_element_type=jnp.float32)
+  s = v.shape[2]
   mask = jnp.broadcast_to(mask[:, None, None, :, :], (b, 1, g, l, s)).reshape(b, 1, g * l, s)
   probs = jax.nn.softmax(_masked_scores(logits, mask, logit_softcap), axis=-1).astype(v.dtype)
   out = jnp.einsum("bkms,bksh->bkmh", probs, v)  # [B, K, G*L, H]
@@ -199,12 +206,14 @@ def shared_prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions:
                             k_positions: jax.Array | None = None,
                             k_segment_ids: jax.Array | None = None,
                             window: int | None = None,
-                            logit_softcap: float | None = None) -> jax.Array:
+                            logit_softcap: float | None = None,
+                            keys_transposed: bool = False) -> jax.Array:
   """Rows that all continue one prefix: each row's tokens attend the shared prefix and their own
   row's keys. q [B, L, N, H] (scaled), positions / segment_ids [B, L] (the queries'); k / v
-  [B, K, S', H] with k_positions / k_segment_ids [B, S'] (the row's own keys: its tokens, or
-  its cache after they were written; default: the queries' own); prefix = (k, v [1, K, S, H],
-  positions, segment_ids [1, S]) -> [B, L, N, H].
+  [B, K, S', H] (k [B, K, H, S'] with keys_transposed) with k_positions / k_segment_ids [B, S']
+  (the row's own keys: its tokens, or its cache after they were written; default: the queries'
+  own); prefix = (k [1, K, H, S], v [1, K, S, H], positions, segment_ids [1, S]) (a cache's
+  layouts) -> [B, L, N, H].
 
   Equal to `dot_product_attention` over the prefix repeated to B rows and followed by each
   row's keys (one softmax over both), without repeating it: the prefix scores and values are
@@ -216,19 +225,20 @@ def shared_prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, positions:
   kh = k.shape[1]
   g = n // kh
   pk, pv, ppos, pseg = prefix
-  s = pk.shape[2]
+  s = pv.shape[2]
   qg = q.reshape(b, l, kh, g, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, L, H]
   # The prefix part as one [M, H] x [H, S] matmul per kv head, M = B*G*L queries, in the
   # layouts the matmuls want (the prefix is the big operand: it is never transposed, and
   # neither are its [K, M, S] scores). The two parts share one softmax through their
   # maxima and sums instead of a concatenation.
   qm = qg.transpose(1, 0, 2, 3, 4).reshape(kh, b * g * l, h)  # [K, M, H]
-  shared = jnp.einsum("kmh,ksh->kms", qm, pk[0], preferred_element_type=jnp.float32)
+  shared = jnp.einsum("kmh,khs->kms", qm, pk[0], preferred_element_type=jnp.float32)
   shared_mask = make_mask(positions, segment_ids, jnp.broadcast_to(ppos, (b, s)),
                           jnp.broadcast_to(pseg, (b, s)), window)  # [B, L, S]
   shared_mask = jnp.broadcast_to(shared_mask[:, None], (b, g, l, s)).reshape(1, b * g * l, s)
   shared = _masked_scores(shared, shared_mask, logit_softcap)
-  own = jnp.einsum("bkglh,bksh->bkgls", qg, k, preferred_element_type=jnp.float32)
+  own = jnp.einsum("bkglh,bkhs->bkgls" if keys_transposed else "bkglh,bksh->bkgls", qg, k,
+                   preferred_element_type=jnp.float32)
   own_mask = make_mask(positions, segment_ids, k_positions, k_segment_ids, window)  # [B, L, S']
   own = _masked_scores(own, own_mask[:, None, None], logit_softcap)
 

@@ -97,10 +97,10 @@ class Block(nnx.Module):
              kv: tuple[jax.Array, jax.Array] | None, end_index: jax.Array | None,
              prefix: tuple[jax.Array, ...] | None = None
              ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Self-attention of x [B, L, D]; with kv (cached k, v [B, K, S, H]) the new keys are
-    written at end_index and attended together with the cached ones; with `prefix` (this
-    layer's k, v [1, K, S, H] and the prefix positions, segment ids [1, S]) every row also
-    attends that shared prefix (before its own keys, cached or not)."""
+    """Self-attention of x [B, L, D]; with kv (cached k [B, K, H, S], v [B, K, S, H]) the new
+    keys are written at end_index and attended together with the cached ones; with `prefix`
+    (this layer's k [1, K, H, S], v [1, K, S, H] and the prefix positions, segment ids [1, S])
+    every row also attends that shared prefix (before its own keys, cached or not)."""
     dt = x.dtype
     b, l, d = x.shape
     n, kh, h = self.q.shape[1], self.k.shape[1], self.k.shape[2]
@@ -118,24 +118,28 @@ class Block(nnx.Module):
     q = layers.apply_rope(q, positions, tables=tables, **rope)
     k = layers.apply_rope(k, positions, tables=tables, **rope)
     q = q * jnp.asarray(self.query_scale, dt)
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, L, H], the cache layout
+    v = v.transpose(0, 2, 1, 3)  # [B, K, L, H], the cache layout
     new_kv = None
     if kv is not None:
-      k = attention.write(kv[0], k, end_index, axis=2)
+      k = attention.write(kv[0], k.transpose(0, 2, 3, 1), end_index, axis=3)  # [B, K, H, L]
       v = attention.write(kv[1], v, end_index, axis=2)
       new_kv = (k, v)
       k, v = k.astype(dt), v.astype(dt)
+    else:
+      k = k.transpose(0, 2, 1, 3)  # [B, K, L, H]: the uncached paths' layout
     if prefix is not None:
       out = attention.shared_prefix_attention(q, k, v, positions, segment_ids, prefix,
                                               k_positions=k_positions,
                                               k_segment_ids=k_segment_ids, window=self.window,
-                                              logit_softcap=self.attn_logit_softcap)
+                                              logit_softcap=self.attn_logit_softcap,
+                                              keys_transposed=kv is not None)
     elif kv is None:
       out = attention.self_attention(q, k, v, positions, segment_ids, window=self.window,
                                      logit_softcap=self.attn_logit_softcap)
     else:
       mask = attention.make_mask(positions, segment_ids, k_positions, k_segment_ids, self.window)
-      out = attention.dot_product_attention(q, k, v, mask, logit_softcap=self.attn_logit_softcap)
+      out = attention.dot_product_attention(q, k, v, mask, logit_softcap=self.attn_logit_softcap,
+                                            keys_transposed=True)
     out = out.reshape(b * l, n * h) @ self.o[...].astype(dt).reshape(n * h, d)
     out = out.reshape(b, l, d)
     return out, new_kv
