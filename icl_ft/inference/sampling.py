@@ -260,8 +260,10 @@ def _generate_fn(graphdef, options, state, prefix, cache, ctx_logprobs, tokens, 
   max_new, bounds = options
   model = nnx.merge(graphdef, state)
   b, p_len = tokens.shape
-  logits, cache = model(tokens, positions, segments, cache=cache, prefix=prefix)  # [B, P, V]
-  last = jnp.take_along_axis(logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+  # The logits of each row's last prompt token only: [B, 1, V].
+  last, cache = model(tokens, positions, segments, cache=cache, prefix=prefix,
+                      logits_at=jnp.maximum(lengths - 1, 0))
+  last = last[:, 0]
   first = jnp.where((lengths > 0)[:, None], jax.nn.log_softmax(last.astype(jnp.float32)),
                     ctx_logprobs[None])  # [B, V]
   next_pos = positions[:, 0] + lengths  # [B]: position of the first generated token
