@@ -9,7 +9,6 @@ mesh; `icl_ft.model.builder.fresh` creates them sharded under jit).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -18,9 +17,6 @@ from flax import nnx
 from flax.core import meta
 
 Initializer = Callable[..., jax.Array]
-
-# Backends where `rope_tables` computes its tables apart from their consumers (see there).
-MATERIALIZE_BACKENDS = ("cpu",)
 
 
 def _mesh_active() -> bool:
@@ -50,40 +46,12 @@ def fan_in_init(fan_in: int) -> Initializer:
   return nnx.initializers.normal(stddev=float(fan_in) ** -0.5)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
-  return _rms_norm_fwd(x, scale, eps)[0]
-
-
-def _rms_norm_fwd(x, scale, eps):
-  xf = x.astype(jnp.float32)
-  r = jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + eps)
-  y = xf * r * (1.0 + scale.astype(jnp.float32))
-  return y.astype(x.dtype), (x, scale, r)
-
-
-def _rms_norm_bwd(eps, res, dy):
-  del eps  # in r
-  x, scale, r = res
-  xn = x.astype(jnp.float32) * r
-  dy = dy.astype(jnp.float32)
-  g = dy * (1.0 + scale.astype(jnp.float32))
-  # d/dx of x * r: r * (g - xn * mean(g * xn)), r = rsqrt(mean(x^2) + eps).
-  dx = r * (g - xn * jnp.mean(g * xn, axis=-1, keepdims=True))
-  dscale = jnp.sum(dy * xn, axis=tuple(range(x.ndim - 1)))
-  return dx.astype(x.dtype), dscale.astype(scale.dtype)
-
-
-_rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
-
-
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
-  """x / rms(x) * (1 + scale) over the last axis, computed in float32, returned in x.dtype.
-
-  Its gradient is written out (a custom VJP): differentiated as written, XLA:CPU materializes
-  (1 + scale) broadcast to x's shape and makes extra passes over x.
-  """
-  return _rms_norm(x, scale, float(eps))
+  """x / rms(x) * (1 + scale) over the last axis, computed in float32, returned in x.dtype."""
+  xf = x.astype(jnp.float32)
+  var = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
+  y = xf * jax.lax.rsqrt(var + eps) * (1.0 + scale.astype(jnp.float32))
+  return y.astype(x.dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -160,37 +128,19 @@ class Embedder(nnx.Module):
     return (softcap(target, cap) - top - jnp.log(total)).reshape(b, l)
 
 
-def rope_tables(positions: jax.Array, head_dim: int, *, base: float, scale: float = 1.0
-                ) -> tuple[jax.Array, jax.Array]:
-  """(sin, cos) float32 [B, L, 1, H/2] of the rotary angles at `positions` [B, L].
-
-  Frequencies base ** (-2i / H); positions are divided by `scale` (linear RoPE scaling).
-  """
-  fraction = 2.0 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
-  inv_freq = 1.0 / (base ** fraction)                                   # [H/2]
-  angles = positions.astype(jnp.float32)[..., None] / scale * inv_freq  # [B, L, H/2]
-  sin_cos = lambda a: (jnp.sin(a), jnp.cos(a))  # noqa: E731
-  if jax.default_backend() in MATERIALIZE_BACKENDS:
-    # Left to fusion, XLA:CPU computes sin and cos again for every element of q and k (N
-    # heads, both halves), in the forward and again in the backward, ~H*N times the table's
-    # work; an optimization barrier does not stop it (XLA:CPU drops barriers before fusion),
-    # the branch of a conditional does. The predicate is always true but not a constant.
-    sin, cos = jax.lax.cond(jnp.min(positions) <= jnp.max(positions), sin_cos,
-                            lambda a: (a, a), angles)
-  else:
-    sin, cos = sin_cos(angles)
-  return sin[:, :, None, :], cos[:, :, None, :]
-
-
-def apply_rope(x: jax.Array, positions: jax.Array, *, base: float, scale: float = 1.0,
-               tables: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+def apply_rope(x: jax.Array, positions: jax.Array, *, base: float, scale: float = 1.0
+               ) -> jax.Array:
   """Rotary embedding, half-split (dims [0, H/2) pair with [H/2, H)), computed in float32.
 
   x: [B, L, N, H]; positions: [B, L]. Frequencies base ** (-2i / H); positions are divided by
-  `scale` (linear RoPE scaling). `tables`: `rope_tables(positions, H, base=, scale=)`, to share
-  them between q and k.
+  `scale` (linear RoPE scaling).
   """
-  sin, cos = tables or rope_tables(positions, x.shape[-1], base=base, scale=scale)
+  h = x.shape[-1]
+  fraction = 2.0 * jnp.arange(h // 2, dtype=jnp.float32) / h
+  inv_freq = 1.0 / (base ** fraction)                                   # [H/2]
+  angles = positions.astype(jnp.float32)[..., None] / scale * inv_freq  # [B, L, H/2]
+  sin = jnp.sin(angles)[:, :, None, :]
+  cos = jnp.cos(angles)[:, :, None, :]
   xf = x.astype(jnp.float32)
   x1, x2 = jnp.split(xf, 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -211,33 +161,6 @@ def argmax(x: jax.Array) -> jax.Array:
 def gelu_tanh(x: jax.Array) -> jax.Array:
   """GELU, tanh approximation (Gemma's and HF's gelu_pytorch_tanh)."""
   return jax.nn.gelu(x, approximate=True)
-
-
-@jax.custom_vjp
-def geglu(gate: jax.Array, up: jax.Array) -> jax.Array:
-  """gelu_tanh(gate) * up (GeGLU), with its gradient written out (a custom VJP): as
-  differentiated by JAX, XLA:CPU makes three passes over [tokens, F] in the forward to keep
-  the tanh and the GELU for the backward; here the forward is one pass and the backward
-  recomputes them from gate."""
-  return gelu_tanh(gate) * up
-
-
-def _geglu_fwd(gate, up):
-  return geglu(gate, up), (gate, up)
-
-
-def _geglu_bwd(res, dh):
-  gate, up = res
-  c = jnp.sqrt(2.0 / jnp.pi).astype(gate.dtype)
-  a = jnp.asarray(0.044715, gate.dtype)
-  t = jnp.tanh(c * (gate + a * gate ** 3))
-  cdf = 0.5 * (1.0 + t)
-  # d/dg of g * cdf(g): cdf + g * 0.5 * (1 - t^2) * c * (1 + 3a g^2).
-  dcdf = cdf + gate * (0.5 * (1.0 - t * t)) * c * (1.0 + 3.0 * a * gate * gate)
-  return (dh * up * dcdf).astype(gate.dtype), (dh * gate * cdf).astype(up.dtype)
-
-
-geglu.defvjp(_geglu_fwd, _geglu_bwd)
 
 
 def softcap(x: jax.Array, cap: float | None) -> jax.Array:

@@ -113,10 +113,8 @@ class Block(nnx.Module):
     if self.query_norm is not None:
       q = self.query_norm(q)
       k = self.key_norm(k)
-    rope = dict(base=self.rope_base, scale=self.rope_scale)
-    tables = layers.rope_tables(positions, h, **rope)
-    q = layers.apply_rope(q, positions, tables=tables, **rope)
-    k = layers.apply_rope(k, positions, tables=tables, **rope)
+    q = layers.apply_rope(q, positions, base=self.rope_base, scale=self.rope_scale)
+    k = layers.apply_rope(k, positions, base=self.rope_base, scale=self.rope_scale)
     q = q * jnp.asarray(self.query_scale, dt)
     v = v.transpose(0, 2, 1, 3)  # [B, K, L, H], the cache layout
     new_kv = None
@@ -150,7 +148,7 @@ class Block(nnx.Module):
     x2 = x.reshape(b * l, d)  # 2D gemms (see attend)
     gate = x2 @ self.gate[...].astype(dt)
     up = x2 @ self.up[...].astype(dt)
-    hidden = layers.geglu(gate, up).reshape(b, l, -1)
+    hidden = (layers.gelu_tanh(gate) * up).reshape(b, l, -1)
     hidden = _constrain(hidden, ("batch", "length", "mlp")).reshape(b * l, -1)
     return (hidden @ self.down[...].astype(dt)).reshape(b, l, d)
 
