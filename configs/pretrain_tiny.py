@@ -3,6 +3,17 @@
 Usage:
   icl-ft-pretrain --config=configs/pretrain_tiny.py --config.workdir=/tmp/pretrain
   icl-ft-pretrain --config=configs/pretrain_tiny.py:test --config.workdir=/tmp/pt  # seconds
+  icl-ft-pretrain --config=configs/pretrain_tiny.py:long --config.workdir=/tmp/long \
+      --config.train.model.checkpoint=STAGE1/params --config.export_dir=icl_ft/assets/tiny
+
+Variants (`arg`):
+  "" (stage 1)  the short-episode run from scratch: 3000 steps of 8 x 512-token rows (12.3M
+                tokens); its export was the default model until the long stage replaced it.
+  long          stage 2, the committed default: stage 1's model (its exported params/, and so
+                its tokenizer) continued on episodes as long as the study's ICL contexts
+                (`dataset_scale` 4, up to 6000 characters, 2048-token rows, lr 1e-3), held-out
+                contexts of ~4000 characters. docs/pretraining.md has the curve that chose it.
+  test          a few steps on a tiny corpus (seconds; the tests).
 
 Stages (each skipped when its output exists in `workdir`, so a rerun resumes):
   corpus/      icl_ft.pretrain.corpus.generate(corpus params) as a Dataset (train.jsonl)
@@ -19,9 +30,12 @@ import ml_collections
 
 from icl_ft.config import schema
 
+# Stage 2's length: the step of the long run's checkpoint that was exported as the default.
+LONG_STEPS = 8000
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Pretraining config; `arg` "" (the default model) or "test" (a few steps, tiny corpus).
+  """Pretraining config; `arg` "" (stage 1), "long" (stage 2: the default model) or "test".
 
   Every field and its default: icl_ft.config.schema.PretrainConfig (its `train` block is the
   default model's training run).
@@ -39,6 +53,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.log.every = 1
     config.train.log.progress = False
     config.eval.episodes = 2
+  elif arg == "long":
+    config.workers = 1
+    config.corpus.num_episodes = 12000
+    config.corpus.max_chars = 6000
+    config.corpus.dataset_scale = 4.0
+    # The same tokens per step as stage 1 in rows that hold a whole long episode.
+    config.train.data.seq_len = 2048
+    config.train.data.batch_size = 2
+    config.train.optimizer.learning_rate = 1e-3
+    config.train.steps = LONG_STEPS
+    config.train.checkpoint.every = 250
+    config.train.checkpoint.keep = 3
+    config.train.log.every = 50
+    config.eval.context_chars = 4000
   elif arg:
-    raise ValueError(f"unknown pretrain config {arg!r}; valid: '' or 'test'")
+    raise ValueError(f"unknown pretrain config {arg!r}; valid: '', 'long' or 'test'")
   return config

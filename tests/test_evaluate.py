@@ -201,24 +201,32 @@ def test_no_knowledge_scores_the_same_questions_over_fresh_words(setup):
   from icl_ft.datasets import relabel
 
   pre = evaluate.evaluate(schema.typed("eval", _config(setup, "pretrained", run="pre_for_nk")))
-  nk = evaluate.evaluate(schema.typed("eval", _config(setup, "no_knowledge")))
+  nk = evaluate.evaluate(schema.typed("eval", _config(setup, "no_knowledge",
+                                                      no_knowledge__relabellings=3)))
   a = _lines(pre.run_dir / "questions.jsonl")
   b = _lines(nk.run_dir / "questions.jsonl")
-  assert [(r["dataset"], r["split"], r["subset"], r["id"], r["correct"], len(r["choices"]))
-          for r in a] == [(r["dataset"], r["split"], r["subset"], r["id"], r["correct"],
-                           len(r["choices"])) for r in b]
+  # Every mapping scores every question: ids carry the mapping's index.
+  key = lambda r, i: (r["dataset"], r["split"], r["subset"], i, r["correct"], len(r["choices"]))
+  assert sorted(key(r, r["id"]) for r in b) == sorted(
+      key(r, f"{r['id']}{relabel.RELABELLING_MARK}{k}") for k in range(3) for r in a)
   assert {r["condition"] for r in b} == {"no_knowledge"} and all(set(r) == RECORD_KEYS for r in b)
   assert [r["condition"] for r in nk.rows] == ["no_knowledge", "no_knowledge"]
-  assert json.loads((nk.run_dir / "run.json").read_text())["no_knowledge"] == {"seed": 0}
-  assert "fresh ones (seed 0)" in (nk.run_dir / "table.md").read_text()
+  for row in nk.rows:  # the accuracy of each mapping, whose mean is the pooled accuracy
+    assert len(row["relabellings"]) == 3 and row["n"] % 3 == 0
+    assert sum(row["relabellings"]) / 3 == pytest.approx(row["accuracy"])
+  assert json.loads((nk.run_dir / "run.json").read_text())["no_knowledge"] == {
+      "seed": 0, "relabellings": 3}
+  assert "fresh ones (3 mappings from seed 0)" in (nk.run_dir / "table.md").read_text()
   pools = relabel.nonsense_words()
   for d in setup["dirs"]:
     original = records.read_dataset(d)
     scored = records.read_dataset(nk.run_dir / evaluate.RELABELLED_DIR / original.name)
-    assert scored == relabel.relabel(original, seed=0)
-    for q, r in zip([q for qs in original.tests.values() for q in qs],
-                    [q for qs in scored.tests.values() for q in qs]):
+    assert scored == relabel.relabel_many(original, 3, seed=0)
+    first = [q for qs in scored.tests.values() for q in qs
+             if relabel.relabelling_index(q.id) == 0]
+    for q, r in zip([q for qs in original.tests.values() for q in qs], first):
       assert q.prompt != r.prompt and (q.correct, len(q.choices)) == (r.correct, len(r.choices))
+    for r in (q for qs in scored.tests.values() for q in qs):
       tokens = {w.lower() for t in (r.prompt, *r.choices) for w in re.findall("[A-Za-z]+", t)}
       assert not (tokens | {w[:-1] for w in tokens if w.endswith("s")}) & pools
 

@@ -2,6 +2,7 @@
 overlapping labels; the committed study's table and figure rebuilt from its summary."""
 
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -108,10 +109,12 @@ def test_committed_study_table_and_figure_are_rebuilt_from_its_summary(tmp_path)
   w, h = _size(figure)
   assert w <= 2000 and h <= 1400 and 1.0 <= w / h <= 3.0
   text = table.read_text()
-  assert "± 0.000" not in text.split("Finetuning data")[0]
+  # Binomial SEs: zero only where every evaluation agrees (accuracy 0 or 1).
+  zero_se = re.findall(r"(\d\.\d+) ± 0\.000", text.split("Finetuning data")[0])
+  assert set(zero_se) <= {"0.000", "1.000"}
   assert "the same documents" not in text and "| semantic_structure | all | 3 |" in text
   pivot = text.split("\n\n")[1]  # the accuracy table, as the README quotes it
-  assert pivot.startswith("| dataset | split | pretrained | icl |") and pivot in (
+  assert pivot.startswith("| dataset | split | pretrained | no_knowledge | icl |") and pivot in (
       ROOT / "README.md").read_text()
   per_seed = report.read_summary(run)
   for r in per_seed:  # summary.json's se is the binomial one
@@ -121,7 +124,8 @@ def test_committed_study_table_and_figure_are_rebuilt_from_its_summary(tmp_path)
 def test_summary_only_directories_load_as_pooled_rows_and_audits():
   rows = plots.load_rows([FULL])
   assert rows == report.order_rows(report.pool_seeds(report.read_summary(FULL)))
-  assert [r["condition"] for r in rows if r["dataset"] == "syllogisms"] == list(CONDITIONS)
+  assert [r["condition"] for r in rows if r["dataset"] == "syllogisms"] == [
+      CONDITIONS[0], "no_knowledge", *CONDITIONS[1:]]
   assert all(r["se"] > 0 for r in rows if 0 < r["accuracy"] < 1)
   audits = plots.load_audits([FULL])
   assert {(a["source"], a["strategy"]) for a in audits} >= {("syllogisms", "all")}

@@ -216,20 +216,43 @@ def test_recipe_runs_with_falling_loss(tmp_path):
   from icl_ft.pretrain import curve
 
   work = tmp_path / "work"
-  typed = schema.typed("pretrain", config)
   rows = curve.score_checkpoints(work, episodes=config.eval.episodes, seed=config.seed,
-                                 params=recipe.corpus_params(typed), tokens_before=1000,
-                                 label="test")
+                                 tokens_before=1000, label="test")
   steps = [config.train.steps // 2, config.train.steps]
   assert curve.checkpoint_steps(work) == steps
   assert [r["step"] for r in rows] == steps
   assert [r["tokens"] for r in rows] == [1000 + s * 4 * 512 for s in steps]
   assert rows[-1]["accuracy"] == card["heldout_in_context"]
-  assert curve.score_checkpoints(work, episodes=config.eval.episodes, seed=config.seed,
-                                params=recipe.corpus_params(typed)) == []
+  assert curve.score_checkpoints(work, episodes=config.eval.episodes, seed=config.seed) == []
   assert curve.read_rows(work) == rows
   figure = plots.curve_figure(curve.figure_rows(rows), tmp_path / "curve.png", xlabel="tokens")
   assert figure.stat().st_size > 10_000
+
+  # A second stage continues the exported model: its tokenizer, its weights, its card.
+  stage2 = train_setup.config_file("pretrain_tiny").get_config("test")
+  stage2.workdir = str(tmp_path / "stage2")
+  stage2.corpus.num_episodes = 20
+  stage2.train.steps = 2
+  stage2.eval.episodes = 1
+  stage2.note = "second stage"
+  stage2.train.model.checkpoint = str(tmp_path / "assets" / "params")
+  card2 = recipe.pretrain(schema.typed("pretrain", stage2), devices=jax.devices()[:1])
+  assert ((tmp_path / "stage2" / "tokenizer.model").read_bytes()
+          == (tmp_path / "assets" / "tokenizer.model").read_bytes())
+  assert card2["continued_from"]["card"] == json.loads((tmp_path / "assets" / "card.json").read_text())
+  assert card2["tokens_seen"] == 2 * 4 * 512
+  assert card2["tokens_seen_total"] == card2["tokens_seen"] + card["tokens_seen"]
+  assert card2["note"] == "second stage" and "note" not in card
+  first_loss = json.loads(open(tmp_path / "stage2" / "train" / "metrics.jsonl").readline())["loss"]
+  assert first_loss < sum(losses[:3]) / 3 - 0.5  # it starts from the trained weights
+
+  # Continuing weights without their tokenizer beside them is refused before any work.
+  (tmp_path / "bare").mkdir()
+  stage2.workdir = str(tmp_path / "stage3")
+  stage2.train.model.checkpoint = str(tmp_path / "bare" / "params")
+  with pytest.raises(FileNotFoundError, match="keeps its model's tokenizer"):
+    recipe.pretrain(schema.typed("pretrain", stage2), devices=jax.devices()[:1])
+  assert not (tmp_path / "stage3").exists()
 
 
 class _Stop(Exception):
@@ -310,23 +333,35 @@ def test_committed_default_model_loads_and_reproduces_its_card():
   card = json.loads((loader.ASSETS_DIR / "card.json").read_text())
   assert card["model"] == "tiny_default" and model.config.name == "tiny_default"
   assert card["tokens_seen"] == card["steps"] * card["batch_size"] * card["seq_len"]
-  # The card was made by configs/pretrain_tiny.py: same corpus and held-out episodes.
-  pretrain_config = schema.typed("pretrain", train_setup.config_file("pretrain_tiny").get_config())
-  params = recipe.corpus_params(pretrain_config)
-  recorded = card["corpus"]["params"]
-  now = json.loads(json.dumps(dataclasses.asdict(params)))
-  # Fields added to the corpus Params after the card was written keep their defaults.
-  defaults = dataclasses.asdict(corpus_lib.Params())
-  assert {k: v for k, v in now.items() if k in recorded} == recorded
-  assert all(now[k] == defaults[k] for k in now if k not in recorded)
+  # The card was made by the `long` stage of configs/pretrain_tiny.py, continuing the model the
+  # plain config makes: each stage's corpus as its config says, the tokens of both counted.
+  config_file = train_setup.config_file("pretrain_tiny")
+  stages = [schema.typed("pretrain", config_file.get_config(arg)) for arg in ("", "long")]
+  first = card["continued_from"]["card"]
+  for stage_card, stage in zip((first, card), stages):
+    recorded = stage_card["corpus"]["params"]
+    now = json.loads(json.dumps(dataclasses.asdict(recipe.corpus_params(stage))))
+    # Fields added to the corpus Params after a card was written keep their defaults.
+    defaults = dataclasses.asdict(corpus_lib.Params())
+    assert {k: v for k, v in now.items() if k in recorded} == recorded
+    assert all(now[k] == defaults[k] for k in now if k not in recorded)
+    assert stage_card["steps"] == stage.train.steps
+    assert stage_card["seq_len"] == stage.train.data.seq_len
+  assert card["tokens_seen_total"] == card["tokens_seen"] + first["tokens_seen"]
+  pretrain_config = stages[1]
   assert card["heldout_episodes_per_family"] == pretrain_config.eval.episodes
+  assert card["heldout_context_chars"] == pretrain_config.eval.context_chars
+  params = corpus_lib.Params(**{k: tuple(map(tuple, v)) if isinstance(v, list) else v
+                                for k, v in card["heldout_episode_params"].items()})
+  assert params == recipe.HELDOUT_PARAMS
   # The family whose in-context accuracy is furthest above chance, re-scored from the weights.
   heldout = card["heldout_in_context"]
   best = max(heldout, key=lambda k: (heldout[k]["accuracy"] - heldout[k]["chance"]) / max(heldout[k]["se"], 1e-3))
   family = best.split("/")[0]
   result = recipe.evaluate_in_context(model, tokenizer, pretrain_config.eval.episodes,
                                         seed=card["heldout_seed"], params=params,
-                                        families=(family,), batch_size=pretrain_config.eval.batch_size)
+                                        families=(family,), batch_size=pretrain_config.eval.batch_size,
+                                        context_chars=card["heldout_context_chars"])
   assert set(result) == {k for k in heldout if k.startswith(family + "/")}
   for key, row in result.items():  # float sums on another CPU may flip a near tie
     assert row["n"] == heldout[key]["n"]

@@ -89,6 +89,25 @@ def test_deterministic_and_seeded():
   assert relabel.relabel(ds, seed=0).tests != relabel.relabel(ds, seed=1).tests
 
 
+def test_relabel_many_holds_every_mapping_s_questions():
+  ds = registry.generate("simple_reversals", "small", seed=0)
+  many = relabel.relabel_many(ds, 3, seed=5)
+  draws = [relabel.relabel(ds, seed=s) for s in (5, 6, 7)]
+  assert many.train == draws[0].train and many.card["relabelled"]["seeds"] == [5, 6, 7]
+  for split, qs in many.tests.items():
+    assert len(qs) == 3 * len(ds.tests[split])
+    for q in qs:
+      k = relabel.relabelling_index(q.id)
+      original = q.id[: -len(f"{relabel.RELABELLING_MARK}{k}")]
+      want = next(d for d in draws[k].tests[split] if d.id == original)
+      assert (q.prompt, q.choices, q.correct) == (want.prompt, want.choices, want.correct)
+  assert relabel.relabel_many(ds, 1, seed=5) == draws[0]  # one mapping: ids unchanged
+  assert relabel.relabelling_index("reversal_0001") is None
+  assert relabel.relabelling_index("x@relabelling12") == 12
+  with pytest.raises(ValueError, match="relabellings must be >= 1, got 0"):
+    relabel.relabel_many(ds, 0)
+
+
 def test_fresh_words_never_in_any_document():
   assert len(FRESH) >= 1000 and not FRESH & POOLS
   assert not FRESH & set(words.pool("pretraining"))

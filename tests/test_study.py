@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from icl_ft.bin import study as study_bin
 from icl_ft.config import checks
 from icl_ft.config import schema
 from icl_ft.datasets import records
+from icl_ft.datasets import relabel
 from icl_ft.evaluation import report
 from icl_ft.model import loader
 from icl_ft.pipeline import formats
@@ -100,13 +102,18 @@ def test_micro_study_writes_every_output(micro):
   for name in ("summary.json", "table.md", "figure.png", "study.json", "settings.json"):
     assert (run_dir / name).is_file(), name
   rows = json.loads((run_dir / "summary.json").read_text())
-  assert rows == result.rows and all(set(r) == ROW_KEYS for r in rows)
+  assert rows == result.rows
+  # no_knowledge adds the accuracy of each fresh-word mapping.
+  assert all(set(r) == ROW_KEYS | ({"relabellings"} if r["condition"] == "no_knowledge" else set())
+             for r in rows)
   got = {(r["dataset"], r["condition"]) for r in rows}
   want = {("syllogisms", c) for c in schema.STUDY_CONDITIONS}
   assert got == want
   # Every condition is scored on the same questions: the dataset's test set.
   ds = records.read_dataset(run_dir / "data" / "syllogisms")
-  assert all(r["n"] == len(ds.tests[r["split"]]) for r in rows)
+  draws = schema.NoKnowledgeConfig().relabellings  # no_knowledge: every fresh-word mapping
+  assert all(r["n"] == len(ds.tests[r["split"]]) * (draws if r["condition"] == "no_knowledge" else 1)
+             for r in rows)
   # Per-condition evaluation directories, as icl-ft-eval writes them.
   for name, condition in want:
     run = condition if condition in study_plan.NO_CONTEXT_BASE else f"{condition}_s0"
@@ -118,15 +125,17 @@ def test_micro_study_writes_every_output(micro):
   assert header == ("| dataset | split | pretrained | no_knowledge | icl | ft | ft_split | "
                     "ft_aug_local | ft_aug_global | ft_aug_all | chance |")
   # The contamination check, from the same pooled rows.
-  check = study_outputs.knowledge_check(result.table_rows)
+  check = report.knowledge_check(result.table_rows)
   assert [(c["dataset"], c["split"]) for c in check] == [("syllogisms", "syllogism")]
   assert report.knowledge_text(check) in table
   # no_knowledge scored the same questions over fresh words.
   scored = records.read_dataset(run_dir / "eval" / "syllogisms" / "no_knowledge" / "relabelled"
                                 / "syllogisms")
   assert [(q.id, q.correct) for q in scored.tests["syllogism"]] == [
-      (q.id, q.correct) for q in ds.tests["syllogism"]]
-  assert [q.prompt for q in scored.tests["syllogism"]] != [q.prompt for q in ds.tests["syllogism"]]
+      (f"{q.id}{relabel.RELABELLING_MARK}{k}", q.correct)
+      for k in range(draws) for q in ds.tests["syllogism"]]
+  first = scored.tests["syllogism"][:len(ds.tests["syllogism"])]
+  assert [q.prompt for q in first] != [q.prompt for q in ds.tests["syllogism"]]
   assert (run_dir / "figure.png").read_bytes()[:8] == PNG_MAGIC
 
 
@@ -301,7 +310,7 @@ def test_knowledge_check_and_its_table():
   rows = [row("a", "pretrained", 0.5, 0.1), row("a", "no_knowledge", 0.3, 0.05),
           row("b", "pretrained", 0.8, 0.05), row("b", "no_knowledge", 0.3, 0.05),
           row("c", "pretrained", 0.4, 0.1), row("c", "icl", 0.9, 0.1)]
-  check = study_outputs.knowledge_check(rows)
+  check = report.knowledge_check(rows)
   assert [(c["split"], c["within_2se"]) for c in check] == [("a", True), ("b", False)]
   # |0.5 - 0.3| = 0.2 <= 2 sqrt(0.1^2 + 0.05^2) = 0.224; |0.8 - 0.3| = 0.5 > 2 sqrt(2) 0.05
   assert check[0]["difference"] == pytest.approx(0.2)
@@ -310,7 +319,17 @@ def test_knowledge_check_and_its_table():
   assert "| d | a | 0.500 | 0.300 | +0.200 | 0.224 | yes |" in text
   assert "| d | b | 0.800 | 0.300 | +0.500 | 0.141 | **no** |" in text
   assert "on 1 of 2 splits." in text
-  assert report.knowledge_text([]) == "" and study_outputs.knowledge_check(rows[4:]) == []
+  assert report.knowledge_text([]) == "" and report.knowledge_check(rows[4:]) == []
+  # Over K fresh-word mappings: the spread of their accuracies, x sqrt(1 + 1/K).
+  spread = [0.1, 0.3, 0.5, 0.3]  # sd 0.163, above one mapping's binomial SE (n 20: 0.102)
+  nk = {**row("a", "no_knowledge", 0.3, 0.05), "n": 80, "relabellings": spread}
+  [c] = report.knowledge_check([row("a", "pretrained", 0.65, 0.1), nk])
+  assert c["se"] == pytest.approx(statistics.stdev(spread) * math.sqrt(1.25))
+  assert c["within_2se"] is True and c["relabellings"] == 4  # 0.35 <= 2 x 0.183
+  nk["relabellings"] = [0.3] * 4  # no spread: one mapping's binomial SE is the floor
+  [c] = report.knowledge_check([row("a", "pretrained", 0.65, 0.1), nk])
+  assert c["se"] == pytest.approx(report.standard_error(0.3, 20) * math.sqrt(1.25))
+  assert c["within_2se"] is False
   assert report.context_shards_text({"x": 0}) == ""
   assert "): celebrities 3." in report.context_shards_text({"celebrities": 3, "x": 0})
 

@@ -198,6 +198,7 @@ def validate_eval(config: schema.EvalConfig, require_inputs: bool = False) -> No
   _divisible(batch, sizes, "config.scoring.batch_size")
   _int(config.scoring, "prefill_chunk", "config.scoring", 1)
   _int(config.icl, "subsample", "config.icl", 1)
+  _int(config.no_knowledge, "relabellings", "config.no_knowledge", 1)
   validate_multihost(config.multihost)
   validate_dry_run(config)
   if require_inputs:

@@ -207,9 +207,12 @@ class IclConfig:
 
 @_frozen
 class NoKnowledgeConfig:
-  """no_knowledge: the seed of the nonsense word -> fresh word mapping (datasets.relabel)."""
+  """no_knowledge: the nonsense word -> fresh word mappings (datasets.relabel)."""
 
-  seed: int = 0
+  seed: int = 0  # of the first mapping; mapping k has seed + k
+  # Fresh-word draws scored: their spread is how far word choice alone moves the accuracy,
+  # the yardstick of the contamination check (study table.md).
+  relabellings: int = 8
 
 
 @_frozen
@@ -443,6 +446,7 @@ class PretrainConfig:
   tokenizer: TokenizerTraining = TokenizerTraining()
   train: TrainConfig = dataclasses.field(default_factory=_pretrain_train)
   eval: PretrainEval = PretrainEval()
+  note: str = ""  # written into the card as is (e.g. where and how the run was trained)
 
 
 KINDS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig,

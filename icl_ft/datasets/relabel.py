@@ -5,8 +5,9 @@ it may mean the model knows the facts (contamination) or only that it prefers so
 bias of the templates and choices). `no_knowledge` separates the two: the same questions, the
 same templates, choices and correct indices, with every nonsense word (and every fictional
 celebrity's name) replaced by fresh words that no document has ever contained, so the model
-cannot know anything about them. `pretrained` within 2 SE of `no_knowledge` means the model
-knows nothing about the evaluation facts beyond that bias.
+cannot know anything about them. Several seeded mappings (`relabel_many`) show how far the
+choice of words alone moves the accuracy; `pretrained` within that spread of `no_knowledge`
+means the model knows nothing about the evaluation facts beyond that bias.
 
 What is replaced:
 - nonsense words: any word (letters only, any case; a trailing plural "s" kept) in one of the
@@ -206,6 +207,38 @@ def _document(doc: records.Document, r: Relabelling) -> records.Document:
 
 def _question(q: records.Question, r: Relabelling) -> records.Question:
   return dataclasses.replace(q, prompt=r.text(q.prompt), choices=tuple(r.text(c) for c in q.choices))
+
+
+# Question ids of relabelling k in `relabel_many`: "<id>@relabelling<k>".
+RELABELLING_MARK = "@relabelling"
+
+
+def relabelling_index(question_id: str) -> int | None:
+  """k of a `relabel_many` question id; None for any other id."""
+  head, mark, k = question_id.rpartition(RELABELLING_MARK)
+  return int(k) if mark and head and k.isdigit() else None
+
+
+def relabel_many(dataset: records.Dataset, count: int, seed: int = 0,
+                 fresh: Sequence[str] | None = None) -> records.Dataset:
+  """`count` relabellings of `dataset` (seeds seed, seed + 1, ...) as one dataset.
+
+  Its documents are the first relabelling's; its tests hold every relabelling's questions,
+  relabelling k's ids ending in `RELABELLING_MARK` k (`relabelling_index`). One relabelling is
+  `relabel` itself, ids unchanged.
+  """
+  if count < 1:
+    raise ValueError(f"no_knowledge relabellings must be >= 1, got {count}")
+  draws = [relabel(dataset, fresh, seed + k) for k in range(count)]
+  if count == 1:
+    return draws[0]
+  card = dict(draws[0].card)
+  card["relabelled"] = {**card["relabelled"], "seeds": [seed + k for k in range(count)]}
+  tests = {split: tuple(dataclasses.replace(q, id=f"{q.id}{RELABELLING_MARK}{k}")
+                        for k, d in enumerate(draws) for q in d.tests[split])
+           for split in dataset.tests}
+  merged = records.Dataset(name=dataset.name, train=draws[0].train, tests=tests, card=card)
+  return dataclasses.replace(merged, card=merged.card_with_counts())  # counts of these tests
 
 
 def relabel(dataset: records.Dataset, fresh: Sequence[str] | None = None, seed: int = 0

@@ -20,9 +20,10 @@
    (`icl_ft.evaluation.report`), each atomically.
 
 `no_knowledge` (the contamination control): each dataset's questions with every nonsense word
-and celebrity name replaced by fresh words (`icl_ft.datasets.relabel`, seed
-`no_knowledge.seed`), scored like `pretrained` (no context); the relabelled datasets are
-written to `relabelled/<dataset>/` for inspection.
+and celebrity name replaced by fresh words (`icl_ft.datasets.relabel.relabel_many`:
+`no_knowledge.relabellings` mappings from seed `no_knowledge.seed`, every mapping's questions
+scored), scored like `pretrained` (no context); the relabelled datasets are written to
+`relabelled/<dataset>/` for inspection.
 
 Resuming: `run.json` records the settings that determine the scores (condition, model,
 datasets, splits, prompt, ICL subsample, metric). Re-running the same config skips every
@@ -172,7 +173,8 @@ def run_settings(config: Any, datasets: Sequence[tuple[str, records.Dataset, str
       "icl": ({"subsample": int(icl.subsample), "seed": int(icl.seed),
                "shards": bool(icl.shards)}
               if contexts.uses_documents(config.condition) else None),
-      **({"no_knowledge": {"seed": no_knowledge_seed(config)}}
+      **({"no_knowledge": {"seed": no_knowledge_seed(config),
+                           "relabellings": int(config.no_knowledge.relabellings)}}
          if config.condition == relabel.CONTROL else {}),
       "metric": config.scoring.metric,
   }
@@ -306,7 +308,8 @@ def _evaluate(config: Any, run_dir: Path) -> EvalResult:
   splits = parse_list(config.splits)
   loaded = load_datasets(dirs, splits)
   if condition == relabel.CONTROL:  # the same questions over fresh words (icl_ft.datasets.relabel)
-    loaded = [(n, relabel.relabel(ds, seed=no_knowledge_seed(config)), d) for n, ds, d in loaded]
+    loaded = [(n, relabel.relabel_many(ds, int(config.no_knowledge.relabellings),
+                                       seed=no_knowledge_seed(config)), d) for n, ds, d in loaded]
   datasets = [(n, ds) for n, ds, _ in loaded]
   shards = bool(config.icl.shards)
 
@@ -413,7 +416,8 @@ def _evaluate(config: Any, run_dir: Path) -> EvalResult:
               + (f", ICL subsample {subsample} (seed {seed})" if contexts.uses_documents(condition) else "")
               + "".join(f", {n}: {k} ICL context shards" for n, k in
                         stats["context_shards"].items() if k)
-              + (f", nonsense words replaced by fresh ones (seed {no_knowledge_seed(config)})"
+              + (f", nonsense words replaced by fresh ones ({int(config.no_knowledge.relabellings)} "
+                 f"mappings from seed {no_knowledge_seed(config)})"
                  if condition == relabel.CONTROL else "")
               + ".\n\n")
     fileio.atomic_write(run_dir / TABLE_FILE, header + report.markdown_table(rows))

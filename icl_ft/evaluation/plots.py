@@ -434,13 +434,13 @@ def rebuild_study_report(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
   seeds = sorted({int(r["seed"]) for r in per_seed if "seed" in r})
   note = ("Rebuilt from summary.json (per seed: accuracy, n, chance) and study.json; the paper's "
           "SE across question subsets needs the per-question records, so it is given per seed "
-          "only (summary.json: subset_se, subsets).")
+          "only (summary.json: subset_se, subsets).\n"
+          + report.knowledge_text(report.knowledge_check(rows))).strip()
   table = report.study_table(run_dir.name, rows, seeds, study.get("icl_subsample", {}),
                              study.get("finetuning", []),
                              report.audits_from_stages(study.get("stages", [])), note=note,
                              weights=report.weights_line(study.get("weights")))
-  table_path = run_dir / "table.md"
-  fileio.atomic_write(table_path, table)
+  fileio.atomic_write(table_path := run_dir / "table.md", table)
   return table_path, accuracy_figure(rows, run_dir / "figure.png", title=study_title(run_dir.name))
 
 

@@ -46,9 +46,12 @@ import json
 import math
 import os
 import re
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from icl_ft.datasets import relabel
 
 SUMMARY_KEYS = ("dataset", "split", "condition", "accuracy", "se", "n", "chance", "subset_se",
                 "subsets")
@@ -202,8 +205,21 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         "chance": sum(question_chance(r) for r in rs) / n,
         "subset_se": subset_standard_error(by_subset),
         "subsets": len(by_subset),
+        **_relabelling_accuracies(rs),
     })
   return rows
+
+
+def _relabelling_accuracies(records: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+  """{"relabellings": accuracy per fresh-word mapping} for `no_knowledge` records scored over
+  several mappings (`relabel.relabel_many` ids); {} otherwise."""
+  by_draw: dict[int, list[bool]] = {}
+  for r in records:
+    k = relabel.relabelling_index(str(r["id"]))
+    if k is None:
+      return {}
+    by_draw.setdefault(k, []).append(bool(r["is_correct"]))
+  return {"relabellings": [sum(v) / len(v) for _, v in sorted(by_draw.items())]}
 
 
 def pool_seeds(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -224,7 +240,9 @@ def pool_seeds(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         "dataset": dataset, "split": split, "condition": condition, "accuracy": accuracy,
         "se": standard_error(accuracy, n), "n": n,
         "chance": sum(float(r["chance"]) * int(r["n"]) for r in rs) / n,
-        "subset_se": None, "subsets": max((r.get("subsets") or 0) for r in rs) or None})
+        "subset_se": None, "subsets": max((r.get("subsets") or 0) for r in rs) or None,
+        **({"relabellings": [a for r in rs for a in r["relabellings"]]}
+           if all(r.get("relabellings") for r in rs) else {})})
   return out
 
 
@@ -456,13 +474,45 @@ def context_shards_text(context_shards: Mapping[str, int]) -> str:
           f"question scored against a shard stating every fact it depends on): {used}.\n")
 
 
+def knowledge_check(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """Per (dataset, split) with both: is `pretrained` within 2 SE of `no_knowledge`?
+
+  Rows are `summarize` rows (seeds pooled). With K >= 2 fresh-word mappings
+  (`relabellings`), a model that knows nothing sees the real words as one more draw of words:
+  SE = s sqrt(1 + 1/K), s the sd of the K mappings' accuracies, at least one mapping's
+  binomial SE (the spread word choice alone gives, which a binomial SE over questions that
+  share words understates). With one mapping, sqrt(se_pretrained^2 + se_no_knowledge^2).
+  """
+  cells = {(r["dataset"], r["split"], r["condition"]): r for r in rows}
+  out = []
+  for (dataset, split, condition), p in cells.items():
+    n = cells.get((dataset, split, "no_knowledge"))
+    if condition != "pretrained" or n is None:
+      continue
+    diff = float(p["accuracy"]) - float(n["accuracy"])
+    draws = n.get("relabellings") or []
+    if len(draws) >= 2:
+      k = len(draws)
+      one = standard_error(float(n["accuracy"]), int(n["n"]) // k)
+      se = max(statistics.stdev(draws), one) * math.sqrt(1 + 1 / k)
+    else:
+      se = math.sqrt(float(p["se"]) ** 2 + float(n["se"]) ** 2)
+    out.append({"dataset": dataset, "split": split, "pretrained": p["accuracy"],
+                "no_knowledge": n["accuracy"], "difference": diff, "se": se,
+                "relabellings": len(draws) or 1,
+                "within_2se": bool(abs(diff) <= 2 * se) if math.isfinite(se) else None})
+  return out
+
+
 def knowledge_text(checks: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
   """table.md's contamination check: a row per split and the verdict over all of them."""
   if not checks:
     return ""
   lines = ["", "Contamination check: `pretrained` within 2 SE of `no_knowledge` (the same "
-           "questions over fresh words; SE of the difference = sqrt(SE_pretrained² + "
-           "SE_no_knowledge²)):", "",
+           "questions over K fresh-word mappings; if the model knows nothing, the real words "
+           "are one more draw of words, so SE = s x sqrt(1 + 1/K), s = the spread (sd) of "
+           "no_knowledge's accuracy over the K mappings, at least one mapping's binomial SE; "
+           "with one mapping, sqrt(SE_pretrained² + SE_no_knowledge²)):", "",
            "| dataset | split | pretrained | no_knowledge | difference | 2 SE | within 2 SE |",
            "|---|---|---:|---:|---:|---:|---|"]
   for c in checks:

@@ -244,22 +244,21 @@ def _grow(cache: Any, slots: int) -> Any:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _generate_fn(graphdef, options, state, prefix, cache, ctx_logprobs, tokens, positions,
+def _generate_fn(graphdef, max_new, state, prefix, cache, ctx_logprobs, tokens, positions,
                  segments, lengths, row_ids, active, allowed, tables, stop_lengths, eos_id, seed,
                  greedy, temperature, top_p):
   """Prompt prefill + the decode loop; (generated [B, T], counts [B], reasons [B], steps).
 
   prefix: the batch-1 context cache every row continues; cache: the rows' own (empty) cache
-  for the prompt, `bounds[0]` slots.
-  options = (max_new_tokens, bounds): the decode runs in phases (`phase_bounds`); phase i's
-  steps write slots [bounds[i-1], bounds[i]) of a cache of bounds[i] slots (bounds[-1] =
-  prompt + max_new_tokens). lengths [B]: real prompt tokens per row (0: the first
+  for the prompt, `bounds[0]` slots. The decode runs in phases, bounds = `phase_bounds(prompt
+  slots, max_new)`: phase i's steps write slots [bounds[i-1], bounds[i]) of a cache of bounds[i]
+  slots (bounds[-1] = prompt + max_new). lengths [B]: real prompt tokens per row (0: the first
   token comes from the context). active [B]: false on the batch's padding rows (they start
   done). eos_id: -1 = none. reasons: 0 length, 1 stop, 2 eos.
   """
-  max_new, bounds = options
   model = nnx.merge(graphdef, state)
   b, p_len = tokens.shape
+  bounds = phase_bounds(p_len, max_new)
   # The logits of each row's last prompt token only: [B, 1, V].
   last, cache = model(tokens, positions, segments, cache=cache, prefix=prefix,
                       logits_at=jnp.maximum(lengths - 1, 0))
@@ -430,8 +429,6 @@ class Sampler:
     tables, stop_lengths = self._tables(params.stop)
     greedy = params.temperature == 0
     eos = np.int32(self.tokenizer.eos_id if params.stop_at_eos else -1)
-    bounds = phase_bounds(p_len, t_new)
-    options = (t_new, bounds)
     b = self.batch_size
     n_ctx = context.num_tokens
     # Longest prompts first: batches of similar length; results go back in input order.
@@ -459,7 +456,8 @@ class Sampler:
         positions = np.tile(n_ctx + np.arange(p_len, dtype=np.int32), (b, 1))
         put = self._mesh.batch
         out, counts, reasons, steps = _generate_fn(
-            self._graphdef, options, self._state, context.cache, self._empty_cache(bounds[0]),
+            self._graphdef, t_new, self._state, context.cache,
+            self._empty_cache(phase_bounds(p_len, t_new)[0]),
             context.logprobs, put(tokens), put(positions), put(segments), put(lengths),
             put(rows), put(active), self._allowed,
             tables, stop_lengths, eos, np.uint32(params.seed), np.bool_(greedy),

@@ -25,6 +25,7 @@ from typing import Any
 from icl_ft import sharding
 from icl_ft.config import schema
 from icl_ft.evaluation import plots
+from icl_ft.model import checkpoints as checkpoints_lib
 from icl_ft.model import loader
 from icl_ft.pretrain import corpus as corpus_lib
 from icl_ft.pretrain import recipe
@@ -36,12 +37,8 @@ MAX_LENGTH_LINES = 4
 
 
 def checkpoint_steps(workdir: Path) -> list[int]:
-  """The steps of the complete checkpoints under `workdir`/train/checkpoints, ascending."""
-  root = workdir / "train" / "checkpoints"
-  if not root.is_dir():
-    return []
-  return sorted(int(d.name) for d in root.iterdir()
-                if d.name.isdigit() and (d / "params").is_dir())
+  """The steps of the complete checkpoints of the run in `workdir`, ascending."""
+  return checkpoints_lib.checkpoint_steps(workdir / "train" / "checkpoints")
 
 
 def checkpoint_meta(workdir: Path, step: int) -> dict[str, Any]:
@@ -66,10 +63,10 @@ def score_checkpoints(workdir: Path, *, context_chars: int = 0, episodes: int = 
   Each checkpoint is loaded with the preset and tokenizer its metadata names; its tokens are
   `tokens_before` + step x batch x row length (token slots, padding included). A run continued
   from other weights (`train.model.checkpoint`) gets those weights as step 0. `params`: the
-  held-out episodes' generator settings; the default `corpus.Params()` is one yardstick for
+  held-out episodes' generator settings; the default `recipe.HELDOUT_PARAMS` is one yardstick for
   every run, whatever its own corpus.
   """
-  params = params or corpus_lib.Params()
+  params = params or recipe.HELDOUT_PARAMS
   episode_params = json.loads(json.dumps(dataclasses.asdict(params)))  # tuples -> lists
   done = {(r["step"], r["context_chars"], r["episodes"], r["seed"],
            json.dumps(r["episode_params"], sort_keys=True)) for r in read_rows(workdir)}
@@ -147,9 +144,9 @@ def main() -> None:
   rows = read_rows(args.workdir)
   paths = [plots.curve_figure(figure_rows(rows), args.workdir / FIGURE_FILE,
                               xlabel="pretraining tokens")]
-  if figure_rows(rows, "context_chars"):
-    paths.append(plots.curve_figure(figure_rows(rows, "context_chars"),
-                                    args.workdir / LENGTH_FIGURE_FILE,
+  by_length = figure_rows(rows, "context_chars")
+  if by_length:
+    paths.append(plots.curve_figure(by_length, args.workdir / LENGTH_FIGURE_FILE,
                                     xlabel="context characters"))
   print(f"{len(new)} evaluations; " + ", ".join(str(p) for p in paths))
 

@@ -21,6 +21,11 @@ same batches as an uninterrupted run (tests/test_pretraining.py
 and, with `config.export_dir` set (the package assets are `icl_ft/assets/tiny`), writes
 `tokenizer.model`, `params/` (orbax, `icl_ft.model.checkpoints.save_params`), `config.json` (the
 ModelConfig) and `card.json` there, atomically (a temporary sibling renamed at the end).
+
+A run may continue another model (`train.model.checkpoint` = the params/ of an exported model
+directory, e.g. the `long` stage of configs/pretrain_tiny.py): it keeps that model's tokenizer,
+and its card records the starting model's card and the tokens seen by both (`continued_from`,
+`tokens_seen_total`).
 """
 
 from __future__ import annotations
@@ -44,11 +49,15 @@ from icl_ft.datasets import records
 from icl_ft.evaluation import prompts
 from icl_ft.inference import scoring
 from icl_ft.model import checkpoints
+from icl_ft.model import loader
 from icl_ft.model import tokenizer as tok_lib
 from icl_ft.pretrain import corpus as corpus_lib
 from icl_ft.train import loop
+from icl_ft.train import metrics as metrics_lib
 
 CHAT_SYMBOLS = ("<start_of_turn>", "<end_of_turn>")
+# The held-out episodes of every card and curve, whatever the run's own corpus: one yardstick.
+HELDOUT_PARAMS = corpus_lib.Params()
 
 
 def corpus_params(config: Any) -> corpus_lib.Params:
@@ -70,10 +79,43 @@ def build_corpus(config: Any, workdir: Path) -> records.Dataset:
   return records.read_dataset(path)
 
 
+def start_dir(config: Any) -> Path | None:
+  """The exported model a continued run starts from (`train.model.checkpoint` is its params/,
+  beside its tokenizer.model and card.json); None for a run from scratch."""
+  checkpoint = str(config.train.model.checkpoint or "")
+  if not checkpoint:
+    return None
+  if checkpoint == loader.DEFAULT:
+    return loader.ASSETS_DIR
+  return Path(checkpoint).absolute().parent
+
+
+def start_tokenizer(config: Any) -> Path | None:
+  """The tokenizer a continued run must keep (its weights index that vocabulary); None from
+  scratch. Raises FileNotFoundError if the starting model has none beside its params/."""
+  start = start_dir(config)
+  if start is None:
+    return None
+  source = start / "tokenizer.model"
+  if not source.exists():
+    raise FileNotFoundError(
+        f"train.model.checkpoint={config.train.model.checkpoint!r}: a continued run keeps its "
+        f"model's tokenizer, and {source} does not exist (point it at the params/ of an "
+        "exported model directory, which holds tokenizer.model beside it)")
+  return source
+
+
 def build_tokenizer(config: Any, corpus: records.Dataset, workdir: Path):
-  """The SentencePiece tokenizer in `workdir/tokenizer.model` (trained once)."""
+  """The tokenizer in `workdir/tokenizer.model`: the starting model's for a continued run,
+  else SentencePiece trained once on the corpus."""
   path = workdir / "tokenizer.model"
-  if not path.exists():
+  source = start_tokenizer(config)
+  if source is not None:
+    if path.exists() and path.read_bytes() != source.read_bytes():
+      raise ValueError(f"{path} is not the tokenizer of the model this run continues ({source})")
+    if not path.exists():
+      shutil.copyfile(source, path)
+  elif not path.exists():
     lines = [line for d in corpus.train for line in d.text.split("\n") if line]
     tok_lib.train_sentencepiece(lines[: int(config.tokenizer.max_texts)],
                                 int(config.tokenizer.vocab_size), path,
@@ -171,11 +213,25 @@ def export(export_dir: Path, model: Any, tokenizer_path: Path, card: Mapping[str
   return export_dir
 
 
+def continued_from(config: Any) -> dict[str, Any] | None:
+  """What the card says of the model a continued run started from: its checkpoint, the tokens
+  it had seen in all, and its own card; None for a run from scratch."""
+  start = start_dir(config)
+  if start is None:
+    return None
+  card_path = start / "card.json"
+  card = json.loads(card_path.read_text()) if card_path.exists() else None
+  total = (card or {}).get("tokens_seen_total", (card or {}).get("tokens_seen", 0))
+  return {"checkpoint": str(config.train.model.checkpoint), "tokens_seen_total": int(total),
+          "card": card}
+
+
 def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, Any]:
   """Runs every stage (module docstring); returns the card. `devices`: train on these only."""
   if not config.workdir:
     raise ValueError("config.workdir is required")
   workdir = Path(config.workdir).absolute()
+  start_tokenizer(config)  # a continued run without its tokenizer fails before any work
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   corpus = build_corpus(config, workdir)
@@ -185,11 +241,14 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
   tcfg = train_config(config, workdir, data_dir, workdir / "tokenizer.model")
   result = loop.train(tcfg, devices=devices)
   wall = time.time() - start
-  records_ = [r for r in result.records if "loss" in r and "eval" not in str(r.get("kind", ""))]
+  # The whole run's log, not this call's part of it: a resumed run reports the same losses.
+  records_ = [r for r in metrics_lib.read_jsonl(Path(tcfg.workdir) / "metrics.jsonl")
+              if "loss" in r and "eval" not in str(r.get("kind", ""))]
   steps = int(result.step)
   tokens_per_step = int(tcfg.data.batch_size) * seq_len
+  continued = continued_from(config)
   heldout = evaluate_in_context(result.model, result.tokenizer, int(config.eval.episodes),
-                                seed=int(config.seed), params=corpus_params(config),
+                                seed=int(config.seed), params=HELDOUT_PARAMS,
                                 batch_size=int(config.eval.batch_size), progress=True,
                                 context_chars=int(config.eval.context_chars))
   (workdir / "eval.json").write_text(json.dumps(heldout, indent=1) + "\n")
@@ -202,7 +261,9 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
       "batch_size": int(tcfg.data.batch_size),
       "seq_len": seq_len,
       "tokens_seen": steps * tokens_per_step,
-      "final_loss": result.final_loss,
+      # With the tokens of the model it continued (and of that model's own start, ...).
+      "tokens_seen_total": steps * tokens_per_step + (continued or {}).get("tokens_seen_total", 0),
+      "final_loss": float(records_[-1]["loss"]) if records_ else None,
       "last_losses": [round(float(r["loss"]), 4) for r in records_[-5:]],
       "optimizer": schema.plain(tcfg.optimizer),
       "wall_time_s": round(wall, 1),
@@ -216,10 +277,15 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
       "heldout_episodes_per_family": int(config.eval.episodes),
       "heldout_context_chars": int(config.eval.context_chars),
       "heldout_seed": int(config.seed),
+      "heldout_episode_params": json.loads(json.dumps(dataclasses.asdict(HELDOUT_PARAMS))),
       "heldout_note": "new-seed episodes of each family over the pretraining pool (new word "
                       "combinations), documents in the exact ICL format, multiple-choice "
                       "log-likelihood scoring (sum)",
   }
+  if continued:
+    card["continued_from"] = continued
+  if config.note:
+    card["note"] = str(config.note)
   (workdir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
   if config.export_dir:
     export(Path(config.export_dir), result.model, workdir / "tokenizer.model", card)

@@ -6,7 +6,7 @@ For each dataset (generated once, at one seed: every condition sees the same doc
   no_knowledge    the contamination control: `pretrained` on the same questions with every
                   nonsense word and celebrity name replaced by fresh words no document holds
                   (`icl_ft.datasets.relabel`); table.md says, per split, whether `pretrained`
-                  is within 2 SE of it (`knowledge_check`)
+                  is within 2 SE of it (`report.knowledge_check`)
   icl             evaluate the base model with the training documents in context; when they
                   do not fit the model's context, in context shards (`icl_ft.evaluation.contexts`:
                   each question against a shard stating every fact it depends on), recorded

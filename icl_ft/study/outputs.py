@@ -72,7 +72,7 @@ def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, rec
   markers = [json.loads(p.read_text(encoding="utf-8"))
              for p in sorted((run_dir / "stages").glob("augment__*.json"))]
   note = (report.context_shards_text(context_shards or {})
-          + report.knowledge_text(knowledge_check(table_rows))).strip()
+          + report.knowledge_text(report.knowledge_check(table_rows))).strip()
   table = report.study_table(run_dir.name, table_rows, seeds, subsamples, finetuning,
                              report.audits_from_stages(markers), note=note,
                              weights=_weights_line(model_cfg))
@@ -80,26 +80,6 @@ def write_report(run_dir: Path, names: Sequence[str], datasets: Mapping[str, rec
   if figure:
     plots.accuracy_figure(table_rows, run_dir / FIGURE_FILE, title=plots.study_title(run_dir.name))
   return rows, table_rows, table
-
-
-def knowledge_check(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """Per (dataset, split) with both: is `pretrained` within 2 SE of `no_knowledge`?
-
-  Rows are `report.summarize` rows (seeds pooled); the SE of the difference of the two
-  accuracies is sqrt(se_pretrained^2 + se_no_knowledge^2) of their own SEs.
-  """
-  cells = {(r["dataset"], r["split"], r["condition"]): r for r in rows}
-  out = []
-  for (dataset, split, condition), p in cells.items():
-    n = cells.get((dataset, split, "no_knowledge"))
-    if condition != "pretrained" or n is None:
-      continue
-    diff = float(p["accuracy"]) - float(n["accuracy"])
-    se = math.sqrt(float(p["se"]) ** 2 + float(n["se"]) ** 2)
-    out.append({"dataset": dataset, "split": split, "pretrained": p["accuracy"],
-                "no_knowledge": n["accuracy"], "difference": diff, "se": se,
-                "within_2se": bool(abs(diff) <= 2 * se) if math.isfinite(se) else None})
-  return out
 
 
 def write_study_json(run_dir: Path, config: schema.StudyConfig, model_cfg: schema.ModelConfig,
