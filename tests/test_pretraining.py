@@ -169,6 +169,24 @@ def test_heldout_episodes_as_long_as_the_study(family):
         assert not pool_words(d.text) & asked
 
 
+def test_corpus_mix_from_the_config():
+  from icl_ft.config import schema
+  from icl_ft.pretrain import recipe
+
+  config = train_setup.config_file("pretrain_tiny").get_config("long")
+  assert recipe.corpus_params(schema.typed("pretrain", config)).family_weights == (
+      corpus_lib.Params().family_weights)  # "" keeps the generator's mix
+  config.corpus.family_weights = "celebrities:0.5, semantic_structure:0.5"
+  config.corpus.kind_weights = "icl:1"
+  params = recipe.corpus_params(schema.typed("pretrain", config))
+  assert params.family_weights == (("celebrities", 0.5), ("semantic_structure", 0.5))
+  assert params.kind_weights == (("icl", 1.0),)
+  small = dataclasses.replace(params, num_episodes=8, max_chars=1300)
+  kinds = corpus_lib.generate(small, seed=0).card["episodes"]
+  assert {k.split("/")[0] for k in kinds} <= {"celebrities", "semantic_structure"}
+  assert {k.split("/")[1] for k in kinds} == {"icl"}
+
+
 def test_bad_params():
   with pytest.raises(ValueError, match="family_weights: unknown entry 'x'"):
     corpus_lib.generate(dataclasses.replace(PARAMS, family_weights=(("x", 1.0),)))

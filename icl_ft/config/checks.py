@@ -32,6 +32,8 @@ from icl_ft.inference import scoring
 from icl_ft.model import builder
 from icl_ft.model import config as model_config
 from icl_ft.pipeline import formats
+from icl_ft.pretrain import corpus as corpus_lib
+from icl_ft.pretrain import recipe
 from icl_ft.train import optimizer as optimizer_lib
 
 DTYPES = ("", "float32", "bfloat16", "float16")
@@ -246,6 +248,10 @@ def validate_pretrain(config: schema.PretrainConfig, require_inputs: bool = Fals
       _int(getattr(config, block), field, f"config.{block}", 1)
   _int(config, "workers", "config", 1)
   _int(config, "seed", "config", 0)
+  try:
+    corpus_lib.check(recipe.corpus_params(config))
+  except ValueError as e:
+    raise ValueError(f"config.corpus: {e}") from None
   try:
     validate_train(config.train)  # workdir, dataset and tokenizer are filled in by the stages
   except ValueError as e:

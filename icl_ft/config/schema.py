@@ -396,6 +396,9 @@ class CorpusConfig:
   max_chars: int = 1300
   episodes_per_dataset: int = 3
   dataset_scale: float = 1.0  # > 1 with a larger max_chars: longer episodes
+  # "name:weight,..." over corpus.FAMILIES / corpus.KINDS; "" = the generator's own mix.
+  family_weights: str = ""
+  kind_weights: str = ""
 
 
 @_frozen

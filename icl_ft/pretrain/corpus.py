@@ -86,7 +86,8 @@ SCALES: dict[str, Params] = {
 }
 
 
-def _check(params: Params) -> None:
+def check(params: Params) -> None:
+  """Raises ValueError naming the first bad field of `params`."""
   for name, weights, valid in (("family_weights", params.family_weights, FAMILIES),
                                ("kind_weights", params.kind_weights, KINDS)):
     for key, w in weights:
@@ -339,7 +340,7 @@ def generate(params: Params = Params(), seed: int = 0, progress: bool = False,
   `workers > 1` generates groups in that many processes (same result: each group is seeded
   by its index alone).
   """
-  _check(params)
+  check(params)
   num_groups = -(-params.num_episodes // params.episodes_per_dataset)
   jobs = [(i, params, seed) for i in range(num_groups)]
   bar = None

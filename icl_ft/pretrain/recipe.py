@@ -60,13 +60,31 @@ CHAT_SYMBOLS = ("<start_of_turn>", "<end_of_turn>")
 HELDOUT_PARAMS = corpus_lib.Params()
 
 
+def parse_weights(text: str, default: tuple[tuple[str, float], ...]
+                  ) -> tuple[tuple[str, float], ...]:
+  """("name", weight) pairs from "name:weight,name:weight"; `default` for ""."""
+  if not text:
+    return default
+  out = []
+  for item in text.split(","):
+    key, sep, weight = item.partition(":")
+    try:
+      out.append((key.strip(), float(weight)))
+    except ValueError:
+      sep = ""
+    if not sep:
+      raise ValueError(f"weights {text!r}: each entry is name:weight, got {item!r}")
+  return tuple(out)
+
+
 def corpus_params(config: Any) -> corpus_lib.Params:
   """The corpus Params of `config.corpus` (other fields: the generator's defaults)."""
-  c = config.corpus
-  return dataclasses.replace(corpus_lib.Params(), num_episodes=int(c.num_episodes),
-                             max_chars=int(c.max_chars),
-                             episodes_per_dataset=int(c.episodes_per_dataset),
-                             dataset_scale=float(c.dataset_scale))
+  c, default = config.corpus, corpus_lib.Params()
+  return dataclasses.replace(
+      default, num_episodes=int(c.num_episodes), max_chars=int(c.max_chars),
+      episodes_per_dataset=int(c.episodes_per_dataset), dataset_scale=float(c.dataset_scale),
+      family_weights=parse_weights(str(c.family_weights), default.family_weights),
+      kind_weights=parse_weights(str(c.kind_weights), default.kind_weights))
 
 
 def build_corpus(config: Any, workdir: Path) -> records.Dataset:
