@@ -44,6 +44,10 @@ def test_syllogisms(datasets):
       None, *re.match(r"All (\w+) are (\w+)\.", doc.sentences[1]).groups())
   assert au.label(doc.sentences[1]) == "restatement"
   assert au.label(f"Some {b} are {a}.") == "inference"  # conversion of a premise
+  # Every wording `syllogisms.restatements` writes (the local few-shot block's) is read.
+  for st in syllogisms.restatements(syllogisms.Statement("all", a, b)):
+    assert au.label(st) in ("restatement", "inference"), st
+  assert au.label(f"Every {a} is a {b}.") == "restatement"
   assert au.label(f"No {a} are {b}.") == "false"
   # The valid syllogism of this example (its question's correct choice) and an invalid one.
   q = next(q for q in ds.tests["syllogism"] if set(q.fact_ids) == set(doc.fact_ids))

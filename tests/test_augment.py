@@ -46,7 +46,18 @@ def test_local_parts_split_the_prompt():
   prefix, suffix = augment_lib.local_parts("Dax are feps.")
   assert prefix + suffix == templates.local_prompt("Dax are feps.")
   assert prefix == augment_lib.local_parts("Something else entirely.")[0]
-  assert suffix.startswith(templates.STATEMENT_LABEL) and suffix.endswith(templates.BULLET)
+  assert suffix.startswith(templates.STATEMENT_LABEL) and suffix.endswith(templates.BULLET_OPEN)
+
+
+def test_prompts_end_where_training_text_continues(setup):
+  """A prompt's tokens are a prefix of the tokens of the prompt followed by its first bullet's
+  statement, as in the pretraining corpus' episodes: no lone space piece before the answer."""
+  tok, doc = setup["tok"], setup["dataset"].train[0]
+  statement = " " + doc.sentences[0]
+  for prompt in (templates.local_prompt(doc.sentences[0]), templates.global_suffix(doc.text)):
+    ids = tok.encode(prompt)
+    assert tok.encode(prompt + statement)[: len(ids)] == ids
+    assert not prompt.endswith(" ")
 
 
 def test_filters_and_provenance(setup):
@@ -57,7 +68,7 @@ def test_filters_and_provenance(setup):
           f"\n\n- ignored after the stop")
   comp = sampling.Completion(text, (1,), "stop")
   counts = dict.fromkeys(("statements", "finished_by_stop", "dropped_empty", "dropped_copy",
-                          "dropped_duplicate", "kept"), 0)
+                          "dropped_duplicate", "dropped_cut", "kept"), 0)
   docs = augment_lib._generated(requests, [comp], "global", audit.Auditor(ds), counts)
   assert [d.text for d in docs] == ["Something new.", "Another one."]
   assert counts["dropped_copy"] == 1 and counts["dropped_duplicate"] == 1
@@ -66,6 +77,19 @@ def test_filters_and_provenance(setup):
     assert d.id == f"aug_global_{doc.id}_{k:03d}"
     assert d.metadata["source_document"] == doc.id and d.metadata["strategy"] == "global"
     assert d.metadata["audit"] == "unparsed"
+
+
+def test_statement_cut_by_the_token_limit_is_dropped(setup):
+  ds = setup["dataset"]
+  requests = augment_lib.global_requests(records.Dataset(ds.name, ds.train[:1], ds.tests, ds.card))
+  counts = dict.fromkeys(("statements", "finished_by_stop", "dropped_empty", "dropped_copy",
+                          "dropped_duplicate", "dropped_cut", "kept"), 0)
+  cut = sampling.Completion(" One whole.\n- Two whole.\n- Three cut sho", (1,), "length")
+  docs = augment_lib._generated(requests, [cut], "global", audit.Auditor(ds), counts)
+  assert [d.text for d in docs] == ["One whole.", "Two whole."] and counts["dropped_cut"] == 1
+  # A line break last: every statement was finished.
+  assert templates.parse_statements(" One.\n", complete=False) == ["One."]
+  assert templates.parse_statements(" One cut", complete=False) == []
 
 
 def test_fit_corpus_subsamples_nested(setup):

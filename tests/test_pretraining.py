@@ -11,6 +11,7 @@ import re
 import pytest
 import train_setup
 
+from icl_ft.augment import audit
 from icl_ft.augment import templates
 from icl_ft.datasets import celebrities
 from icl_ft.datasets import registry
@@ -124,8 +125,23 @@ def test_episode_formats(corpus):
     assert templates.parse_statements(t.rsplit(f"{templates.INFERENCES_LABEL}\n- ", 1)[1])
 
 
+def test_audit_reads_every_statement_the_corpus_teaches():
+  """What local and global episodes teach the model to write, the audit reads as true."""
+  rng = random.Random(0)
+  for family in corpus_lib.FAMILIES:
+    for seed in range(2):
+      dataset = corpus_lib.episode_dataset(family, seed, rng)
+      taught = [r for doc in dataset.train for i in range(len(doc.sentences))
+                for r in corpus_lib._sentence_restatements(dataset, doc, i, rng)]
+      taught += [corpus_lib.statement(q, q.correct[0]) for q in corpus_lib._questions(dataset)]
+      assert taught, family
+      auditor = audit.Auditor(dataset)
+      wrong = {st: label for st in taught if not audit.is_correct(label := auditor.label(st))}
+      assert not wrong, (family, wrong)
+
+
 def test_icl_answers_follow_from_documents():
-  rng = __import__("random").Random(0)
+  rng = random.Random(0)
   dataset = corpus_lib.episode_dataset("simple_reversals", 11, rng)
   text, answered = corpus_lib.icl_episode(dataset, PARAMS, rng)
   context, _, qa = text.partition(prompts.ICL_INSTRUCTION)

@@ -11,8 +11,9 @@
 - all: local, then global.
 
 Generated text is cut at `templates.STOP`, parsed into statements
-(`templates.parse_statements`) and filtered: empty, duplicates (normalized, per strategy) and
-copies of the input (the sentence, or any sentence of the document) are dropped. Each kept
+(`templates.parse_statements`) and filtered: empty, duplicates (normalized, per strategy),
+copies of the input (the sentence, or any sentence of the document) and a last statement cut
+by `max_new_tokens` are dropped. Each kept
 statement becomes one Document (`aug_<strategy>_<source id>_<k>`) whose metadata carries its
 provenance (`strategy`, `source_document`, `source_sentence` for local) and its audit label
 (`icl_ft.augment.audit`). The augmented Dataset is the original training documents plus
@@ -144,6 +145,10 @@ def _generated(requests: Sequence[Request], completions: Sequence[sampling_lib.C
   per_source: dict[str, int] = {}
   for req, comp in zip(requests, completions, strict=True):
     statements = templates.parse_statements(comp.text)
+    if comp.finish_reason == "length":  # the last statement was cut by max_new_tokens
+      finished = templates.parse_statements(comp.text, complete=False)
+      counts["dropped_cut"] += len(statements) - len(finished)
+      statements = finished
     counts["statements"] += len(statements)
     counts["finished_by_stop"] += comp.finish_reason == "stop"
     for st in statements:
@@ -192,7 +197,7 @@ def augment_dataset(model: Any, tokenizer: Any, dataset: records.Dataset, strate
   report: dict[str, Any] = {}
   for name in names:
     counts = {"prompts": 0, "statements": 0, "finished_by_stop": 0, "dropped_empty": 0,
-              "dropped_copy": 0, "dropped_duplicate": 0, "kept": 0}
+              "dropped_copy": 0, "dropped_duplicate": 0, "dropped_cut": 0, "kept": 0}
     info: dict[str, Any] = {}
     if name == "local":
       context, requests = local_requests(dataset)

@@ -19,8 +19,9 @@ this format).
       Think about what follows from the next document together with the documents above.\n\n
       Document: <document>\nInferences:\n-
 
-Generation stops at STOP (a blank line); `parse_statements` turns the generated text into one
-statement per "- " line. Few-shot words come from the reserved `pretraining` word pool, never
+Both prompts end with the dash of the first bullet, without its space (BULLET_OPEN), so the
+model writes the space as it does in training text. Generation stops at STOP (a blank line);
+`parse_statements` turns the generated text into one statement per "- " line. Few-shot words come from the reserved `pretraining` word pool, never
 from a pool an evaluation dataset draws from.
 """
 
@@ -40,6 +41,10 @@ RESTATEMENTS_LABEL = "Restatements:"
 DOCUMENT_LABEL = "Document:"
 INFERENCES_LABEL = "Inferences:"
 BULLET = "- "
+# Prompts end with the bullet's dash, not its space: SentencePiece writes a space as the next
+# piece's "▁", so a prompt ending in "- " puts a lone "▁" piece where training text never
+# has one, and the first generated word comes out garbled.
+BULLET_OPEN = BULLET.rstrip()
 STOP = "\n\n"
 
 _EXAMPLE_SEED = 20250501
@@ -71,11 +76,11 @@ def bullets(statements: Sequence[str]) -> str:
 
 def local_prompt(sentence: str,
                  examples: Sequence[tuple[str, Sequence[str]]] = LOCAL_EXAMPLES) -> str:
-  """The local-augmentation prompt for one training sentence (ends with the first bullet)."""
+  """The local-augmentation prompt for one training sentence (ends with the first bullet's dash)."""
   shots = "".join(f"{STATEMENT_LABEL} {s}\n{RESTATEMENTS_LABEL}\n{bullets(r)}\n"
                   for s, r in examples)
   return (f"{LOCAL_INSTRUCTION}{STOP}{shots}"
-          f"{STATEMENT_LABEL} {sentence}\n{RESTATEMENTS_LABEL}\n{BULLET}")
+          f"{STATEMENT_LABEL} {sentence}\n{RESTATEMENTS_LABEL}\n{BULLET_OPEN}")
 
 
 def global_context(corpus: Sequence[str],
@@ -87,8 +92,8 @@ def global_context(corpus: Sequence[str],
 
 
 def global_suffix(document: str) -> str:
-  """What follows the shared corpus for one document (ends with the first bullet)."""
-  return f"{DOCUMENT_LABEL} {document}\n{INFERENCES_LABEL}\n{BULLET}"
+  """What follows the shared corpus for one document (ends with the first bullet's dash)."""
+  return f"{DOCUMENT_LABEL} {document}\n{INFERENCES_LABEL}\n{BULLET_OPEN}"
 
 
 def global_prompt(corpus: Sequence[str], document: str) -> str:
@@ -96,15 +101,18 @@ def global_prompt(corpus: Sequence[str], document: str) -> str:
   return global_context(corpus) + global_suffix(document)
 
 
-def parse_statements(generated: str) -> list[str]:
+def parse_statements(generated: str, complete: bool = True) -> list[str]:
   """The statements in a generated continuation of a prompt that ends with a bullet.
 
   The continuation is cut at STOP; its first line continues the prompt's bullet, later lines
   count only when they start with a bullet; whitespace is normalized and empty items dropped.
+  `complete=False` (generation ran out of tokens): the last line is unfinished and dropped.
   """
-  text = generated.split(STOP, 1)[0]
+  lines = generated.split(STOP, 1)[0].split("\n")
+  if not complete:
+    lines = lines[:-1]
   out = []
-  for i, line in enumerate(text.split("\n")):
+  for i, line in enumerate(lines):
     if i > 0:
       if not line.startswith(BULLET.strip()):
         continue

@@ -68,14 +68,18 @@ class Statement:
     return f"{self.quantifier.capitalize()} {self.subject} are {self.predicate}."
 
 
-_CLAIM = re.compile(r"\b(all|some|no) ([a-z]+) are ([a-z]+)\b")  # over normalized text
+# Over normalized text: "all/some/no <x> are <y>", or "every <x> is a <y>" (= all; the wording
+# `restatements` uses).
+_CLAIM = re.compile(r"\b(?:(all|some|no) ([a-z]+) are|every ([a-z]+) is an?) ([a-z]+)\b")
 _LEAD = re.compile(r"^the relationships between .*? are\s*")
 _SENTENCE = re.compile(r"(All|Some|No) (\w+) are (\w+)\.")
 
 
 def parse_statements(text: str) -> list[Statement]:
-  """Every 'all/some/no <x> are <y>' in `text` (normalized; a leading lead sentence skipped)."""
-  return [Statement(q, s, p) for q, s, p in _CLAIM.findall(_LEAD.sub("", normalize(text)))]
+  """Every 'all/some/no <x> are <y>' and 'every <x> is a <y>' in `text` (normalized; a
+  leading lead sentence skipped)."""
+  return [Statement(q or "all", s or every, p)
+          for q, s, every, p in _CLAIM.findall(_LEAD.sub("", normalize(text)))]
 
 
 def parse_sentence(sentence: str) -> Statement | None:

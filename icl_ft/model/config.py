@@ -184,6 +184,13 @@ def _gemma3(name, num_layers, embed_dim, hidden_dim, num_heads, head_dim, num_kv
 _TINY = dict(num_layers=4, embed_dim=128, hidden_dim=256, num_heads=4, head_dim=32,
              vocab_size=1024, max_seq_len=4096, dtype="float32")
 
+_TINY_DEFAULT = ModelConfig(
+    name="tiny_default", family="gemma3", num_layers=4, embed_dim=128, hidden_dim=256,
+    num_heads=4, head_dim=32, num_kv_heads=2, vocab_size=1024, max_seq_len=2048,
+    attention_types=(LOCAL, GLOBAL, LOCAL, GLOBAL), sliding_window=128,
+    local_rope_base=10_000.0, global_rope_base=1_000_000.0, use_post_attn_norm=True,
+    use_post_ffw_norm=True, use_qk_norm=True, dtype="float32")
+
 PRESETS: dict[str, ModelConfig] = {
     "gemma1_2b": _gemma1("gemma1_2b", 18, 2048, 16384, 8, 256, 1),
     "gemma1_7b": _gemma1("gemma1_7b", 28, 3072, 24576, 16, 256, 16),
@@ -215,12 +222,11 @@ PRESETS: dict[str, ModelConfig] = {
     # The embedded default (icl_ft/assets/tiny, pretrained by `icl-ft-pretrain`): Gemma 3
     # style, local and global layers alternating so that two global layers can look back over
     # a whole in-context episode; 1024 pieces (its own SentencePiece tokenizer), float32 (CPU).
-    "tiny_default": ModelConfig(
-        name="tiny_default", family="gemma3", num_layers=4, embed_dim=128, hidden_dim=256,
-        num_heads=4, head_dim=32, num_kv_heads=2, vocab_size=1024, max_seq_len=2048,
-        attention_types=(LOCAL, GLOBAL, LOCAL, GLOBAL), sliding_window=128,
-        local_rope_base=10_000.0, global_rope_base=1_000_000.0, use_post_attn_norm=True,
-        use_post_ffw_norm=True, use_qk_norm=True, dtype="float32"),
+    "tiny_default": _TINY_DEFAULT,
+    # Its shape at twice the depth (the model-size lever of docs/pretraining.md), grown from a
+    # `tiny_default` checkpoint by `icl_ft.pretrain.grow` with its new layers as identities.
+    "tiny_deep": dataclasses.replace(_TINY_DEFAULT, name="tiny_deep", num_layers=8,
+                                     attention_types=(LOCAL, GLOBAL) * 4),
 }
 
 ALIASES: dict[str, str] = {"tiny": "tiny_gemma3"}

@@ -267,7 +267,7 @@ def local_episode(dataset: records.Dataset, params: Params, rng: random.Random) 
     restated = _sentence_restatements(dataset, doc, i, rng)
     if restated:
       sentence = doc.sentences[i].strip().lstrip("- ").strip()
-      return (templates.local_prompt(sentence)[: -len(templates.BULLET)]
+      return (templates.local_prompt(sentence)[: -len(templates.BULLET_OPEN)]
               + templates.bullets(restated[: params.max_bullets]) + "\n")
   return None
 
@@ -285,7 +285,7 @@ def global_episode(dataset: records.Dataset, params: Params, rng: random.Random)
     if linked:
       rng.shuffle(linked)
       return (templates.global_context([d.text for d in docs])
-              + templates.global_suffix(doc.text)[: -len(templates.BULLET)]
+              + templates.global_suffix(doc.text)[: -len(templates.BULLET_OPEN)]
               + templates.bullets(linked[: params.max_bullets]) + "\n")
   return None
 

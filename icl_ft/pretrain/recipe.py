@@ -67,13 +67,11 @@ def parse_weights(text: str, default: tuple[tuple[str, float], ...]
     return default
   out = []
   for item in text.split(","):
-    key, sep, weight = item.partition(":")
+    key, _, weight = item.partition(":")
     try:
       out.append((key.strip(), float(weight)))
     except ValueError:
-      sep = ""
-    if not sep:
-      raise ValueError(f"weights {text!r}: each entry is name:weight, got {item!r}")
+      raise ValueError(f"weights {text!r}: each entry is name:weight, got {item!r}") from None
   return tuple(out)
 
 
