@@ -58,6 +58,9 @@ def test_grown_model_computes_what_its_source_did(source):
     assert (scale == -1).all() == identity
   with pytest.raises(FileExistsError):
     grow.grow(source / "src", dest, "tiny_deep")
+  with pytest.raises(FileNotFoundError, match="no tokenizer.model"):
+    grow.grow(source / "src" / "params", source / "nowhere", "tiny_deep")
+  assert not (source / "nowhere").exists()
 
 
 def test_added_layers_get_gradients(source):
@@ -86,6 +89,9 @@ def test_grow_refuses_shapes_it_cannot_keep():
   with pytest.raises(ValueError, match="embed_dim"):
     grow.layer_sources(default, dataclasses.replace(
         default, num_layers=8, embed_dim=256, attention_types=("local", "global") * 4))
+  with pytest.raises(ValueError, match="sliding_window"):
+    grow.layer_sources(default, dataclasses.replace(
+        default, num_layers=8, sliding_window=64, attention_types=("local", "global") * 4))
   with pytest.raises(ValueError, match="attention pattern"):
     grow.layer_sources(default, dataclasses.replace(
         default, num_layers=8, attention_types=("global",) * 8))

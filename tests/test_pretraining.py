@@ -259,6 +259,14 @@ def test_recipe_runs_with_falling_loss(tmp_path):
   assert rows[-1]["accuracy"] == card["heldout_in_context"]
   assert curve.score_checkpoints(work, episodes=config.eval.episodes, seed=config.seed) == []
   assert curve.read_rows(work) == rows
+  # One family scored alone: its own rows, the numbers of the full scoring.
+  only = curve.score_checkpoints(work, episodes=config.eval.episodes, seed=config.seed,
+                                 families=["syllogisms"])
+  assert [r["families"] for r in only] == [["syllogisms"]] * 2
+  assert only[-1]["accuracy"] == {k: v for k, v in card["heldout_in_context"].items()
+                                  if k.startswith("syllogisms/")}
+  with pytest.raises(ValueError, match="unknown famil"):
+    curve.score_checkpoints(work, families=["syllogism"])
   figure = plots.curve_figure(curve.figure_rows(rows), tmp_path / "curve.png", xlabel="tokens")
   assert figure.stat().st_size > 10_000
 

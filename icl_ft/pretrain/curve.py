@@ -1,10 +1,11 @@
 """Held-out in-context accuracy against pretraining tokens: a run's checkpoints, each scored.
 
     python -m icl_ft.pretrain.curve WORKDIR [--context_chars 0,2000,4000] [--episodes 8]
-        [--tokens_before 0] [--label NAME]
+        [--tokens_before 0] [--label NAME] [--families celebrities,syllogisms]
 
 Scores every checkpoint under WORKDIR/train/checkpoints that WORKDIR/heldout_curve.jsonl does
-not yet hold (same context length, episodes and seed) with `recipe.evaluate_in_context` (the
+not yet hold (same context length, episodes, seed and families) with
+`recipe.evaluate_in_context` (the
 preset and tokenizer its checkpoint metadata names) and appends one row per checkpoint and
 context length. From all rows it draws WORKDIR/heldout_curve.png (against tokens: a panel per
 family and split, a line per context length) and, for checkpoints scored at several lengths,
@@ -19,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +59,26 @@ def read_rows(workdir: Path) -> list[dict[str, Any]]:
 
 def score_checkpoints(workdir: Path, *, context_chars: int = 0, episodes: int = 8,
                       seed: int = 0, params: corpus_lib.Params | None = None,
-                      tokens_before: int = 0, label: str = "") -> list[dict[str, Any]]:
+                      tokens_before: int = 0, label: str = "",
+                      families: Sequence[str] = corpus_lib.FAMILIES) -> list[dict[str, Any]]:
   """Scores the checkpoints not yet in the curve file; appends and returns their rows.
 
   Each checkpoint is loaded with the preset and tokenizer its metadata names; its tokens are
   `tokens_before` + step x batch x row length (token slots, padding included). A run continued
   from other weights (`train.model.checkpoint`) gets those weights as step 0. `params`: the
   held-out episodes' generator settings; the default `recipe.HELDOUT_PARAMS` is one yardstick for
-  every run, whatever its own corpus.
+  every run, whatever its own corpus. `families`: score only these (each family's episodes do
+  not depend on the others, so its numbers are those of a full scoring).
   """
   params = params or recipe.HELDOUT_PARAMS
   episode_params = json.loads(json.dumps(dataclasses.asdict(params)))  # tuples -> lists
+  families = list(families)
+  unknown = sorted(set(families) - set(corpus_lib.FAMILIES))
+  if unknown:
+    raise ValueError(f"unknown families {unknown}; valid: {', '.join(corpus_lib.FAMILIES)}")
   done = {(r["step"], r["context_chars"], r["episodes"], r["seed"],
-           json.dumps(r["episode_params"], sort_keys=True)) for r in read_rows(workdir)}
+           json.dumps(r["episode_params"], sort_keys=True),
+           tuple(r.get("families", corpus_lib.FAMILIES))) for r in read_rows(workdir)}
   mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
   steps = checkpoint_steps(workdir)
   checkpoints = {s: str(workdir / "train" / "checkpoints" / str(s)) for s in steps}
@@ -78,7 +87,8 @@ def score_checkpoints(workdir: Path, *, context_chars: int = 0, episodes: int = 
     checkpoints = {0: first["model"]["checkpoint"], **checkpoints}
   new = []
   for step, checkpoint in checkpoints.items():
-    if (step, context_chars, episodes, seed, json.dumps(episode_params, sort_keys=True)) in done:
+    if (step, context_chars, episodes, seed, json.dumps(episode_params, sort_keys=True),
+        tuple(families)) in done:
       continue
     start = time.perf_counter()
     meta = checkpoint_meta(workdir, steps[0] if step == 0 else step)
@@ -87,10 +97,11 @@ def score_checkpoints(workdir: Path, *, context_chars: int = 0, episodes: int = 
                                    checkpoint=checkpoint)
     model, tok = loader.load_model(model_cfg, mesh, rules)
     accuracy = recipe.evaluate_in_context(model, tok, episodes, seed=seed, params=params,
-                                          context_chars=context_chars)
+                                          families=families, context_chars=context_chars)
     row = {"label": label or workdir.name, "step": step,
            "tokens": tokens_before + step * step_tokens, "context_chars": context_chars,
            "episodes": episodes, "seed": seed, "episode_params": episode_params,
+           "families": families,
            "accuracy": accuracy,
            "seconds": round(time.perf_counter() - start, 1)}
     with open(workdir / CURVE_FILE, "a") as f:  # one line per checkpoint: a stop loses none
@@ -131,13 +142,16 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--tokens_before", type=int, default=0)
   parser.add_argument("--label", default="")
+  parser.add_argument("--families", default=",".join(corpus_lib.FAMILIES),
+                      help="comma-separated families to score")
   args = parser.parse_args()
   if not checkpoint_steps(args.workdir):
     raise SystemExit(f"error: no checkpoints under {args.workdir / 'train' / 'checkpoints'}")
   new = []
   for chars in (int(c) for c in args.context_chars.split(",")):
     new += score_checkpoints(args.workdir, context_chars=chars, episodes=args.episodes,
-                             seed=args.seed, tokens_before=args.tokens_before, label=args.label)
+                             seed=args.seed, tokens_before=args.tokens_before, label=args.label,
+                             families=args.families.split(","))
   for r in new:
     print(json.dumps({"step": r["step"], "tokens": r["tokens"], "context_chars": r["context_chars"],
                       **{k: round(v["accuracy"], 3) for k, v in r["accuracy"].items()}}))

@@ -18,6 +18,7 @@ DEST_MODEL_DIR/params (and `train.model.preset` at the preset) to continue pretr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -30,6 +31,7 @@ from icl_ft.model import checkpoints
 from icl_ft.model import config as model_config
 
 POST_NORMS = ("post_attention_norm", "post_ffw_norm")
+GROWN_FIELDS = ("name", "num_layers", "attention_types")  # the ModelConfig fields that may differ
 
 
 def _pattern_period(types: tuple[str, ...]) -> int:
@@ -53,11 +55,12 @@ def layer_sources(source: model_config.ModelConfig,
   if types != tuple(target.attention_types):
     raise ValueError(f"preset {target.name!r}: attention pattern {target.attention_types} is "
                      f"not the source's {source.attention_types} repeated per group ({types})")
-  shared = ("embed_dim", "hidden_dim", "num_heads", "head_dim", "num_kv_heads", "vocab_size")
-  for field in shared:
-    if getattr(source, field) != getattr(target, field):
-      raise ValueError(f"preset {target.name!r}: {field} {getattr(target, field)} differs from "
-                       f"the source's {getattr(source, field)}")
+  for field in dataclasses.fields(source):  # all else equal, or the copies compute otherwise
+    if field.name in GROWN_FIELDS:
+      continue
+    if getattr(source, field.name) != getattr(target, field.name):
+      raise ValueError(f"preset {target.name!r}: {field.name} {getattr(target, field.name)} "
+                       f"differs from the source's {getattr(source, field.name)}")
   return out
 
 
@@ -88,6 +91,9 @@ def grow(source_dir: Path, dest_dir: Path, preset: str = "tiny_deep") -> Path:
   source_dir, dest_dir = Path(source_dir).absolute(), Path(dest_dir).absolute()
   if dest_dir.exists():
     raise FileExistsError(f"{dest_dir} already exists")
+  if not (source_dir / "tokenizer.model").exists():
+    raise FileNotFoundError(f"{source_dir} has no tokenizer.model: SOURCE is an exported model "
+                            "directory (params/, tokenizer.model, card.json)")
   source_preset = checkpoints.checkpoint_preset(source_dir / "params")
   if not source_preset:
     raise ValueError(f"{source_dir / 'params'} does not name its model preset")
@@ -95,16 +101,18 @@ def grow(source_dir: Path, dest_dir: Path, preset: str = "tiny_deep") -> Path:
   target_cfg = model_config.get_preset(preset)
   sources = layer_sources(source_cfg, target_cfg)
   params = grow_params(checkpoints.read_params(source_dir / "params"), sources)
-  dest_dir.mkdir(parents=True)
-  checkpoints.save_params(dest_dir / "params", nnx.State(params),
-                          meta={"preset": target_cfg.name})
-  shutil.copy(source_dir / "tokenizer.model", dest_dir / "tokenizer.model")
+  tmp = dest_dir.with_name(dest_dir.name + ".partial")  # renamed when complete
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir(parents=True)
+  checkpoints.save_params(tmp / "params", nnx.State(params), meta={"preset": target_cfg.name})
+  shutil.copy(source_dir / "tokenizer.model", tmp / "tokenizer.model")
   card_path = source_dir / "card.json"
   card = json.loads(card_path.read_text()) if card_path.exists() else {}
   card["grown_from"] = {"model": str(source_dir), "preset": source_preset,
                         "preset_grown": target_cfg.name,
                         "layers": [{"copies": j, "identity": ident} for j, ident in sources]}
-  (dest_dir / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+  (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+  tmp.rename(dest_dir)
   return dest_dir
 
 
