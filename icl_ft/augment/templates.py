@@ -21,8 +21,9 @@ this format).
 
 Both prompts end with the dash of the first bullet, without its space (BULLET_OPEN), so the
 model writes the space as it does in training text. Generation stops at STOP (a blank line);
-`parse_statements` turns the generated text into one statement per "- " line. Few-shot words come from the reserved `pretraining` word pool, never
-from a pool an evaluation dataset draws from.
+`parse_statements` turns the generated text into one statement per "- " line. Few-shot words
+come from the reserved `pretraining` word pool, never from a pool an evaluation dataset draws
+from.
 """
 
 from __future__ import annotations
@@ -114,9 +115,9 @@ def parse_statements(generated: str, complete: bool = True) -> list[str]:
   out = []
   for i, line in enumerate(lines):
     if i > 0:
-      if not line.startswith(BULLET.strip()):
+      if not line.startswith(BULLET_OPEN):
         continue
-      line = line[len(BULLET.strip()):]
+      line = line[len(BULLET_OPEN):]
     line = " ".join(line.split())
     if line:
       out.append(line)

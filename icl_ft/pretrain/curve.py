@@ -5,9 +5,8 @@
 
 Scores every checkpoint under WORKDIR/train/checkpoints that WORKDIR/heldout_curve.jsonl does
 not yet hold (same context length, episodes, seed and families) with
-`recipe.evaluate_in_context` (the
-preset and tokenizer its checkpoint metadata names) and appends one row per checkpoint and
-context length. From all rows it draws WORKDIR/heldout_curve.png (against tokens: a panel per
+`recipe.evaluate_in_context` (the preset and tokenizer its checkpoint metadata names) and
+appends one row per checkpoint and context length. From all rows it draws WORKDIR/heldout_curve.png (against tokens: a panel per
 family and split, a line per context length) and, for checkpoints scored at several lengths,
 WORKDIR/heldout_length.png (against context length). Run it while a pretraining run goes (its
 checkpoints rotate, `train.checkpoint.keep`) or after. `--tokens_before`: tokens the starting
@@ -17,7 +16,6 @@ weights had already seen (a run continued from another model), added to each row
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -57,6 +55,13 @@ def read_rows(workdir: Path) -> list[dict[str, Any]]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _scoring_key(step: int, context_chars: int, episodes: int, seed: int,
+                 episode_params: dict[str, Any], families: Sequence[str]) -> tuple[Any, ...]:
+  """What makes two scorings of a checkpoint the same (a curve row holds one)."""
+  return (step, context_chars, episodes, seed, json.dumps(episode_params, sort_keys=True),
+          tuple(families))
+
+
 def score_checkpoints(workdir: Path, *, context_chars: int = 0, episodes: int = 8,
                       seed: int = 0, params: corpus_lib.Params | None = None,
                       tokens_before: int = 0, label: str = "",
@@ -71,14 +76,14 @@ def score_checkpoints(workdir: Path, *, context_chars: int = 0, episodes: int = 
   not depend on the others, so its numbers are those of a full scoring).
   """
   params = params or recipe.HELDOUT_PARAMS
-  episode_params = json.loads(json.dumps(dataclasses.asdict(params)))  # tuples -> lists
+  episode_params = recipe.params_record(params)
   families = list(families)
   unknown = sorted(set(families) - set(corpus_lib.FAMILIES))
   if unknown:
     raise ValueError(f"unknown families {unknown}; valid: {', '.join(corpus_lib.FAMILIES)}")
-  done = {(r["step"], r["context_chars"], r["episodes"], r["seed"],
-           json.dumps(r["episode_params"], sort_keys=True),
-           tuple(r.get("families", corpus_lib.FAMILIES))) for r in read_rows(workdir)}
+  done = {_scoring_key(r["step"], r["context_chars"], r["episodes"], r["seed"],
+                      r["episode_params"], r.get("families", corpus_lib.FAMILIES))
+          for r in read_rows(workdir)}
   mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
   steps = checkpoint_steps(workdir)
   checkpoints = {s: str(workdir / "train" / "checkpoints" / str(s)) for s in steps}
@@ -87,8 +92,7 @@ def score_checkpoints(workdir: Path, *, context_chars: int = 0, episodes: int = 
     checkpoints = {0: first["model"]["checkpoint"], **checkpoints}
   new = []
   for step, checkpoint in checkpoints.items():
-    if (step, context_chars, episodes, seed, json.dumps(episode_params, sort_keys=True),
-        tuple(families)) in done:
+    if _scoring_key(step, context_chars, episodes, seed, episode_params, families) in done:
       continue
     start = time.perf_counter()
     meta = checkpoint_meta(workdir, steps[0] if step == 0 else step)

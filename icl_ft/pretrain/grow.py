@@ -29,6 +29,7 @@ from flax import nnx
 
 from icl_ft.model import checkpoints
 from icl_ft.model import config as model_config
+from icl_ft.pretrain import recipe
 
 POST_NORMS = ("post_attention_norm", "post_ffw_norm")
 GROWN_FIELDS = ("name", "num_layers", "attention_types")  # the ModelConfig fields that may differ
@@ -106,8 +107,7 @@ def grow(source_dir: Path, dest_dir: Path, preset: str = "tiny_deep") -> Path:
   tmp.mkdir(parents=True)
   checkpoints.save_params(tmp / "params", nnx.State(params), meta={"preset": target_cfg.name})
   shutil.copy(source_dir / "tokenizer.model", tmp / "tokenizer.model")
-  card_path = source_dir / "card.json"
-  card = json.loads(card_path.read_text()) if card_path.exists() else {}
+  card = recipe.model_card(source_dir) or {}
   card["grown_from"] = {"model": str(source_dir), "preset": source_preset,
                         "preset_grown": target_cfg.name,
                         "layers": [{"copies": j, "identity": ident} for j, ident in sources]}

@@ -60,6 +60,11 @@ CHAT_SYMBOLS = ("<start_of_turn>", "<end_of_turn>")
 HELDOUT_PARAMS = corpus_lib.Params()
 
 
+def params_record(params: corpus_lib.Params) -> dict[str, Any]:
+  """Corpus `params` as JSON data (tuples as lists), as cards and held-out curve rows hold it."""
+  return json.loads(json.dumps(dataclasses.asdict(params)))
+
+
 def parse_weights(text: str, default: tuple[tuple[str, float], ...]
                   ) -> tuple[tuple[str, float], ...]:
   """("name", weight) pairs from "name:weight,name:weight"; `default` for ""."""
@@ -229,14 +234,19 @@ def export(export_dir: Path, model: Any, tokenizer_path: Path, card: Mapping[str
   return export_dir
 
 
+def model_card(model_dir: Path) -> dict[str, Any] | None:
+  """The card.json of an exported model directory; None if it has none."""
+  path = model_dir / "card.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
 def continued_from(config: Any) -> dict[str, Any] | None:
   """What the card says of the model a continued run started from: its checkpoint, the tokens
   it had seen in all, and its own card; None for a run from scratch."""
   start = start_dir(config)
   if start is None:
     return None
-  card_path = start / "card.json"
-  card = json.loads(card_path.read_text()) if card_path.exists() else None
+  card = model_card(start)
   total = (card or {}).get("tokens_seen_total", (card or {}).get("tokens_seen", 0))
   return {"checkpoint": str(config.train.model.checkpoint), "tokens_seen_total": int(total),
           "card": card}
@@ -293,7 +303,7 @@ def pretrain(config: Any, *, devices: Sequence[Any] | None = None) -> dict[str, 
       "heldout_episodes_per_family": int(config.eval.episodes),
       "heldout_context_chars": int(config.eval.context_chars),
       "heldout_seed": int(config.seed),
-      "heldout_episode_params": json.loads(json.dumps(dataclasses.asdict(HELDOUT_PARAMS))),
+      "heldout_episode_params": params_record(HELDOUT_PARAMS),
       "heldout_note": "new-seed episodes of each family over the pretraining pool (new word "
                       "combinations), documents in the exact ICL format, multiple-choice "
                       "log-likelihood scoring (sum)",
