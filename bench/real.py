@@ -24,7 +24,10 @@ Parts and figures (the last stdout line is one JSON object):
 - fwd: scoring a batch of 8 x 128 tokens, float32 (logits, log-softmax, the next tokens'
   log-probs summed per row): `real_fwd_ratio_vs_hf` = HF seconds / ours;
   `real_fwd_peak_fraction` = ours' matmul FLOP/s (bench/_common.matmul_flops_per_token) / peak.
-  With `--bf16` ours also times the bfloat16-compute forward (float32 params).
+  With `--bf16` ours also times the bfloat16-compute forward (float32 params), the decode
+  with bfloat16 weights and compute (`real_decode_bf16_*`: against HF's float32 `generate`,
+  with its rows compared to HF's) and the train step with bfloat16 compute on float32 master
+  weights and optimizer (`real_train_bf16_*`; parity: the first step's loss against float32).
 - decode: 8 rows, 512-token prompts, 64 greedy new tokens (ours `icl_ft.inference.sampling`
   with a cache of [BOS] + the prompts' room; HF `generate`): `real_decode_ratio_vs_hf`, and the share of rows whose
   64 tokens are identical on both sides.
@@ -107,8 +110,6 @@ def write_inputs(tok, path: Path) -> None:
 
 def ours_worker(parts: list[str], reps: int, bf16: bool, workdir: Path) -> dict:
   """Our side: loads the checkpoint, writes the inputs, times the asked parts."""
-  import gc  # pylint: disable=g-import-not-at-top
-
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
@@ -122,9 +123,9 @@ def ours_worker(parts: list[str], reps: int, bf16: bool, workdir: Path) -> dict:
 
   mesh, rules = sharding.mesh_from_config(schema.MeshConfig(), jax.devices()[:1])
 
-  def load(dtype: str = "float32"):
+  def load(dtype: str = "float32", param_dtype: str = "float32"):
     return loader.load_model(schema.ModelConfig(preset=NAME, checkpoint=NAME, tokenizer=NAME,
-                                                dtype=dtype), mesh, rules)
+                                                dtype=dtype, param_dtype=param_dtype), mesh, rules)
 
   out: dict = {}
   if "accel" in parts:
@@ -170,18 +171,40 @@ def ours_worker(parts: list[str], reps: int, bf16: bool, workdir: Path) -> dict:
     seconds, ids = _timed(run, max(1, reps // 2))
     out["decode_s"] = seconds
     np.save(workdir / "ours_decode.npy", ids)
+    if bf16:  # bfloat16 weights and compute: half the bytes each step reads
+      bf16_model, _ = load("bfloat16", "bfloat16")
+      run = sampling_bench.ours(bf16_model, inputs["prompts"], NEW,
+                                context=np.zeros(0, np.int32), max_len=1)
+      seconds, ids = _timed(run, max(1, reps // 2))
+      out["decode_bf16_s"] = seconds
+      np.save(workdir / "ours_decode_bf16.npy", ids)
+      del bf16_model, run
   if "train" in parts:
-    gc.collect()
     batch = train_bench.batch_arrays(BATCH, TRAIN_LEN, model.config.vocab_size)
     batch["tokens"] = inputs["train"]
-    run, _ = train_bench.ours(model.config, batch, steps=1, model=model)
+    out.update(_train(model, batch, reps))
     del model
-    gc.collect()
-    run()  # compiles
-    _common.reset_peak_rss()
-    seconds, loss = _timed(run, reps)
-    out.update(train_s=seconds, train_loss=loss, train_peak_rss_gb=_common.peak_rss_gb())
+    if bf16:  # float32 master weights and optimizer, bfloat16 matmuls
+      bf16_out = _train(load("bfloat16")[0], batch, reps)
+      out.update({k.replace("train_", "train_bf16_"): v for k, v in bf16_out.items()})
   return out
+
+
+def _train(model, batch: dict, reps: int) -> dict:
+  """Times full-finetuning steps of `model` (consumed: the step owns its weights)."""
+  import gc  # pylint: disable=g-import-not-at-top
+
+  import train as train_bench  # pylint: disable=g-import-not-at-top
+
+  gc.collect()
+  run, _ = train_bench.ours(model.config, batch, steps=1, model=model)
+  del model
+  gc.collect()
+  first = run()  # compiles; the loss of the unchanged weights
+  _common.reset_peak_rss()
+  seconds, loss = _timed(run, reps)
+  return dict(train_s=seconds, train_loss=loss, train_first_loss=first,
+              train_peak_rss_gb=_common.peak_rss_gb())
 
 
 def accelerator_mfu(reps: int) -> dict:
@@ -300,6 +323,14 @@ def summarize(ours: dict, hf: dict, icl: dict | None, workdir: Path) -> dict:
     out["real_decode_ratio_vs_hf"] = round(hf["decode_s"] / ours["decode_s"], 3)
     a, b = np.load(workdir / "ours_decode.npy"), np.load(workdir / "hf_decode.npy")
     out["real_decode_rows_identical"] = float(np.mean((a == b).all(axis=1)))
+    if "decode_bf16_s" in ours:
+      out["real_decode_bf16_ours_tokens_per_s"] = round(new_tokens / ours["decode_bf16_s"], 1)
+      out["real_decode_bf16_ratio_vs_hf"] = round(hf["decode_s"] / ours["decode_bf16_s"], 3)
+      c = np.load(workdir / "ours_decode_bf16.npy")
+      out["real_decode_bf16_rows_identical"] = float(np.mean((c == b).all(axis=1)))
+      # Tokens before the first difference, per row: where bfloat16 rounding changes a pick.
+      same = np.cumprod(c == b, axis=1).sum(axis=1)
+      out["real_decode_bf16_tokens_before_first_diff"] = [int(x) for x in same]
     if "read_gb_per_s" in ours and "peak_gflops" in ours:
       out["read_gb_per_s"] = ours["read_gb_per_s"]
       # The prefill's matmuls (logits of the last position only) at the matmul peak, then
@@ -316,6 +347,12 @@ def summarize(ours: dict, hf: dict, icl: dict | None, workdir: Path) -> dict:
     out["real_train_ratio_vs_hf"] = round(hf["train_s"] / ours["train_s"], 3)
     out["real_train_ours_peak_rss_gb"] = ours["train_peak_rss_gb"]
     out["real_train_hf_peak_rss_gb"] = hf["train_peak_rss_gb"]
+    if "train_bf16_s" in ours:  # parity: the first step's loss on the same weights and batch
+      out["real_train_bf16_ours_tokens_per_s"] = round(train_tokens / ours["train_bf16_s"], 1)
+      out["real_train_bf16_ratio_vs_hf"] = round(hf["train_s"] / ours["train_bf16_s"], 3)
+      out["real_train_bf16_peak_rss_gb"] = ours["train_bf16_peak_rss_gb"]
+      out["real_train_bf16_first_loss_diff"] = round(
+          abs(ours["train_bf16_first_loss"] - ours["train_first_loss"]), 5)
     if "peak_gflops" in ours:
       train_flops = 3 * ours["fwd_flops_per_token"] * train_tokens
       out["real_train_peak_fraction"] = round(train_flops / ours["train_s"] / 1e9

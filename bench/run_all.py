@@ -62,6 +62,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "forward": ["--sizes", "small", "--reps", "1", "--calls", "1"],
     "profile_step": ["--size", "small", "--reps", "1"],
     "attention": ["--shapes", "2x64x4x1x16", "--reps", "1"],
+    "dots": ["--tokens", "64", "--dims", "64x256", "--reps", "1"],
     "real": ["--parts", "accel,peak,fwd", "--reps", "1"],
 }
 
@@ -79,7 +80,10 @@ TARGETS = {
 # Figures reported beside the targets (bounds, memory, accelerator MFU; null where not measured).
 REAL_FIGURES = ("real_fwd_ratio_bound", "real_decode_ratio_bound", "real_decode_rows_identical",
                 "real_train_ours_peak_rss_gb", "real_train_hf_peak_rss_gb",
-                "real_train_peak_fraction", "accel_mfu_270m", "accel_mfu_1b", "accel_note")
+                "real_train_peak_fraction", "real_fwd_bf16_ours_tokens_per_s",
+                "real_decode_bf16_ratio_vs_hf", "real_decode_bf16_rows_identical",
+                "real_train_bf16_ratio_vs_hf", "real_train_bf16_peak_rss_gb",
+                "real_train_bf16_first_loss_diff", "accel_mfu_270m", "accel_mfu_1b", "accel_note")
 STUDY_TARGET_S = 15 * 60
 AT_MOST = {"train_floor_ratio_small", "train_floor_ratio_medium", "study_wall_s"}
 
@@ -261,6 +265,12 @@ def details(runs: dict[str, dict]) -> list[str]:
                  f"{res['real_train_ours_peak_rss_gb']} GB), HF {res['real_train_hf_tokens_per_s']:,} "
                  f"tokens/s ({res['real_train_hf_peak_rss_gb']} GB) -> "
                  f"{res['real_train_ratio_vs_hf']:.2f}x")
+  if res and "real_train_bf16_ratio_vs_hf" in res:
+    lines.append(f"- the same step with bfloat16 compute (float32 master weights and AdamW): "
+                 f"ours {res['real_train_bf16_ours_tokens_per_s']:,} tokens/s (peak RSS "
+                 f"{res['real_train_bf16_peak_rss_gb']} GB) -> "
+                 f"{res['real_train_bf16_ratio_vs_hf']:.2f}x HF's float32 step; first-step loss "
+                 f"{res['real_train_bf16_first_loss_diff']} from float32's")
   if res and "real_decode_ratio_vs_hf" in res:
     lines.append(f"- Gemma 3 270M decode, 8 rows, 512-token prompts + 64 greedy tokens: ours "
                  f"{res['real_decode_ours_tokens_per_s']} tokens/s, HF `generate` "
@@ -268,6 +278,13 @@ def details(runs: dict[str, dict]) -> list[str]:
                  f"{res['real_decode_ratio_vs_hf']:.2f}x (rows identical: "
                  f"{res['real_decode_rows_identical']:.0%}; at the floor: "
                  f"{res.get('real_decode_ratio_bound')}x)")
+  if res and "real_decode_bf16_ratio_vs_hf" in res:
+    lines.append(f"- the same decode with bfloat16 weights and compute: ours "
+                 f"{res['real_decode_bf16_ours_tokens_per_s']} tokens/s -> "
+                 f"{res['real_decode_bf16_ratio_vs_hf']:.2f}x HF's float32 `generate` (rows "
+                 f"identical to HF's: {res['real_decode_bf16_rows_identical']:.0%}; tokens "
+                 f"before the first difference per row: "
+                 f"{res['real_decode_bf16_tokens_before_first_diff']})")
   if res and "real_icl" in res:
     icl = res["real_icl"]
     lines.append(f"- Gemma 3 270M ICL scoring, {icl['questions']} questions, context "
@@ -277,6 +294,15 @@ def details(runs: dict[str, dict]) -> list[str]:
   if res:
     lines.append(f"- accelerator MFU: 270M {_fmt(res.get('accel_mfu_270m'))}, 1B "
                  f"{_fmt(res.get('accel_mfu_1b'))} ({res.get('accel_note')})")
+  res = r.get("dots")
+  if res:
+    by_dims: dict[str, list[str]] = {}
+    for key, gflops in res["gflops"].items():
+      dims, name, dtype = key.split("/")
+      by_dims.setdefault(dims, []).append(f"{name} {dtype} {gflops}")
+    for dims, parts in by_dims.items():
+      lines.append(f"- one weight's matmuls, {res['tokens']} tokens x {dims}, GFLOP/s: "
+                   + ", ".join(parts))
   for size in ("small", "medium"):
     res = r.get("profile_step", {}).get(size)
     if res:

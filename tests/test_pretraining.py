@@ -408,6 +408,11 @@ def test_committed_default_model_loads_and_reproduces_its_card():
   for key, row in result.items():  # float sums on another CPU may flip a near tie
     assert row["n"] == heldout[key]["n"]
     assert abs(row["accuracy"] - heldout[key]["accuracy"]) <= 1 / row["n"] + 1e-9, key
+    subsets = row.get("subsets", {})  # the breakdown adds up to the whole
+    if subsets:
+      assert sum(s["n"] for s in subsets.values()) == row["n"]
+      correct = sum(round(s["accuracy"] * s["n"]) for s in subsets.values())
+      assert abs(correct / row["n"] - row["accuracy"]) < 1e-3, key
   # It learned in context: that split is well above chance.
   assert heldout[best]["accuracy"] > heldout[best]["chance"] + 2 * heldout[best]["se"]
 

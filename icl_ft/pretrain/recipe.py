@@ -177,11 +177,15 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
   Each episode's documents are the context in the exact ICL format (`prompts.context_text`),
   and its questions are scored by multiple-choice log-likelihood (`scoring.score_questions`).
   `context_chars` > 0 pads each context with distractor documents to about that many characters
-  (`corpus_lib.heldout_episodes`), as long as the study's own ICL contexts.
+  (`corpus_lib.heldout_episodes`), as long as the study's own ICL contexts. Where questions
+  name a subset (a syllogism's form, a relation), `subsets` breaks the accuracy down by it: an
+  average can hide a whole kind of question answered wrong.
   """
   params = params or corpus_lib.Params()
   hits: dict[str, list[int]] = collections.defaultdict(list)
   chance: dict[str, list[float]] = collections.defaultdict(list)
+  subset_hits: dict[str, dict[str, list[int]]] = collections.defaultdict(
+      lambda: collections.defaultdict(list))
   work = [(f, ep) for f in families
           for ep in corpus_lib.heldout_episodes(f, episodes, params, seed=seed,
                                                  context_chars=context_chars)]
@@ -196,6 +200,8 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
       key = f"{family}/{q.split}"
       hits[key].append(int(s.predicted in q.correct))
       chance[key].append(len(q.correct) / len(q.choices))
+      if q.subset:
+        subset_hits[key][q.subset].append(hits[key][-1])
   out = {}
   for key in sorted(hits):
     n = len(hits[key])
@@ -203,6 +209,9 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
     out[key] = {"accuracy": round(acc, 4), "n": n,
                 "se": round((acc * (1 - acc) / n) ** 0.5, 4),
                 "chance": round(sum(chance[key]) / n, 4)}
+    if subset_hits[key]:
+      out[key]["subsets"] = {name: {"accuracy": round(sum(h) / len(h), 4), "n": len(h)}
+                             for name, h in sorted(subset_hits[key].items())}
   return out
 
 
