@@ -64,6 +64,8 @@ def test_summary_by_hand(results_file):
   assert icl["n"] == 6 and icl["accuracy"] == pytest.approx(4 / 6)
   assert icl["se"] == pytest.approx(math.sqrt(1 / 27))
   assert icl["subset_se"] == pytest.approx(0.125) and icl["subsets"] == 2
+  assert len(icl["by_subset"]) == 2  # [correct, n] per subset, adding up to the row
+  assert [sum(v[i] for v in icl["by_subset"].values()) for i in (0, 1)] == [4, 6]
   assert icl["chance"] == pytest.approx(0.375)
   assert rev["n"] == 5 and rev["accuracy"] == pytest.approx(0.4)
   assert rev["se"] == pytest.approx(math.sqrt(0.048))
@@ -117,7 +119,9 @@ def test_pooling_seed_rows_equals_summarizing_the_pooled_records():
     for key in ("accuracy", "se", "chance"):
       assert got[key] == pytest.approx(want[key]), key
     assert got["subset_se"] is None  # needs the per-question records
+    assert got["by_subset"] == want["by_subset"]  # the per-subset counts pool too
   assert pooled[0]["accuracy"] == pytest.approx(8 / 15)  # 3 + 1 + 4 correct
+  assert pooled[0]["by_subset"] == {"a": [4, 9], "b": [4, 6]}
   assert pooled[0]["se"] == pytest.approx(math.sqrt(8 / 15 * 7 / 15 / 15))
 
 

@@ -11,7 +11,8 @@ Per-question records are the lines of `results/<run>/questions.jsonl` (`icl_ft.e
 
 `summarize` groups them by (dataset, split, condition) into rows
 
-    {"dataset", "split", "condition", "accuracy", "se", "n", "chance", "subset_se", "subsets"}
+    {"dataset", "split", "condition", "accuracy", "se", "n", "chance", "subset_se", "subsets",
+     "by_subset"}
 
 - n = the question evaluations of the group (with seeds pooled, each question once per seed);
 - accuracy p = (evaluations answered correctly) / n;
@@ -31,6 +32,8 @@ Per-question records are the lines of `results/<run>/questions.jsonl` (`icl_ft.e
   (None with fewer than 2 subsets). It can be 0 with p strictly inside (0, 1) (equal subset
   accuracies), so it is never the ± of a table or a figure.
 - subsets = S.
+- by_subset = {subset: [correct, n]}: where an average hides a kind of question answered
+  wrong (a syllogism's form, a relation), or a prior that answers one kind right.
 
 `pool_seeds` pools per-seed rows (summary.json of a study) into the same seeds-pooled rows:
 the counts add, so accuracy, se and chance equal `summarize` over the pooled records;
@@ -54,7 +57,7 @@ from typing import Any
 from icl_ft.datasets import relabel
 
 SUMMARY_KEYS = ("dataset", "split", "condition", "accuracy", "se", "n", "chance", "subset_se",
-                "subsets")
+                "subsets", "by_subset")
 # What a summary row must hold (summaries written before subset_se/subsets still read).
 REQUIRED_SUMMARY_KEYS = SUMMARY_KEYS[:7]
 
@@ -205,6 +208,7 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         "chance": sum(question_chance(r) for r in rs) / n,
         "subset_se": subset_standard_error(by_subset),
         "subsets": len(by_subset),
+        "by_subset": {name: [sum(hits), len(hits)] for name, hits in sorted(by_subset.items())},
         **_relabelling_accuracies(rs),
     })
   return rows
@@ -241,9 +245,22 @@ def pool_seeds(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         "se": standard_error(accuracy, n), "n": n,
         "chance": sum(float(r["chance"]) * int(r["n"]) for r in rs) / n,
         "subset_se": None, "subsets": max((r.get("subsets") or 0) for r in rs) or None,
+        **({"by_subset": _add_subset_counts(r["by_subset"] for r in rs)}
+           if all("by_subset" in r for r in rs) else {}),
         **({"relabellings": [a for r in rs for a in r["relabellings"]]}
            if all(r.get("relabellings") for r in rs) else {})})
   return out
+
+
+def _add_subset_counts(counts: Iterable[Mapping[str, Sequence[int]]]) -> dict[str, list[int]]:
+  """Per-subset [correct, n] of several rows added up."""
+  total: dict[str, list[int]] = {}
+  for c in counts:
+    for name, (correct, n) in c.items():
+      t = total.setdefault(name, [0, 0])
+      t[0] += int(correct)
+      t[1] += int(n)
+  return dict(sorted(total.items()))
 
 
 def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
