@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import _common  # pylint: disable=g-bad-import-order,unused-import  (puts the repo on sys.path)
+import _common  # pylint: disable=g-bad-import-order
 
 import jax  # pylint: disable=wrong-import-order
 import jax.numpy as jnp  # pylint: disable=wrong-import-order
@@ -33,15 +32,11 @@ DOTS = {
 
 
 def rate(spec: str, shapes, flops: int, dtype, reps: int) -> float:
-  """GFLOP/s of one jitted einsum on ones of `shapes` in `dtype` (median of `reps` calls)."""
+  """GFLOP/s of one jitted einsum on ones of `shapes` in `dtype` (median of `reps` calls after
+  a compiling one)."""
   a, b = (jnp.ones(s, dtype) for s in shapes)
   fn = jax.jit(lambda a, b: jnp.einsum(spec, a, b, preferred_element_type=jnp.float32))
-  fn(a, b).block_until_ready()  # compiles
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    fn(a, b).block_until_ready()
-    times.append(time.perf_counter() - start)
+  times = _common.interleaved({"dot": lambda: fn(a, b).block_until_ready()}, reps)["dot"]
   return flops / _common.median(times) / 1e9
 
 

@@ -166,19 +166,16 @@ def ours_worker(parts: list[str], reps: int, bf16: bool, workdir: Path) -> dict:
     out["head_flops"] = 2 * model.config.embed_dim * model.config.vocab_size
     out["kv_cache_bytes"] = (2 * model.config.num_layers * BATCH * (PROMPT_LEN + NEW)
                              * model.config.num_kv_heads * model.config.head_dim * 4)
-    run = sampling_bench.ours(model, inputs["prompts"], NEW, context=np.zeros(0, np.int32),
-                              max_len=1)  # no more slots than the rows need
-    seconds, ids = _timed(run, max(1, reps // 2))
-    out["decode_s"] = seconds
-    np.save(workdir / "ours_decode.npy", ids)
+
+    def decode(m, name: str) -> None:
+      run = sampling_bench.ours(m, inputs["prompts"], NEW, context=np.zeros(0, np.int32),
+                                max_len=1)  # no more slots than the rows need
+      out[f"{name}_s"], ids = _timed(run, max(1, reps // 2))
+      np.save(workdir / f"ours_{name}.npy", ids)
+
+    decode(model, "decode")
     if bf16:  # bfloat16 weights and compute: half the bytes each step reads
-      bf16_model, _ = load("bfloat16", "bfloat16")
-      run = sampling_bench.ours(bf16_model, inputs["prompts"], NEW,
-                                context=np.zeros(0, np.int32), max_len=1)
-      seconds, ids = _timed(run, max(1, reps // 2))
-      out["decode_bf16_s"] = seconds
-      np.save(workdir / "ours_decode_bf16.npy", ids)
-      del bf16_model, run
+      decode(load("bfloat16", "bfloat16")[0], "decode_bf16")
   if "train" in parts:
     batch = train_bench.batch_arrays(BATCH, TRAIN_LEN, model.config.vocab_size)
     batch["tokens"] = inputs["train"]
