@@ -30,7 +30,10 @@ Parts and figures (the last stdout line is one JSON object):
   weights and optimizer (`real_train_bf16_*`; parity: the first step's loss against float32).
 - decode: 8 rows, 512-token prompts, 64 greedy new tokens (ours `icl_ft.inference.sampling`
   with a cache of [BOS] + the prompts' room; HF `generate`): `real_decode_ratio_vs_hf`, and the share of rows whose
-  64 tokens are identical on both sides.
+  64 tokens are identical on both sides. Ours is also timed with one new token, which splits
+  its time into the prompts' prefill and the per-step time (`real_decode_prefill_s`,
+  `real_decode_step_ms`), each beside its floor (`real_decode_prefill_floor_s`,
+  `real_decode_step_floor_ms`).
 - train: full finetuning, AdamW, batch 8 x 128, float32 (ours `icl_ft.train.step.TrainStep`;
   HF forward + cross-entropy + backward + `torch.optim.AdamW`): `real_train_ratio_vs_hf`, and
   each side's peak resident memory over the timed steps (`*_train_peak_rss_gb`).
@@ -172,6 +175,11 @@ def ours_worker(parts: list[str], reps: int, bf16: bool, workdir: Path) -> dict:
                                 max_len=1)  # no more slots than the rows need
       out[f"{name}_s"], ids = _timed(run, max(1, reps // 2))
       np.save(workdir / f"ours_{name}.npy", ids)
+      # One new token: the prompts' prefill and a single decode step. The difference to the
+      # whole run is NEW - 1 steps: where the time goes, prefill or steps.
+      one = sampling_bench.ours(m, inputs["prompts"], 1, context=np.zeros(0, np.int32),
+                                max_len=1)
+      out[f"{name}_one_token_s"], _ = _timed(one, max(1, reps // 2))
 
     decode(model, "decode")
     if bf16:  # bfloat16 weights and compute: half the bytes each step reads
@@ -335,9 +343,16 @@ def summarize(ours: dict, hf: dict, icl: dict | None, workdir: Path) -> dict:
       step_bytes = ours["param_bytes"] + ours["kv_cache_bytes"] / 2
       prefill_flops = BATCH * (PROMPT_LEN * (ours["prompt_flops_per_token"] - ours["head_flops"])
                                + ours["head_flops"])
-      floor_s = (prefill_flops / (ours["peak_gflops"] * 1e9)
-                 + NEW * step_bytes / (ours["read_gb_per_s"] * 1e9))
+      prefill_floor_s = prefill_flops / (ours["peak_gflops"] * 1e9)
+      step_floor_s = step_bytes / (ours["read_gb_per_s"] * 1e9)
+      floor_s = prefill_floor_s + NEW * step_floor_s
       out["real_decode_ratio_bound"] = round(hf["decode_s"] / floor_s, 3)
+      out["real_decode_prefill_floor_s"] = round(prefill_floor_s, 2)
+      out["real_decode_step_floor_ms"] = round(1e3 * step_floor_s, 1)
+    if "decode_one_token_s" in ours:
+      step_s = (ours["decode_s"] - ours["decode_one_token_s"]) / (NEW - 1)
+      out["real_decode_step_ms"] = round(1e3 * step_s, 1)
+      out["real_decode_prefill_s"] = round(ours["decode_one_token_s"] - step_s, 2)
   if "train_s" in ours:
     out["real_train_ours_tokens_per_s"] = round(train_tokens / ours["train_s"], 1)
     out["real_train_hf_tokens_per_s"] = round(train_tokens / hf["train_s"], 1)

@@ -79,6 +79,8 @@ TARGETS = {
 }
 # Figures reported beside the targets (bounds, memory, accelerator MFU; null where not measured).
 REAL_FIGURES = ("real_fwd_ratio_bound", "real_decode_ratio_bound", "real_decode_rows_identical",
+                "real_decode_prefill_s", "real_decode_prefill_floor_s", "real_decode_step_ms",
+                "real_decode_step_floor_ms",
                 "real_train_ours_peak_rss_gb", "real_train_hf_peak_rss_gb",
                 "real_train_peak_fraction", "real_fwd_bf16_ours_tokens_per_s",
                 "real_decode_bf16_ratio_vs_hf", "real_decode_bf16_rows_identical",
@@ -278,6 +280,12 @@ def details(runs: dict[str, dict]) -> list[str]:
                  f"{res['real_decode_ratio_vs_hf']:.2f}x (rows identical: "
                  f"{res['real_decode_rows_identical']:.0%}; at the floor: "
                  f"{res.get('real_decode_ratio_bound')}x)")
+    if "real_decode_step_ms" in res:
+      lines.append(f"- where that decode's time goes: the prompts' prefill "
+                   f"{res['real_decode_prefill_s']} s (floor "
+                   f"{res.get('real_decode_prefill_floor_s')} s), each step "
+                   f"{res['real_decode_step_ms']} ms (floor "
+                   f"{res.get('real_decode_step_floor_ms')} ms)")
   if res and "real_decode_bf16_ratio_vs_hf" in res:
     lines.append(f"- the same decode with bfloat16 weights and compute: ours "
                  f"{res['real_decode_bf16_ours_tokens_per_s']} tokens/s -> "
