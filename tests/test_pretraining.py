@@ -435,3 +435,25 @@ def test_curve_figure_rows_by_tokens_and_by_length():
   lines = {r["series"] for r in curve.figure_rows(many, "context_chars")}
   assert curve.MAX_LENGTH_LINES == 4
   assert lines == {"C, 0.0M tokens", "C, 3.0M tokens", "C, 6.0M tokens", "C, 9.0M tokens"}
+
+
+def test_other_documents_control_takes_the_facts_away():
+  from icl_ft import sharding
+  from icl_ft.config import schema
+  from icl_ft.model import loader
+  from icl_ft.pretrain import recipe
+
+  cfg = schema.ModelConfig(preset="tiny_default", checkpoint="default", tokenizer="default")
+  mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
+  model, tok = loader.load_model(cfg, mesh, rules)
+  own = recipe.evaluate_in_context(model, tok, 2, families=("celebrities",))
+  other = recipe.evaluate_in_context(model, tok, 2, families=("celebrities",),
+                                     other_documents=True)
+  forward = "celebrities/forward"
+  assert own[forward]["n"] == other[forward]["n"] > 0  # the same questions
+  # The default looks descriptions up (held-out 1.00); after another episode's documents the
+  # asked-about people are absent and it is near chance.
+  assert own[forward]["accuracy"] >= 0.9
+  assert other[forward]["accuracy"] <= own[forward]["chance"] + 0.25
+  with pytest.raises(ValueError, match="other_documents needs >= 2 episodes"):
+    recipe.evaluate_in_context(model, tok, 1, families=("celebrities",), other_documents=True)

@@ -171,7 +171,8 @@ def train_config(config: Any, workdir: Path, data_dir: Path, tokenizer_path: Pat
 def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0,
                         params: corpus_lib.Params | None = None, batch_size: int = 8,
                         families: Sequence[str] = corpus_lib.FAMILIES,
-                        progress: bool = False, context_chars: int = 0) -> dict[str, Any]:
+                        progress: bool = False, context_chars: int = 0,
+                        other_documents: bool = False) -> dict[str, Any]:
   """Held-out in-context accuracy per `family/split` on new-seed pretraining-pool episodes.
 
   Each episode's documents are the context in the exact ICL format (`prompts.context_text`),
@@ -179,19 +180,27 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
   `context_chars` > 0 pads each context with distractor documents to about that many characters
   (`corpus_lib.heldout_episodes`), as long as the study's own ICL contexts. Where questions
   name a subset (a syllogism's form, a relation), `subsets` breaks the accuracy down by it: an
-  average can hide a whole kind of question answered wrong.
+  average can hide a whole kind of question answered wrong. `other_documents`: each episode's
+  questions are asked after the next episode's documents (same family: another dataset, other
+  facts): what is still answered then comes from a prior, not from the context.
   """
   params = params or corpus_lib.Params()
   hits: dict[str, list[int]] = collections.defaultdict(list)
   chance: dict[str, list[float]] = collections.defaultdict(list)
   subset_hits: dict[str, dict[str, list[int]]] = collections.defaultdict(
       lambda: collections.defaultdict(list))
-  work = [(f, ep) for f in families
-          for ep in corpus_lib.heldout_episodes(f, episodes, params, seed=seed,
-                                                 context_chars=context_chars)]
+  work = []
+  for f in families:
+    held_out = corpus_lib.heldout_episodes(f, episodes, params, seed=seed,
+                                           context_chars=context_chars)
+    shift = 1 if other_documents else 0
+    if other_documents and len(held_out) < 2:
+      raise ValueError(f"other_documents needs >= 2 episodes per family, got {len(held_out)}")
+    work += [(f, held_out[(i + shift) % len(held_out)][0], questions)
+             for i, (_, questions) in enumerate(held_out)]
   if progress:
     work = tqdm.tqdm(work, desc="held-out ICL", unit="episode")
-  for family, (docs, questions) in work:
+  for family, docs, questions in work:
     suffix = max(len(tokenizer.encode(q.prompt + c)) for q in questions for c in q.choices)
     scorer = scoring.ContextScorer(model, tokenizer, prompts.context_text(docs),
                                    batch_size=batch_size, max_suffix_len=suffix + 1)
