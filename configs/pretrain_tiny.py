@@ -13,6 +13,14 @@ Variants (`arg`):
                 its tokenizer) continued on episodes as long as the study's ICL contexts
                 (`dataset_scale` 4, up to 6000 characters, 2048-token rows, lr 1e-3), held-out
                 contexts of ~4000 characters. docs/pretraining.md has the curve that chose it.
+  j600 ... j4500  the length curriculum J of docs/pretraining.md: the long stage's model
+                continued on episodes that grow stage by stage (`CURRICULUM`: at most 600, 900,
+                1300, 1900, 2400, 3200, 4500 characters), each stage from the previous one's
+                export, e.g.
+                  icl-ft-pretrain --config=configs/pretrain_tiny.py:j600 --config.workdir=J600 \
+                      --config.train.model.checkpoint=LONG/params --config.export_dir=J600/model
+                  icl-ft-pretrain --config=configs/pretrain_tiny.py:j900 --config.workdir=J900 \
+                      --config.train.model.checkpoint=J600/model/params --config.export_dir=J900/model
   test          a few steps on a tiny corpus (seconds; the tests).
 
 Stages (each skipped when its output exists in `workdir`, so a rerun resumes):
@@ -33,9 +41,23 @@ from icl_ft.config import schema
 # Stage 2's length: the step of the long run's checkpoint that was exported as the default.
 LONG_STEPS = 8000
 
+# The length curriculum J: variant -> (max_chars, dataset_scale, num_episodes, steps). Short
+# episodes hold a few documents; `dataset_scale` grows the generated datasets once the cap
+# passes what a scale-1 dataset holds (~1400 characters on average).
+CURRICULUM = {
+    "j600": (600, 1.0, 30_000, 2000),
+    "j900": (900, 1.0, 20_000, 1500),
+    "j1300": (1300, 1.0, 15_000, 1500),
+    "j1900": (1900, 1.0, 12_000, 1500),
+    "j2400": (2400, 1.0, 8_000, 1500),
+    "j3200": (3200, 2.0, 6_000, 1500),
+    "j4500": (4500, 3.0, 5_000, 1500),
+}
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Pretraining config; `arg` "" (stage 1), "long" (stage 2: the default model) or "test".
+  """Pretraining config; `arg` "" (stage 1), "long" (stage 2: the default model), a
+  `CURRICULUM` stage or "test".
 
   Every field and its default: icl_ft.config.schema.PretrainConfig (its `train` block is the
   default model's training run).
@@ -53,7 +75,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.log.every = 1
     config.train.log.progress = False
     config.eval.episodes = 2
-  elif arg == "long":
+  elif arg == "long" or arg in CURRICULUM:
     config.workers = 1
     config.corpus.num_episodes = 12000
     config.corpus.max_chars = 6000
@@ -67,6 +89,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.train.checkpoint.keep = 3
     config.train.log.every = 50
     config.eval.context_chars = 4000
+    if arg in CURRICULUM:
+      max_chars, scale, episodes, steps = CURRICULUM[arg]
+      config.corpus.max_chars = max_chars
+      config.corpus.dataset_scale = scale
+      config.corpus.num_episodes = episodes
+      config.corpus.episodes_per_dataset = 6
+      config.train.steps = steps
   elif arg:
-    raise ValueError(f"unknown pretrain config {arg!r}; valid: '', 'long' or 'test'")
+    raise ValueError(f"unknown pretrain config {arg!r}; valid: '', 'long', 'test', "
+                     f"{', '.join(CURRICULUM)}")
   return config

@@ -77,6 +77,21 @@ def test_augment_config_every_strategy():
   assert checks.validate(c, require_inputs=True) == "augment"
 
 
+def test_pretrain_curriculum_stages_validate_and_grow():
+  module = _load(CONFIGS / "pretrain_tiny.py")
+  stages = [module.get_config(name) for name in module.CURRICULUM]
+  assert all(checks.validate(c) == "pretrain" for c in stages)
+  lengths = [c.corpus.max_chars for c in stages]
+  scales = [c.corpus.dataset_scale for c in stages]
+  assert lengths == sorted(set(lengths)) and scales == sorted(scales)
+  long = module.get_config("long")  # the rest of a stage is the long stage's training
+  assert all(c.train.data.seq_len == long.train.data.seq_len
+             and c.train.optimizer.learning_rate == long.train.optimizer.learning_rate
+             for c in stages)
+  with pytest.raises(ValueError, match="j600"):
+    module.get_config("j601")
+
+
 @pytest.mark.parametrize("file,field,value,match", [
     ("augment.py", "strategy", "both", "config.strategy 'both' is not one of 'local'"),
     ("augment.py", "sampling.top_p", 1.5, "config.sampling.top_p must be in (0, 1], got 1.5"),
