@@ -190,10 +190,10 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
   subset_hits: dict[str, dict[str, list[int]]] = collections.defaultdict(
       lambda: collections.defaultdict(list))
   work = []
+  shift = 1 if other_documents else 0  # episode i is asked after episode i + shift's documents
   for f in families:
     held_out = corpus_lib.heldout_episodes(f, episodes, params, seed=seed,
                                            context_chars=context_chars)
-    shift = 1 if other_documents else 0
     if other_documents and len(held_out) < 2:
       raise ValueError(f"other_documents needs >= 2 episodes per family, got {len(held_out)}")
     work += [(f, held_out[(i + shift) % len(held_out)][0], questions)
