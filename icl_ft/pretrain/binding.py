@@ -65,10 +65,9 @@ def binding_accuracy(model: Any, tokenizer: Any, episodes: int = 8, seed: int = 
   held_out = corpus_lib.heldout_episodes(FAMILY, episodes, recipe.HELDOUT_PARAMS, seed=seed)
   hits: dict[tuple[str, int], list[int]] = collections.defaultdict(list)
   for k, docs, question in probe_items(held_out, counts):
-    suffix = max(len(tokenizer.encode(question.prompt + c)) for c in question.choices)
-    scorer = scoring.ContextScorer(model, tokenizer, prompts.context_text(docs),
-                                   batch_size=batch_size, max_suffix_len=suffix + 1)
-    hits[(question.split, k)].append(int(scorer.score([question])[0].predicted == 0))
+    score, = scoring.score_questions(model, tokenizer, [question], prompts.context_text(docs),
+                                     batch_size=batch_size)
+    hits[(question.split, k)].append(int(score.predicted == 0))
   out: dict[str, dict[str, dict[str, float]]] = {}
   for (split, k), h in sorted(hits.items()):
     out.setdefault(f"{FAMILY}/{split}", {})[str(k)] = {

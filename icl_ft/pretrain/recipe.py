@@ -201,10 +201,8 @@ def evaluate_in_context(model: Any, tokenizer: Any, episodes: int, seed: int = 0
   if progress:
     work = tqdm.tqdm(work, desc="held-out ICL", unit="episode")
   for family, docs, questions in work:
-    suffix = max(len(tokenizer.encode(q.prompt + c)) for q in questions for c in q.choices)
-    scorer = scoring.ContextScorer(model, tokenizer, prompts.context_text(docs),
-                                   batch_size=batch_size, max_suffix_len=suffix + 1)
-    scores = scorer.score(questions)
+    scores = scoring.score_questions(model, tokenizer, questions, prompts.context_text(docs),
+                                     batch_size=batch_size)
     for q, s in zip(questions, scores):
       key = f"{family}/{q.split}"
       hits[key].append(int(s.predicted in q.correct))
