@@ -4,23 +4,24 @@ Usage:
   icl-ft-pretrain --config=configs/pretrain_tiny.py --config.workdir=/tmp/pretrain
   icl-ft-pretrain --config=configs/pretrain_tiny.py:test --config.workdir=/tmp/pt  # seconds
   icl-ft-pretrain --config=configs/pretrain_tiny.py:long --config.workdir=/tmp/long \
-      --config.train.model.checkpoint=STAGE1/params --config.export_dir=icl_ft/assets/tiny
+      --config.train.model.checkpoint=STAGE1/params --config.export_dir=/tmp/long/model
 
 Variants (`arg`):
   "" (stage 1)  the short-episode run from scratch: 3000 steps of 8 x 512-token rows (12.3M
                 tokens); its export was the default model until the long stage replaced it.
-  long          stage 2, the committed default: stage 1's model (its exported params/, and so
-                its tokenizer) continued on episodes as long as the study's ICL contexts
-                (`dataset_scale` 4, up to 6000 characters, 2048-token rows, lr 1e-3), held-out
-                contexts of ~4000 characters. docs/pretraining.md has the curve that chose it.
+  long          stage 2: stage 1's model (its exported params/, and so its tokenizer)
+                continued on episodes as long as the study's ICL contexts (`dataset_scale` 4,
+                up to 6000 characters, 2048-token rows, lr 1e-3), held-out contexts of ~4000
+                characters; the default model until the curriculum's j3200 stage replaced it.
   j600 ... j4500  the length curriculum J of docs/pretraining.md: the long stage's model
                 continued on episodes that grow stage by stage (`CURRICULUM`: at most 600, 900,
                 1300, 1900, 2400, 3200, 4500 characters), each stage from the previous one's
-                export, e.g.
+                export; the committed default is the j3200 stage's export, e.g.
                   icl-ft-pretrain --config=configs/pretrain_tiny.py:j600 --config.workdir=J600 \
                       --config.train.model.checkpoint=LONG/params --config.export_dir=J600/model
                   icl-ft-pretrain --config=configs/pretrain_tiny.py:j900 --config.workdir=J900 \
                       --config.train.model.checkpoint=J600/model/params --config.export_dir=J900/model
+                  ... through :j3200 with --config.export_dir=icl_ft/assets/tiny
   test          a few steps on a tiny corpus (seconds; the tests).
 
 Stages (each skipped when its output exists in `workdir`, so a rerun resumes):
@@ -38,7 +39,7 @@ import ml_collections
 
 from icl_ft.config import schema
 
-# Stage 2's length: the step of the long run's checkpoint that was exported as the default.
+# Stage 2's length: the step of the long run's checkpoint that the curriculum continued.
 LONG_STEPS = 8000
 
 # The length curriculum J: variant -> (max_chars, dataset_scale, num_episodes, steps). Short
@@ -56,11 +57,11 @@ CURRICULUM = {
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Pretraining config; `arg` "" (stage 1), "long" (stage 2: the default model), a
-  `CURRICULUM` stage or "test".
+  """Pretraining config; `arg` "" (stage 1), "long" (stage 2), a `CURRICULUM` stage
+  (j3200: the default model) or "test".
 
   Every field and its default: icl_ft.config.schema.PretrainConfig (its `train` block is the
-  default model's training run).
+  stage 1's training run).
   """
   config = schema.as_config_dict(schema.PretrainConfig())
   if arg == "test":

@@ -375,12 +375,19 @@ def test_committed_default_model_loads_and_reproduces_its_card():
   card = json.loads((loader.ASSETS_DIR / "card.json").read_text())
   assert card["model"] == "tiny_default" and model.config.name == "tiny_default"
   assert card["tokens_seen"] == card["steps"] * card["batch_size"] * card["seq_len"]
-  # The card was made by the `long` stage of configs/pretrain_tiny.py, continuing the model the
-  # plain config makes: each stage's corpus as its config says, the tokens of both counted.
+  # The card chain (`continued_from`, oldest last) follows configs/pretrain_tiny.py's stages in
+  # order: the plain config, `long`, then the `CURRICULUM` stages; each stage's corpus as its
+  # config says, and each card's total counts the tokens of every stage before it.
+  chain = [card]
+  while "continued_from" in chain[-1]:
+    chain.append(chain[-1]["continued_from"]["card"])
+  chain.reverse()
   config_file = train_setup.config_file("pretrain_tiny")
-  stages = [schema.typed("pretrain", config_file.get_config(arg)) for arg in ("", "long")]
-  first = card["continued_from"]["card"]
-  for stage_card, stage in zip((first, card), stages):
+  variants = ["", "long", *config_file.CURRICULUM]
+  assert 2 <= len(chain) <= len(variants)
+  stages = [schema.typed("pretrain", config_file.get_config(arg))
+            for arg in variants[:len(chain)]]
+  for stage_card, stage in zip(chain, stages):
     recorded = stage_card["corpus"]["params"]
     now = json.loads(json.dumps(dataclasses.asdict(recipe.corpus_params(stage))))
     # Fields added to the corpus Params after a card was written keep their defaults.
@@ -389,8 +396,10 @@ def test_committed_default_model_loads_and_reproduces_its_card():
     assert all(now[k] == defaults[k] for k in now if k not in recorded)
     assert stage_card["steps"] == stage.train.steps
     assert stage_card["seq_len"] == stage.train.data.seq_len
-  assert card["tokens_seen_total"] == card["tokens_seen"] + first["tokens_seen"]
-  pretrain_config = stages[1]
+  for before, after in zip(chain, chain[1:]):
+    assert after["tokens_seen_total"] == after["tokens_seen"] + before.get(
+        "tokens_seen_total", before["tokens_seen"])
+  pretrain_config = stages[-1]
   assert card["heldout_episodes_per_family"] == pretrain_config.eval.episodes
   assert card["heldout_context_chars"] == pretrain_config.eval.context_chars
   params = corpus_lib.Params(**{k: tuple(map(tuple, v)) if isinstance(v, list) else v
