@@ -1,5 +1,5 @@
-"""Growing a trained model deeper (icl_ft.pretrain.grow): the grown model computes exactly
-what its source did, and its added layers get gradients."""
+"""Growing a trained model deeper or wider (icl_ft.pretrain.grow): the grown model computes
+what its source did, and what was added gets gradients."""
 
 import dataclasses
 import json
@@ -81,6 +81,34 @@ def test_added_layers_get_gradients(source):
   assert np.abs(np.asarray(layer["q"])).max() == 0  # behind the closed norm, for now
 
 
+def test_widened_model_computes_what_its_source_did(source):
+  dest = grow.grow(source / "src", source / "wide", "tiny_wide")
+  wide, default = model_config.get_preset("tiny_wide"), model_config.get_preset("tiny_default")
+  assert (wide.num_heads, wide.hidden_dim) == (2 * default.num_heads, 2 * default.hidden_dim)
+  tokens = np.random.default_rng(0).integers(1, 1000, size=(2, 40))
+  np.testing.assert_allclose(_logits("tiny_wide", str(dest / "params"), tokens),
+                             _logits("tiny_default", str(source / "src" / "params"), tokens),
+                             rtol=1e-5, atol=1e-5)
+  params, src = (checkpoints.read_params(d / "params") for d in (dest, source / "src"))
+  layer, old = params["layers"]["1"], src["layers"]["1"]
+  np.testing.assert_array_equal(layer["q"][:, :4], old["q"])  # the source's heads, unchanged
+  np.testing.assert_array_equal(layer["k"][:, :2], old["k"])
+  assert np.abs(layer["q"][:, 4:]).min() > 0 and np.abs(layer["o"][4:]).max() == 0
+  assert np.abs(layer["up"][:, 256:]).min() > 0 and np.abs(layer["down"][256:]).max() == 0
+  # The added heads' output weights get gradients: training turns them on.
+  mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
+  model, _ = loader.load_model(
+      schema.ModelConfig(preset="tiny_wide", checkpoint=str(dest / "params")), mesh, rules)
+  ids = jnp.asarray(np.random.default_rng(1).integers(1, 1000, size=(1, 24)))
+
+  def loss(m):
+    return jnp.mean(jax.nn.log_softmax(m(ids, jnp.arange(24)[None], jnp.ones_like(ids))[0])[..., 7])
+
+  grads = nnx.to_pure_dict(nnx.grad(loss)(model))["layers"][1]
+  assert np.abs(np.asarray(grads["o"])[4:]).max() > 0
+  assert np.abs(np.asarray(grads["down"])[256:]).max() > 0
+
+
 def test_grow_refuses_shapes_it_cannot_keep():
   default = model_config.get_preset("tiny_default")
   with pytest.raises(ValueError, match="not a multiple"):
@@ -95,6 +123,10 @@ def test_grow_refuses_shapes_it_cannot_keep():
   with pytest.raises(ValueError, match="attention pattern"):
     grow.layer_sources(default, dataclasses.replace(
         default, num_layers=8, attention_types=("global",) * 8))
+  with pytest.raises(ValueError, match="query heads per key-value head"):
+    grow.layer_sources(default, dataclasses.replace(default, num_heads=8))
+  with pytest.raises(ValueError, match="hidden_dim 128 is below"):
+    grow.layer_sources(default, dataclasses.replace(default, hidden_dim=128))
   params = {"layers": {"0": {"q": np.zeros(2)}}}  # a layer without post norms
   with pytest.raises(ValueError, match="post_attention_norm"):
     grow.grow_params(params, [(0, False), (0, True)])

@@ -227,6 +227,10 @@ PRESETS: dict[str, ModelConfig] = {
     # `tiny_default` checkpoint by `icl_ft.pretrain.grow` with its new layers as identities.
     "tiny_deep": dataclasses.replace(_TINY_DEFAULT, name="tiny_deep", num_layers=8,
                                      attention_types=(LOCAL, GLOBAL) * 4),
+    # Its shape with twice the attention heads and feed-forward units (the width lever),
+    # grown the same way with the added heads and units silent at first.
+    "tiny_wide": dataclasses.replace(_TINY_DEFAULT, name="tiny_wide", num_heads=8,
+                                     num_kv_heads=4, hidden_dim=512),
 }
 
 ALIASES: dict[str, str] = {"tiny": "tiny_gemma3"}

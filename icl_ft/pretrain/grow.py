@@ -1,18 +1,26 @@
-"""A deeper model from a trained one: its layers kept, copies of them added as identities.
+"""A deeper or wider model from a trained one, computing at first exactly what it did.
 
-    python -m icl_ft.pretrain.grow SOURCE_MODEL_DIR DEST_MODEL_DIR [--preset tiny_deep]
+    python -m icl_ft.pretrain.grow SOURCE_MODEL_DIR DEST_MODEL_DIR [--preset tiny_deep|tiny_wide]
 
 SOURCE_MODEL_DIR is an exported model directory (params/, tokenizer.model, card.json, as
-`icl-ft-pretrain` writes it). The preset's depth must be a multiple k of the source's. Each
-group of source layers that repeats its attention pattern (local, global for the default) is
-followed by k - 1 copies of itself whose post-attention and post-feed-forward norm scales are
--1: a Gemma norm multiplies by (1 + scale), so a copy adds nothing to the residual stream and
-the grown model computes exactly what the source did. Training turns the copies on (the
-scales get gradients from the first step) while the rest starts where the source ended.
+`icl-ft-pretrain` writes it).
 
-DEST_MODEL_DIR gets params/ (the preset in its metadata), the source's tokenizer.model, and a
-card.json: the source's card with `grown_from`. Point `train.model.checkpoint` at
-DEST_MODEL_DIR/params (and `train.model.preset` at the preset) to continue pretraining.
+Deeper: the preset's depth must be a multiple k of the source's. Each group of source layers
+that repeats its attention pattern (local, global for the default) is followed by k - 1 copies
+of itself whose post-attention and post-feed-forward norm scales are -1: a Gemma norm
+multiplies by (1 + scale), so a copy adds nothing to the residual stream. Training turns the
+copies on (the scales get gradients from the first step).
+
+Wider: the preset may have more query and key-value heads (the same number of query heads per
+key-value head, so every source head keeps its key-value head) and more feed-forward units. The
+added heads' and units' input weights are drawn like the source's (normal, each tensor's own
+standard deviation; seed 0) and their output weights are zero, so they add nothing until
+training moves those.
+
+Everything else starts where the source ended. DEST_MODEL_DIR gets params/ (the preset in its
+metadata), the source's tokenizer.model, and a card.json: the source's card with `grown_from`.
+Point `train.model.checkpoint` at DEST_MODEL_DIR/params (and `train.model.preset` at the
+preset) to continue pretraining.
 """
 
 from __future__ import annotations
@@ -32,7 +40,16 @@ from icl_ft.model import config as model_config
 from icl_ft.pretrain import recipe
 
 POST_NORMS = ("post_attention_norm", "post_ffw_norm")
-GROWN_FIELDS = ("name", "num_layers", "attention_types")  # the ModelConfig fields that may differ
+# The ModelConfig fields that may differ between the source and the grown preset.
+GROWN_FIELDS = ("name", "num_layers", "attention_types", "num_heads", "num_kv_heads", "hidden_dim")
+# Per layer: (param, axis that grows, ModelConfig field giving its size, added slices zero?).
+WIDENED = (("q", 1, "num_heads", False),  # [D, N, H]
+           ("k", 1, "num_kv_heads", False),  # [D, K, H]
+           ("v", 1, "num_kv_heads", False),
+           ("o", 0, "num_heads", True),  # [N, H, D]
+           ("gate", 1, "hidden_dim", False),  # [D, F]
+           ("up", 1, "hidden_dim", False),
+           ("down", 0, "hidden_dim", True))  # [F, D]
 
 
 def _pattern_period(types: tuple[str, ...]) -> int:
@@ -56,6 +73,13 @@ def layer_sources(source: model_config.ModelConfig,
   if types != tuple(target.attention_types):
     raise ValueError(f"preset {target.name!r}: attention pattern {target.attention_types} is "
                      f"not the source's {source.attention_types} repeated per group ({types})")
+  for field in ("num_heads", "num_kv_heads", "hidden_dim"):
+    if getattr(target, field) < getattr(source, field):
+      raise ValueError(f"preset {target.name!r}: {field} {getattr(target, field)} is below the "
+                       f"source's {getattr(source, field)}")
+  if target.num_groups != source.num_groups:
+    raise ValueError(f"preset {target.name!r}: {target.num_groups} query heads per key-value "
+                     f"head, the source has {source.num_groups} (its heads would change partners)")
   for field in dataclasses.fields(source):  # all else equal, or the copies compute otherwise
     if field.name in GROWN_FIELDS:
       continue
@@ -81,6 +105,24 @@ def grow_params(params: dict[str, Any], sources: list[tuple[int, bool]]) -> dict
   return {**{k: v for k, v in params.items() if k != "layers"}, "layers": grown}
 
 
+def widen_params(params: dict[str, Any], target: model_config.ModelConfig,
+                 seed: int = 0) -> dict[str, Any]:
+  """Every layer given the target's heads and feed-forward units (module docstring)."""
+  rng = np.random.default_rng(seed)
+  layers = {}
+  for i, layer in params["layers"].items():
+    layer = dict(layer)
+    for name, axis, field, zero in WIDENED:
+      x = np.asarray(layer[name])
+      shape = list(x.shape)
+      shape[axis] = getattr(target, field) - x.shape[axis]
+      added = (np.zeros(shape, x.dtype) if zero
+               else rng.normal(0.0, float(x.std()), shape).astype(x.dtype))
+      layer[name] = np.concatenate([x, added], axis=axis)
+    layers[i] = layer
+  return {**params, "layers": layers}
+
+
 def _copy_tree(tree: Any) -> Any:
   if isinstance(tree, dict):
     return {k: _copy_tree(v) for k, v in tree.items()}
@@ -101,7 +143,8 @@ def grow(source_dir: Path, dest_dir: Path, preset: str = "tiny_deep") -> Path:
   source_cfg = model_config.get_preset(source_preset)
   target_cfg = model_config.get_preset(preset)
   sources = layer_sources(source_cfg, target_cfg)
-  params = grow_params(checkpoints.read_params(source_dir / "params"), sources)
+  params = widen_params(grow_params(checkpoints.read_params(source_dir / "params"), sources),
+                        target_cfg)
   tmp = dest_dir.with_name(dest_dir.name + ".partial")  # renamed when complete
   shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir(parents=True)
@@ -120,7 +163,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("source", type=Path)
   parser.add_argument("dest", type=Path)
-  parser.add_argument("--preset", default="tiny_deep")
+  parser.add_argument("--preset", default="tiny_deep", help="tiny_deep (deeper), tiny_wide (wider)")
   args = parser.parse_args()
   print(grow(args.source, args.dest, args.preset))
 
