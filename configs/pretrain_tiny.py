@@ -60,7 +60,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Pretraining config; `arg` "" (stage 1), "long" (stage 2), a `CURRICULUM` stage
   (j3200: the default model) or "test".
 
-  Every field and its default: icl_ft.config.schema.PretrainConfig (its `train` block is the
+  Every field and its default: icl_ft.config.schema.PretrainConfig (its `train` block is
   stage 1's training run).
   """
   config = schema.as_config_dict(schema.PretrainConfig())

@@ -63,20 +63,24 @@ def test_grown_model_computes_what_its_source_did(source):
   assert not (source / "nowhere").exists()
 
 
-def test_added_layers_get_gradients(source):
-  """The copies start off, but their norm scales get gradients: training turns them on."""
-  dest = source / "deep_grad"
-  grow.grow(source / "src", dest, "tiny_deep")
+def _layer_grads(preset: str, checkpoint: str, layer: int) -> dict:
+  """One layer's gradients of a log-probability, for the model at `checkpoint`."""
   mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
-  model, _ = loader.load_model(
-      schema.ModelConfig(preset="tiny_deep", checkpoint=str(dest / "params")), mesh, rules)
+  model, _ = loader.load_model(schema.ModelConfig(preset=preset, checkpoint=checkpoint), mesh, rules)
   ids = jnp.asarray(np.random.default_rng(1).integers(1, 1000, size=(1, 24)))
   positions = jnp.arange(24)[None]
 
   def loss(m):
     return jnp.mean(jax.nn.log_softmax(m(ids, positions, jnp.ones_like(ids))[0])[..., 7])
 
-  layer = nnx.to_pure_dict(nnx.grad(loss)(model))["layers"][2]
+  return nnx.to_pure_dict(nnx.grad(loss)(model))["layers"][layer]
+
+
+def test_added_layers_get_gradients(source):
+  """The copies start off, but their norm scales get gradients: training turns them on."""
+  dest = source / "deep_grad"
+  grow.grow(source / "src", dest, "tiny_deep")
+  layer = _layer_grads("tiny_deep", str(dest / "params"), 2)
   assert np.abs(np.asarray(layer["post_attention_norm"]["scale"])).max() > 0
   assert np.abs(np.asarray(layer["q"])).max() == 0  # behind the closed norm, for now
 
@@ -96,15 +100,7 @@ def test_widened_model_computes_what_its_source_did(source):
   assert np.abs(layer["q"][:, 4:]).min() > 0 and np.abs(layer["o"][4:]).max() == 0
   assert np.abs(layer["up"][:, 256:]).min() > 0 and np.abs(layer["down"][256:]).max() == 0
   # The added heads' output weights get gradients: training turns them on.
-  mesh, rules = sharding.mesh_from_config(schema.MeshConfig())
-  model, _ = loader.load_model(
-      schema.ModelConfig(preset="tiny_wide", checkpoint=str(dest / "params")), mesh, rules)
-  ids = jnp.asarray(np.random.default_rng(1).integers(1, 1000, size=(1, 24)))
-
-  def loss(m):
-    return jnp.mean(jax.nn.log_softmax(m(ids, jnp.arange(24)[None], jnp.ones_like(ids))[0])[..., 7])
-
-  grads = nnx.to_pure_dict(nnx.grad(loss)(model))["layers"][1]
+  grads = _layer_grads("tiny_wide", str(dest / "params"), 1)
   assert np.abs(np.asarray(grads["o"])[4:]).max() > 0
   assert np.abs(np.asarray(grads["down"])[256:]).max() > 0
 

@@ -60,7 +60,8 @@ def _pattern_period(types: tuple[str, ...]) -> int:
 
 def layer_sources(source: model_config.ModelConfig,
                   target: model_config.ModelConfig) -> list[tuple[int, bool]]:
-  """For each target layer: (source layer it copies, True if it starts as an identity)."""
+  """For each target layer: (source layer it copies, True if it starts as an identity);
+  raises if `target` cannot start computing what `source` does (depth, pattern or widths)."""
   n, m = source.num_layers, target.num_layers
   if m % n:
     raise ValueError(f"preset {target.name!r} has {m} layers, not a multiple of the source's {n}")
