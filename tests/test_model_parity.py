@@ -166,3 +166,41 @@ def test_parity_with_hf(torch_available, case):
   assert mt.rel_error(ours[0], mt.hf_logits(hf, raw[:1])[0]) < 1e-4  # HF without any mask
   # A padded row equals the same tokens run alone, unpadded, in HF.
   assert mt.rel_error(ours[3][real[3]], mt.hf_logits(hf, raw[3:4, :5])[0]) < 1e-4
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("case", PARITY_CASES[::2], ids=[_ids(c) for c in PARITY_CASES[::2]])
+def test_gradients_match_hf(torch_available, case):
+  """The train loss's gradient of every parameter equals PyTorch autograd's through the HF
+  model (the norm, RoPE and GeGLU gradients are written out by hand here, see layers.py)."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  from icl_ft.train import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  preset, over = case
+  model = mt.make_model(preset, seed=2, **over)
+  hf = mt.hf_model(model)
+  rng = np.random.default_rng(3)
+  tokens = mt.random_tokens(rng, 2, 40, model.config.vocab_size)
+  mask = np.ones_like(tokens)
+  mask[:, -1] = 0
+  positions = np.broadcast_to(np.arange(40, dtype=np.int32), tokens.shape)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def loss(params):
+    logits, _ = nnx.merge(graphdef, params, rest)(tokens, positions, np.ones_like(tokens))
+    return step_lib.masked_cross_entropy(logits, tokens, mask)["loss_sum"]
+
+  grads = jax.grad(loss)(params)
+  as_model = nnx.merge(graphdef, grads, rest)  # our gradients, laid out as HF's weights
+  ours = mt.hf_state_dict(as_model)
+
+  logits = hf(input_ids=torch.from_numpy(tokens.astype(np.int64)), use_cache=False).logits
+  ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1),
+                                         torch.from_numpy(tokens[:, 1:].astype(np.int64)).flatten(),
+                                         reduction="sum")
+  ce.backward()
+  theirs = {name: p.grad.numpy() for name, p in hf.named_parameters()}
+  assert set(ours) == set(theirs) - {"lm_head.weight"}
+  for name, grad in ours.items():
+    assert mt.rel_error(grad.numpy(), theirs[name]) < 2e-4, name

@@ -6,6 +6,7 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -43,10 +44,30 @@ def test_argmax_first_maximum_and_accuracy_count():
   tokens = rng.integers(0, 33, size=(4, 16)).astype(np.int32)
   mask = (rng.random((4, 16)) < 0.7).astype(np.int32)
   logits = x[:64].reshape(4, 16, 33)
+  logits[0, 3] = 0.0  # a row of ties only
   sums = step_lib.masked_cross_entropy(logits, tokens, mask)
   targets = np.concatenate([tokens[:, 1:], np.zeros_like(tokens[:, :1])], axis=1)
-  want = np.sum((np.argmax(logits, -1) == targets) * mask)
+  target_logit = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  # A hit: the target's logit is the maximum, ties included (not only the first maximum).
+  want = np.sum((target_logit == logits.max(-1)) * mask)
+  assert want > np.sum((np.argmax(logits, -1) == targets) * mask)  # ties do occur here
   assert float(sums["correct"]) == want and float(sums["count"]) == mask.sum()
+
+
+def test_masked_cross_entropy_matches_optax_with_its_gradient():
+  rng = np.random.default_rng(1)
+  logits = jnp.asarray(3.0 * rng.normal(size=(3, 7, 50)), jnp.float32)
+  tokens = jnp.asarray(rng.integers(0, 50, size=(3, 7)), jnp.int32)
+  mask = jnp.asarray(rng.random((3, 7)) < 0.6, jnp.int32)
+  targets = np.concatenate([np.asarray(tokens)[:, 1:], np.zeros((3, 1), np.int32)], axis=1)
+
+  def reference(z):
+    ce = optax.softmax_cross_entropy_with_integer_labels(z, jnp.asarray(targets))
+    return jnp.sum(ce * mask)
+
+  ours = lambda z: step_lib.masked_cross_entropy(z, tokens, mask)["loss_sum"]
+  np.testing.assert_allclose(ours(logits), reference(logits), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(ours)(logits), jax.grad(reference)(logits), atol=1e-6)
 
 
 def test_schedules():

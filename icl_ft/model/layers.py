@@ -9,10 +9,12 @@ mesh; `icl_ft.model.builder.fresh` creates them sharded under jit).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from flax.core import meta
 
@@ -47,11 +49,39 @@ def fan_in_init(fan_in: int) -> Initializer:
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
-  """x / rms(x) * (1 + scale) over the last axis, computed in float32, returned in x.dtype."""
+  """x / rms(x) * (1 + scale) over the last axis, computed in float32, returned in x.dtype.
+
+  Its gradient is written out (a custom VJP): differentiated as written, XLA:CPU makes extra
+  passes over x and materializes (1 + scale) broadcast to x's shape.
+  """
+  return _rms_norm(x, scale, float(eps))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+  return _rms_norm_fwd(x, scale, eps)[0]
+
+
+def _rms_norm_fwd(x, scale, eps):
   xf = x.astype(jnp.float32)
-  var = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
-  y = xf * jax.lax.rsqrt(var + eps) * (1.0 + scale.astype(jnp.float32))
-  return y.astype(x.dtype)
+  r = jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + eps)  # [..., 1]
+  y = xf * r * (1.0 + scale.astype(jnp.float32))
+  return y.astype(x.dtype), (x, scale, r)
+
+
+def _rms_norm_bwd(eps, residuals, dy):
+  del eps  # folded into r
+  x, scale, r = residuals
+  xn = x.astype(jnp.float32) * r
+  dy = dy.astype(jnp.float32)
+  g = dy * (1.0 + scale.astype(jnp.float32))
+  # d(x * r)/dx applied to g, with r = rsqrt(mean(x^2) + eps): r * (g - xn * mean(g * xn)).
+  dx = r * (g - xn * jnp.mean(g * xn, axis=-1, keepdims=True))
+  dscale = jnp.sum(dy * xn, axis=tuple(range(x.ndim - 1)))
+  return dx.astype(x.dtype), dscale.astype(scale.dtype)
+
+
+_rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
 
 
 class RMSNorm(nnx.Module):
@@ -133,18 +163,44 @@ def apply_rope(x: jax.Array, positions: jax.Array, *, base: float, scale: float 
   """Rotary embedding, half-split (dims [0, H/2) pair with [H/2, H)), computed in float32.
 
   x: [B, L, N, H]; positions: [B, L]. Frequencies base ** (-2i / H); positions are divided by
-  `scale` (linear RoPE scaling).
+  `scale` (linear RoPE scaling). Its gradient is written out (a custom VJP): the transpose of
+  a rotation is the rotation by the opposite angle, one pass like the forward, where the
+  gradient as differentiated costs XLA:CPU a concatenation of the halves' partial sums.
   """
-  h = x.shape[-1]
-  fraction = 2.0 * jnp.arange(h // 2, dtype=jnp.float32) / h
+  return _rope(x, positions, float(base), float(scale))
+
+
+def _rope_tables(positions: jax.Array, head_dim: int, base: float, scale: float
+                 ) -> tuple[jax.Array, jax.Array]:
+  """(sin, cos) float32 [B, L, 1, H/2] of the rotary angles at `positions` [B, L]."""
+  fraction = 2.0 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
   inv_freq = 1.0 / (base ** fraction)                                   # [H/2]
   angles = positions.astype(jnp.float32)[..., None] / scale * inv_freq  # [B, L, H/2]
-  sin = jnp.sin(angles)[:, :, None, :]
-  cos = jnp.cos(angles)[:, :, None, :]
-  xf = x.astype(jnp.float32)
-  x1, x2 = jnp.split(xf, 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x.dtype)
+  return jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+
+
+def _rotate(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _rope(x: jax.Array, positions: jax.Array, base: float, scale: float) -> jax.Array:
+  sin, cos = _rope_tables(positions, x.shape[-1], base, scale)
+  return _rotate(x, sin, cos).astype(x.dtype)
+
+
+def _rope_fwd(x, positions, base, scale):
+  return _rope(x, positions, base, scale), positions
+
+
+def _rope_bwd(base, scale, positions, dy):
+  sin, cos = _rope_tables(positions, dy.shape[-1], base, scale)
+  dx = _rotate(dy, -sin, cos).astype(dy.dtype)
+  return dx, np.zeros(positions.shape, jax.dtypes.float0)  # integer positions: no gradient
+
+
+_rope.defvjp(_rope_fwd, _rope_bwd)
 
 
 def argmax(x: jax.Array) -> jax.Array:
@@ -161,6 +217,35 @@ def argmax(x: jax.Array) -> jax.Array:
 def gelu_tanh(x: jax.Array) -> jax.Array:
   """GELU, tanh approximation (Gemma's and HF's gelu_pytorch_tanh)."""
   return jax.nn.gelu(x, approximate=True)
+
+
+@jax.custom_vjp
+def geglu(gate: jax.Array, up: jax.Array) -> jax.Array:
+  """gelu_tanh(gate) * up, the GeGLU MLP's hidden units, with its gradient written out.
+
+  A custom VJP: as differentiated by JAX, XLA:CPU makes three passes over [tokens, F] in the
+  forward to keep the tanh and the GELU for the backward; here the forward is one pass and
+  the backward recomputes them from `gate`.
+  """
+  return gelu_tanh(gate) * up
+
+
+def _geglu_fwd(gate, up):
+  return geglu(gate, up), (gate, up)
+
+
+def _geglu_bwd(residuals, dh):
+  gate, up = residuals
+  c = jnp.sqrt(2.0 / jnp.pi).astype(gate.dtype)
+  a = jnp.asarray(0.044715, gate.dtype)
+  t = jnp.tanh(c * (gate + a * gate ** 3))
+  cdf = 0.5 * (1.0 + t)  # gelu_tanh(g) = g * cdf
+  # d(g * cdf)/dg = cdf + g * 0.5 * (1 - t^2) * c * (1 + 3 a g^2).
+  dcdf = cdf + gate * (0.5 * (1.0 - t * t)) * c * (1.0 + 3.0 * a * gate * gate)
+  return (dh * up * dcdf).astype(gate.dtype), (dh * gate * cdf).astype(up.dtype)
+
+
+geglu.defvjp(_geglu_fwd, _geglu_bwd)
 
 
 def softcap(x: jax.Array, cap: float | None) -> jax.Array:

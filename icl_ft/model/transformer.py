@@ -148,7 +148,7 @@ class Block(nnx.Module):
     x2 = x.reshape(b * l, d)  # 2D gemms (see attend)
     gate = x2 @ self.gate[...].astype(dt)
     up = x2 @ self.up[...].astype(dt)
-    hidden = (layers.gelu_tanh(gate) * up).reshape(b, l, -1)
+    hidden = layers.geglu(gate, up).reshape(b, l, -1)
     hidden = _constrain(hidden, ("batch", "length", "mlp")).reshape(b * l, -1)
     return (hidden @ self.down[...].astype(dt)).reshape(b, l, d)
 

@@ -31,13 +31,19 @@ from icl_ft.pipeline import loader as data_loader
 
 def masked_cross_entropy(logits: jax.Array, tokens: jax.Array, loss_mask: jax.Array
                          ) -> dict[str, jax.Array]:
-  """Sums over the masked positions: loss_sum, correct (argmax hits), count."""
+  """Sums over the masked positions: loss_sum, correct (the target's logit is the row's
+  maximum; a tie for it counts), count."""
   logits = logits.astype(jnp.float32)  # [B, L, V]
   targets = data_loader.next_tokens(tokens)  # [B, L]
   mask = loss_mask.astype(jnp.float32)  # [B, L]
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, L]
-  hits = (layers.argmax(logits) == targets).astype(jnp.float32)
-  return {"loss_sum": jnp.sum(ce * mask), "correct": jnp.sum(hits * mask), "count": jnp.sum(mask)}
+  # One max serves the log-normalizer and the hit count: an argmax would be one more pass
+  # over [B, L, V]. The log-normalizer does not depend on the max, hence stop_gradient.
+  top = jax.lax.stop_gradient(jnp.max(logits, axis=-1))  # [B, L]
+  log_norm = top + jnp.log(jnp.sum(jnp.exp(logits - top[..., None]), axis=-1))
+  target = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # [B, L]
+  hits = (target >= top).astype(jnp.float32)
+  return {"loss_sum": jnp.sum((log_norm - target) * mask), "correct": jnp.sum(hits * mask),
+          "count": jnp.sum(mask)}
 
 
 def _forward(graphdef, params, rest, batch) -> jax.Array:
