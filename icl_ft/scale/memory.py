@@ -10,19 +10,18 @@ pass keeps per layer for a Gemma block, plus the logits. Per layer and token, in
 dtype: about 10 embed-sized vectors (residual, norm inputs / outputs and their float32
 intermediates, attention and MLP outputs), q/k/v ((N + 2K) * H) and the attention output
 (N * H) twice (before / after RoPE or norm), and 2 hidden-sized vectors of the gated MLP (gate
-and up: `layers.geglu`'s backward recomputes the GELU from the gate); plus 3 float32 [N, L]
-score tensors per query token (scores, masked scores, probabilities; the local window bounds nothing since the mask is applied to full
-[L, L] scores). The logits add 3 float32 B * L * V tensors (logits, log-softmax, gradient).
-Soft-capping (Gemma 2: `cap * tanh(x / cap)`) keeps more for the backward pass: one more
-float32 score tensor per layer when attention logits are capped, and two more B * L * V tensors
-(the uncapped logits and the tanh) when the final logits are. With them the estimate of Gemma 2
-2B's step (v5p-8 mesh, batch 16 x 512) is 40.3 GiB against XLA's 39.2 GiB peak
-(docs/running-on-tpu.md, tests/test_running_on_tpu_doc.py).
-The coefficients were calibrated against XLA's temp size for the tiny presets on CPU (within
-~20% there). Batch is divided over the ("data", "fsdp") devices that shard it, and
-heads / mlp over "tensor" as the rules say. XLA's real temp usage depends on fusion and
-scheduling: treat the activation number as an order-of-magnitude guide (tests check a
-factor of 4).
+and up: `layers.geglu`'s backward recomputes the GELU from the gate); plus 3 float32 [N, L] score
+tensors per query token (scores, masked scores, probabilities; the local window bounds nothing
+since the mask is applied to full [L, L] scores). The logits add 3 float32 B * L * V tensors
+(logits, log-softmax, gradient). Soft-capping (Gemma 2: `cap * tanh(x / cap)`) keeps more for
+the backward pass: one more float32 score tensor per layer when attention logits are capped,
+and two more B * L * V tensors (the uncapped logits and the tanh) when the final logits are.
+With them the estimate of Gemma 2 2B's step (v5p-8 mesh, batch 16 x 512) is 40.3 GiB against
+XLA's 39.2 GiB peak (docs/running-on-tpu.md, tests/test_running_on_tpu_doc.py). The
+coefficients were calibrated against XLA's temp size for the tiny presets on CPU (within ~20%
+there). Batch is divided over the ("data", "fsdp") devices that shard it, and heads / mlp over
+"tensor" as the rules say. XLA's real temp usage depends on fusion and scheduling: treat the
+activation number as an order-of-magnitude guide (tests check a factor of 4).
 
 Weights in flight (`weights`, training only): with FSDP every layer's parameters are
 all-gathered over the batch-sharding axes in the forward pass and kept for the backward pass

@@ -25,7 +25,6 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from icl_ft import sharding as sharding_lib
-from icl_ft.model import layers
 from icl_ft.pipeline import loader as data_loader
 
 
