@@ -6,9 +6,10 @@ A weight W [D, F] applied to activations x [T, D] costs three matmuls per step: 
 x @ W ([T, D] x [D, F]), the input gradient g @ W^T ([T, F] x [F, D]) and the weight
 gradient x^T @ g ([D, T] x [T, F]: both operands contract over their token dimension).
 Each is timed as a jitted `jnp.einsum` on operands of the given dtype, accumulated in
-float32, and reported in GFLOP/s. Where bfloat16 runs near twice float32 for the first two and
-not for the third, a bfloat16-compute train step gains less than its forward does (the
-weight gradients are a third of its matmul FLOPs). The defaults are the Gemma 3 270M's
+float32, and reported in GFLOP/s. The weight gradient is timed twice: as autodiff writes it
+(both operands contract over their leading, token dimension: XLA:CPU upcasts bfloat16 to
+float32 for it) and from x^T already written out row-major (`weight_grad_from_xt`, what
+`icl_ft.model.layers.einsum` does on one CPU device). The defaults are the Gemma 3 270M's
 shapes at batch 8 x 128: an MLP projection (640 x 2048) and a slice of the tied output
 projection (640 x 65536, a quarter of its vocabulary).
 """
@@ -28,6 +29,7 @@ DOTS = {
     "forward": ("td,df->tf", lambda t, d, f: ((t, d), (d, f))),
     "input_grad": ("tf,df->td", lambda t, d, f: ((t, f), (d, f))),
     "weight_grad": ("td,tf->df", lambda t, d, f: ((t, d), (t, f))),
+    "weight_grad_from_xt": ("dt,tf->df", lambda t, d, f: ((d, t), (t, f))),
 }
 
 

@@ -27,7 +27,9 @@ Parts and figures (the last stdout line is one JSON object):
   With `--bf16` ours also times the bfloat16-compute forward (float32 params), the decode
   with bfloat16 weights and compute (`real_decode_bf16_*`: against HF's float32 `generate`,
   with its rows compared to HF's) and the train step with bfloat16 compute on float32 master
-  weights and optimizer (`real_train_bf16_*`; parity: the first step's loss against float32).
+  weights and optimizer (`real_train_bf16_*`; parity: the first step's loss against float32),
+  against HF's float32 step and HF's step under bfloat16 autocast
+  (`real_train_bf16_ratio_vs_hf_bf16`).
 - decode: 8 rows, 512-token prompts, 64 greedy new tokens (ours `icl_ft.inference.sampling`
   with a cache of [BOS] + the prompts' room; HF `generate`): `real_decode_ratio_vs_hf`, and the share of rows whose
   64 tokens are identical on both sides. Ours is also timed with one new token, which splits
@@ -243,7 +245,7 @@ def accelerator_mfu(reps: int) -> dict:
   return out
 
 
-def hf_worker(parts: list[str], reps: int, workdir: Path, gguf: str) -> dict:
+def hf_worker(parts: list[str], reps: int, bf16: bool, workdir: Path, gguf: str) -> dict:
   """The Hugging Face side: reads the GGUF with transformers, times the asked parts."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
@@ -274,6 +276,10 @@ def hf_worker(parts: list[str], reps: int, workdir: Path, gguf: str) -> dict:
     _common.reset_peak_rss()
     seconds, loss = _timed(run, reps)
     out.update(train_s=seconds, train_loss=loss, train_peak_rss_gb=_common.peak_rss_gb())
+    if bf16:  # last: autocast's step trains the weights the float32 parts read
+      run = train_bench.hf_net(net, batch, steps=1, bf16=True)
+      run()
+      out["train_bf16_s"], _ = _timed(run, reps)
   return out
 
 
@@ -362,6 +368,10 @@ def summarize(ours: dict, hf: dict, icl: dict | None, workdir: Path) -> dict:
     if "train_bf16_s" in ours:  # parity: the first step's loss on the same weights and batch
       out["real_train_bf16_ours_tokens_per_s"] = round(train_tokens / ours["train_bf16_s"], 1)
       out["real_train_bf16_ratio_vs_hf"] = round(hf["train_s"] / ours["train_bf16_s"], 3)
+      if "train_bf16_s" in hf:  # like for like: HF's step under bfloat16 autocast
+        out["real_train_bf16_hf_tokens_per_s"] = round(train_tokens / hf["train_bf16_s"], 1)
+        out["real_train_bf16_ratio_vs_hf_bf16"] = round(hf["train_bf16_s"] / ours["train_bf16_s"],
+                                                        3)
       out["real_train_bf16_peak_rss_gb"] = ours["train_bf16_peak_rss_gb"]
       out["real_train_bf16_first_loss_diff"] = round(
           abs(ours["train_bf16_first_loss"] - ours["train_first_loss"]), 5)
@@ -392,7 +402,7 @@ def main() -> None:
     print(json.dumps(ours_worker(parts, args.reps, args.bf16, Path(args.workdir))))
     return
   if args.worker == "hf":
-    print(json.dumps(hf_worker(parts, args.reps, Path(args.workdir), args.gguf)))
+    print(json.dumps(hf_worker(parts, args.reps, args.bf16, Path(args.workdir), args.gguf)))
     return
 
   load_before = _common.load_average()
@@ -402,7 +412,8 @@ def main() -> None:
     print(f"ours: {json.dumps(ours)}", flush=True)
     hf = {}
     if set(parts) & {"fwd", "decode", "train"}:
-      hf = _worker("hf", args, workdir, ["--gguf", ours["gguf"]])
+      hf = _worker("hf", args, workdir,
+                   ["--gguf", ours["gguf"]] + (["--bf16"] if args.bf16 else []))
       print(f"hf: {json.dumps(hf)}", flush=True)
     icl = _icl(args.reps) if "icl" in parts else None
     out = summarize(ours, hf, icl, workdir)

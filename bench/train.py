@@ -82,8 +82,9 @@ def hf(cfg, batch: dict[str, np.ndarray], steps: int, attn: str):
   return hf_net(_common.hf_twin(model, attn), batch, steps)
 
 
-def hf_net(net, batch: dict[str, np.ndarray], steps: int):
-  """A closure running `steps` train steps of the Hugging Face model `net` (AdamW)."""
+def hf_net(net, batch: dict[str, np.ndarray], steps: int, bf16: bool = False):
+  """A closure running `steps` train steps of the Hugging Face model `net` (AdamW); `bf16`:
+  forward and loss under `torch.autocast` to bfloat16 (float32 weights and optimizer)."""
   import torch  # pylint: disable=g-import-not-at-top
 
   net.train()
@@ -96,10 +97,11 @@ def hf_net(net, batch: dict[str, np.ndarray], steps: int):
     loss = None
     for _ in range(steps):
       opt.zero_grad(set_to_none=True)
-      logits = net(input_ids=tokens, use_cache=False).logits  # [B, L, V]
-      ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
-                                             reduction="none")
-      loss = (ce * mask.flatten()).sum() / mask.sum()
+      with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = net(input_ids=tokens, use_cache=False).logits  # [B, L, V]
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                               reduction="none")
+        loss = (ce * mask.flatten()).sum() / mask.sum()
       loss.backward()
       opt.step()
     return float(loss.detach())

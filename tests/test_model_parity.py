@@ -16,6 +16,7 @@ from flax import nnx
 
 import model_testing as mt
 from icl_ft.model import config as model_config
+from icl_ft.model import layers
 from icl_ft.model.transformer import Transformer
 
 # ---- presets and structure --------------------------------------------------------------------
@@ -114,6 +115,38 @@ def test_bfloat16_compute_and_jit():
   assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
   assert mt.rel_error(out, ref) < 0.1
   assert bf.layers[0].q.get_value().dtype == jnp.float32  # params stay float32
+
+
+@pytest.mark.parametrize("spec", ["md,df->mf", "md,vd->mv"])
+def test_einsum_accumulates_in_float32_with_its_gradients(spec):
+  """layers.einsum: in float32 as jnp.einsum (value and both gradients); with bfloat16
+  activations every matmul takes bfloat16 operands, accumulates in float32, and the float32
+  weight gets a float32 gradient."""
+  operands, out = spec.split("->")
+  xs, ws = operands.split(",")
+  size = {"m": 48, "d": 40, "f": 56, "v": 56}
+  rng = np.random.default_rng(0)
+  x, w = (jnp.asarray(rng.normal(size=[size[c] for c in s]), jnp.float32) for s in (xs, ws))
+  dy = jnp.asarray(rng.normal(size=(48, 56)), jnp.float32)
+
+  def value_and_grads(fn, x, w):
+    y, vjp = jax.vjp(fn, x, w)
+    return (y, *vjp(dy.astype(y.dtype)))
+
+  ours = value_and_grads(lambda x, w: layers.einsum(spec, x, w), x, w)
+  ref = value_and_grads(lambda x, w: jnp.einsum(spec, x, w), x, w)
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+  y, dx, dw = value_and_grads(lambda x, w: layers.einsum(spec, x, w), x.astype(jnp.bfloat16), w)
+  assert (y.dtype, dx.dtype, dw.dtype) == (jnp.bfloat16, jnp.bfloat16, jnp.float32)
+  f64 = lambda a: np.asarray(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32), np.float64)
+  xr, wr, dyr = f64(x), f64(w), f64(dy)  # the operands as rounded to bfloat16
+  scaled = lambda a, b: np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b))
+  # y and dx: exact sums rounded once to bfloat16 (2^-9 relative); dw not rounded at all.
+  assert scaled(y.astype(jnp.float32), np.einsum(spec, xr, wr)) < 2 ** -8
+  assert scaled(dx.astype(jnp.float32), np.einsum(f"{out},{ws}->{xs}", dyr, wr)) < 2 ** -8
+  assert scaled(dw, np.einsum(f"{xs},{out}->{ws}", xr, dyr)) < 1e-5
 
 
 # ---- parity with Hugging Face ----------------------------------------------------------------

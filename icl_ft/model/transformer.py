@@ -107,9 +107,9 @@ class Block(nnx.Module):
     # Projections as 2D [B*L, D] @ [D, N*H] matmuls (a view of the [D, N, H] params): XLA:CPU
     # runs the 3D einsum's backward (contracting over b and l) far slower than one gemm.
     x2 = x.reshape(b * l, d)
-    q = (x2 @ self.q[...].astype(dt).reshape(d, n * h)).reshape(b, l, n, h)
-    k = (x2 @ self.k[...].astype(dt).reshape(d, kh * h)).reshape(b, l, kh, h)
-    v = (x2 @ self.v[...].astype(dt).reshape(d, kh * h)).reshape(b, l, kh, h)
+    q = layers.einsum("md,df->mf", x2, self.q[...].reshape(d, n * h)).reshape(b, l, n, h)
+    k = layers.einsum("md,df->mf", x2, self.k[...].reshape(d, kh * h)).reshape(b, l, kh, h)
+    v = layers.einsum("md,df->mf", x2, self.v[...].reshape(d, kh * h)).reshape(b, l, kh, h)
     if self.query_norm is not None:
       q = self.query_norm(q)
       k = self.key_norm(k)
@@ -138,19 +138,18 @@ class Block(nnx.Module):
       mask = attention.make_mask(positions, segment_ids, k_positions, k_segment_ids, self.window)
       out = attention.dot_product_attention(q, k, v, mask, logit_softcap=self.attn_logit_softcap,
                                             keys_transposed=True)
-    out = out.reshape(b * l, n * h) @ self.o[...].astype(dt).reshape(n * h, d)
+    out = layers.einsum("mf,fd->md", out.reshape(b * l, n * h), self.o[...].reshape(n * h, d))
     out = out.reshape(b, l, d)
     return out, new_kv
 
   def mlp(self, x: jax.Array) -> jax.Array:
-    dt = x.dtype
     b, l, d = x.shape
     x2 = x.reshape(b * l, d)  # 2D gemms (see attend)
-    gate = x2 @ self.gate[...].astype(dt)
-    up = x2 @ self.up[...].astype(dt)
+    gate = layers.einsum("md,df->mf", x2, self.gate[...])
+    up = layers.einsum("md,df->mf", x2, self.up[...])
     hidden = layers.geglu(gate, up).reshape(b, l, -1)
     hidden = _constrain(hidden, ("batch", "length", "mlp")).reshape(b * l, -1)
-    return (hidden @ self.down[...].astype(dt)).reshape(b, l, d)
+    return layers.einsum("mf,fd->md", hidden, self.down[...]).reshape(b, l, d)
 
   def __call__(self, x, positions, segment_ids, k_positions, k_segment_ids, kv=None,
                end_index=None, prefix=None):

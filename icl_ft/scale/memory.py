@@ -17,7 +17,7 @@ since the mask is applied to full [L, L] scores). The logits add 3 float32 B * L
 the backward pass: one more float32 score tensor per layer when attention logits are capped,
 and two more B * L * V tensors (the uncapped logits and the tanh) when the final logits are.
 With them the estimate of Gemma 2 2B's step (v5p-8 mesh, batch 16 x 512) is 40.3 GiB against
-XLA's 39.2 GiB peak (docs/running-on-tpu.md, tests/test_running_on_tpu_doc.py). The
+XLA's 34.1 GiB peak (docs/running-on-tpu.md, tests/test_running_on_tpu_doc.py). The
 coefficients were calibrated against XLA's temp size for the tiny presets on CPU (within ~20%
 there). Batch is divided over the ("data", "fsdp") devices that shard it, and heads / mlp over
 "tensor" as the rules say. XLA's real temp usage depends on fusion and scheduling: treat the
@@ -27,7 +27,10 @@ Weights in flight (`weights`, training only): with FSDP every layer's parameters
 all-gathered over the batch-sharding axes in the forward pass and kept for the backward pass
 (no remat), so the full parameters (still split over "tensor") are live in the parameter
 dtype; with a compute dtype narrower than the parameters (bf16 on float32) a cast copy of each
-gathered weight is kept too. Gradients of parameters replicated over a batch axis are summed
+gathered weight is counted too. That copy is an upper bound: `layers.einsum` casts each weight
+where it multiplies (again in the backward pass), and whether XLA keeps the forward's cast
+varies: it does for Gemma 3 1B on 8 CPU devices (below), and mostly not for Gemma 2 2B on 4,
+whose dry-run peak fell from 39.2 to 34.1 GiB when the matmuls moved to `layers.einsum`. Gradients of parameters replicated over a batch axis are summed
 across devices (an all-reduce into a second buffer), so `grads` counts those twice. Checked
 against XLA's temp size for Gemma 3 1B (bf16 compute, batch 8 x 128) on 8 CPU devices:
 estimate / XLA = 1.04 with fsdp=8 (all-gathered weights dominate) and 1.15 with data=8
