@@ -1,4 +1,5 @@
-"""Building blocks: parameters with logical axis names, RMSNorm, embedder, RoPE, GeGLU.
+"""Building blocks: parameters with logical axis names, RMSNorm, embedder, RoPE, the weight
+matmul (`einsum`, float32-accumulated with written-out gradients), GeGLU.
 
 Every parameter is an `nnx.Param` whose flax metadata `out_sharding` holds its logical axis
 names (e.g. ("vocab", "embed")); `icl_ft.sharding` maps them to mesh axes, and
