@@ -28,10 +28,11 @@ all-gathered over the batch-sharding axes in the forward pass and kept for the b
 (no remat), so the full parameters (still split over "tensor") are live in the parameter
 dtype; with a compute dtype narrower than the parameters (bf16 on float32) a cast copy of each
 gathered weight is counted too. That copy is an upper bound: `layers.einsum` casts each weight
-where it multiplies (again in the backward pass), and whether XLA keeps the forward's cast
-varies: it does for Gemma 3 1B on 8 CPU devices (below), and mostly not for Gemma 2 2B on 4,
-whose dry-run peak fell from 39.2 to 34.1 GiB when the matmuls moved to `layers.einsum`. Gradients of parameters replicated over a batch axis are summed
-across devices (an all-reduce into a second buffer), so `grads` counts those twice. Checked
+where it multiplies (again in the backward pass), and XLA need not keep the forward's cast.
+The Gemma 3 1B check below still matches with it counted; Gemma 2 2B's dry-run peak on 4
+devices fell from 39.2 to 34.1 GiB when the matmuls moved to `layers.einsum`. Gradients of
+parameters replicated over a batch axis are summed across devices (an all-reduce into a
+second buffer), so `grads` counts those twice. Checked
 against XLA's temp size for Gemma 3 1B (bf16 compute, batch 8 x 128) on 8 CPU devices:
 estimate / XLA = 1.04 with fsdp=8 (all-gathered weights dominate) and 1.15 with data=8
 (replicated weights and gradients), i.e. within 20% (tests/test_dry_run.py).
