@@ -127,7 +127,7 @@ def test_einsum_accumulates_in_float32_with_its_gradients(spec):
   size = {"m": 48, "d": 40, "f": 56, "v": 56}
   rng = np.random.default_rng(0)
   x, w = (jnp.asarray(rng.normal(size=[size[c] for c in s]), jnp.float32) for s in (xs, ws))
-  dy = jnp.asarray(rng.normal(size=(48, 56)), jnp.float32)
+  dy = jnp.asarray(rng.normal(size=[size[c] for c in out]), jnp.float32)
 
   def value_and_grads(fn, x, w):
     y, vjp = jax.vjp(fn, x, w)

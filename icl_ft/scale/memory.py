@@ -32,10 +32,10 @@ where it multiplies (again in the backward pass), and XLA need not keep the forw
 The Gemma 3 1B check below still matches with it counted; Gemma 2 2B's dry-run peak on 4
 devices fell from 39.2 to 34.1 GiB when the matmuls moved to `layers.einsum`. Gradients of
 parameters replicated over a batch axis are summed across devices (an all-reduce into a
-second buffer), so `grads` counts those twice. Checked
-against XLA's temp size for Gemma 3 1B (bf16 compute, batch 8 x 128) on 8 CPU devices:
-estimate / XLA = 1.04 with fsdp=8 (all-gathered weights dominate) and 1.15 with data=8
-(replicated weights and gradients), i.e. within 20% (tests/test_dry_run.py).
+second buffer), so `grads` counts those twice. Checked against XLA's temp size for Gemma 3 1B
+(bf16 compute, batch 8 x 128) on 8 CPU devices: estimate / XLA = 0.97 with fsdp=8
+(all-gathered weights dominate) and 1.10 with data=8 (replicated weights and gradients),
+i.e. within 20% (tests/test_dry_run.py).
 """
 
 from __future__ import annotations
