@@ -128,6 +128,40 @@ def test_repeat_cache_scores_continuations(case):
     np.testing.assert_allclose(decoded[b, :n], ref[b, prefix_len:prefix_len + n], **TOL)
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_local_layers_reading_only_the_newest_slots(case):
+  """`local_recent`: once a row's own tokens fill the window, local layers read only the
+  newest slots of its cache and skip the shared prefix, and the logits stay the full forward's."""
+  window = 8
+  model = mt.make_model(case[0], seed=8, sliding_window=window, **case[1])
+  cfg = model.config
+  rng = np.random.default_rng(3)
+  prefix_len, own_len = 12, 20
+  prefix = mt.random_tokens(rng, 1, prefix_len, cfg.vocab_size)
+  own = mt.random_tokens(rng, 2, own_len, cfg.vocab_size)
+  shared = model.init_cache(1, prefix_len)
+  _, shared = _cached(model)(prefix, np.arange(prefix_len, dtype=np.int32)[None],
+                             np.ones((1, prefix_len), np.int32), shared)
+  seqs = np.concatenate([np.repeat(prefix, 2, 0), own], 1)
+  full_pos = np.broadcast_to(np.arange(prefix_len + own_len, dtype=np.int32), seqs.shape)
+  ref = np.asarray(_forward(model)(seqs, full_pos, np.ones(seqs.shape, np.int32)))
+
+  decode = jax.jit(lambda t, p, c, pre, recent: model(
+      t, p, jnp.ones_like(t), cache=c, prefix=pre, local_recent=recent), static_argnums=4)
+  cache = model.init_cache(2, own_len)
+  for i in range(own_len):
+    pos = np.full((2, 1), prefix_len + i, np.int32)
+    # From own token `window` on, the window reaches only the row's last `window` tokens.
+    recent = window if i >= window else None
+    if i == 2:  # before that, the prefix is in reach: reading only the newest slots differs
+      early, _ = decode(own[:, i:i + 1], pos, cache, shared, window)
+      assert np.max(np.abs(np.asarray(early)[:, 0] - ref[:, prefix_len + i])) > 1e-3
+    logits, cache = decode(own[:, i:i + 1], pos, cache, shared, recent)
+    np.testing.assert_allclose(np.asarray(logits)[:, 0], ref[:, prefix_len + i], **TOL)
+  with pytest.raises(ValueError, match="shorter than the window"):
+    decode(own[:, :1], pos, model.init_cache(2, own_len), shared, window - 1)
+
+
 def test_cache_pytree_and_errors():
   model = mt.make_model("tiny_gemma3", seed=7)
   cfg = model.config

@@ -11,6 +11,7 @@ from flax import nnx
 from icl_ft import sharding
 from icl_ft.datasets import simple_reversals
 from icl_ft.datasets import words
+from icl_ft.inference import prefill
 from icl_ft.inference import sampling
 from icl_ft.model import builder
 from icl_ft.model import config as model_config
@@ -72,6 +73,27 @@ def test_greedy_equals_repeated_full_forward(setup):
     assert list(out.token_ids) == ref
     assert out.finish_reason == "length"
     assert out.text == tok.decode(ref)
+
+
+def test_decode_past_a_short_window_equals_repeated_full_forward(setup):
+  """Phases starting `window` steps in read only the newest slots in local layers (and skip the
+  context there): the tokens stay those of full forwards over context + prompt + tokens."""
+  _, tok = setup
+  window = 8
+  cfg = model_config.get_preset("tiny_gemma2", num_layers=2, sliding_window=window)
+  model = Transformer(cfg, rngs=nnx.Rngs(params=1))
+  sampler = sampling.Sampler(model, tok, batch_size=4)
+  params = sampling.SamplingParams(max_new_tokens=24, stop_at_eos=False)
+  context = "Did you know that femp are more dangerous than glon?"
+  prompts = PROMPTS[:4]
+  p_len = prefill.bucket_length(max(len(tok.encode(p)) for p in prompts))
+  starts = [b - p_len for b in sampling.phase_bounds(p_len, 24)[:-1]]
+  assert any(start >= window for start in starts)  # a phase runs with the short reads
+  outs = sampler.generate(prompts, params, context=sampler.prefill(context, room=40))
+  allowed = jnp.arange(cfg.vocab_size) < tok.vocab_size
+  for prompt, out in zip(prompts, outs):
+    ids = [tok.bos_id] + tok.encode(context) + tok.encode(prompt)
+    assert list(out.token_ids) == _reference_greedy(model, ids, 24, allowed)
 
 
 def test_stop_strings_stop_rows_early(setup):

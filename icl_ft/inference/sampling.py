@@ -190,18 +190,20 @@ def _cached_tables(tokenizer_key: int, stops: tuple[str, ...], vocab_rows: int,
 # ---------------------------------------------------------------------------
 
 
-def _sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
-            greedy: jax.Array) -> jax.Array:
-  """Token ids [B] from log-probs / logits [B, V]; `greedy` (a traced bool) picks argmax.
+def _sample(logits: jax.Array, row_keys: jax.Array, step: jax.Array, temperature: jax.Array,
+            top_p: jax.Array, greedy: jax.Array) -> jax.Array:
+  """Token ids [B] from logits [B, V] (any per-row shift); `greedy` (a traced bool) picks argmax.
 
-  `lax.cond` runs one branch, so greedy decoding never pays for the nucleus sort, and greedy
-  and sampled decoding share one compiled program.
+  `lax.cond` runs one branch, so greedy decoding never pays for the nucleus sort nor for the
+  step's random keys (row i draws with `fold_in(row_keys[i], step)`), and greedy and sampled
+  decoding share one compiled program.
   """
 
   def argmax(logits):
     return layers.argmax(logits)
 
   def nucleus(logits):
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys)
     scaled = logits.astype(jnp.float32) / temperature
     probs = jax.nn.softmax(scaled, axis=-1)
     sorted_probs = jnp.sort(probs, axis=-1)[:, ::-1]  # [B, V] descending
@@ -263,22 +265,17 @@ def _generate_fn(graphdef, max_new, state, prefix, cache, ctx_logprobs, tokens, 
   last, cache = model(tokens, positions, segments, cache=cache, prefix=prefix,
                       logits_at=jnp.maximum(lengths - 1, 0))
   last = last[:, 0]
-  first = jnp.where((lengths > 0)[:, None], jax.nn.log_softmax(last.astype(jnp.float32)),
-                    ctx_logprobs[None])  # [B, V]
+  # [B, V]: a row's logits, or the context's log-probs; both are fine, as sampling from
+  # logits is the same after any per-row shift (so the loop never normalizes them).
+  first = jnp.where((lengths > 0)[:, None], last.astype(jnp.float32), ctx_logprobs[None])
   next_pos = positions[:, 0] + lengths  # [B]: position of the first generated token
   row_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(row_ids)
   num_stops = tables.shape[0]
 
-  def scores(logits):
-    # Greedy needs only the order of the logits: the log-softmax over the vocabulary is
-    # skipped (argmax is the same); sampling gets log-probabilities as before.
-    return jax.lax.cond(greedy, lambda x: x, jax.nn.log_softmax, logits.astype(jnp.float32))
-
-  def body(carry):
+  def body(carry, recent):
     t, cache, logits, stop_state, done, out, counts, reasons = carry
-    keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(row_keys)
     logits = jnp.where(allowed[None], logits, -jnp.inf)
-    tok = _sample(logits, keys, temperature, top_p, greedy)
+    tok = _sample(logits, row_keys, t, temperature, top_p, greedy)
     tok = jnp.where(done, 0, tok)
     out = out.at[:, t].set(tok)
     # Per stop string s: state[b, s] <- tables[s, state[b, s], tok[b]].
@@ -292,23 +289,31 @@ def _generate_fn(graphdef, max_new, state, prefix, cache, ctx_logprobs, tokens, 
     done = done | finished
     stop_state = jnp.minimum(new_state, stop_lengths[None, :] - 1)
     pos = (next_pos + t)[:, None]
-    logits, cache = model(tok[:, None], pos, jnp.ones_like(pos), cache=cache, prefix=prefix)
-    return t + 1, cache, scores(logits[:, 0]), stop_state, done, out, counts, reasons
+    logits, cache = model(tok[:, None], pos, jnp.ones_like(pos), cache=cache, prefix=prefix,
+                          local_recent=recent)
+    return t + 1, cache, logits[:, 0], stop_state, done, out, counts, reasons
 
   carry = (jnp.zeros((), jnp.int32), cache, first, jnp.zeros((b, num_stops), jnp.int32),
            ~active, jnp.zeros((b, max_new), jnp.int32), jnp.zeros((b,), jnp.int32),
            jnp.zeros((b,), jnp.int32))
+  window = max((w for w in map(model.config.window, range(model.config.num_layers)) if w),
+               default=None)
+  start = 0
   for bound in bounds:
     # Steps t < bound - p_len write slots < bound: this phase's loop runs them on a cache of
     # `bound` slots (the one before, grown), so each step reads only those.
     end = bound - p_len
+    # From step `window` on, a local layer's window holds only the last `window` generated
+    # tokens (slots p_len + t - window + 1 .. p_len + t): neither the prompt nor the context.
+    recent = window if window is not None and start >= window else None
 
     def cond(carry, end=end):
       t, _, _, _, done, *_ = carry
       return (t < end) & ~jnp.all(done)
 
     carry = (carry[0], _grow(carry[1], bound), *carry[2:])
-    carry = jax.lax.while_loop(cond, body, carry)
+    carry = jax.lax.while_loop(cond, functools.partial(body, recent=recent), carry)
+    start = end
   t, _, _, _, _, out, counts, reasons = carry
   return out, counts, reasons, t
 

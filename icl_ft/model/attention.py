@@ -15,7 +15,8 @@ transposed) and v [B, K, S, H], plus the positions and segment ids of the cached
 (shared by all layers) and one scalar `end_index`. A call with L new tokens writes them at
 [end_index, end_index + L) with
 `dynamic_update_slice` and advances end_index by L; every layer caches the full length (local
-layers mask by window instead of using a ring buffer).
+layers mask by window instead of using a ring buffer; a decoder that knows their window
+reaches only the newest slots reads just those, `newest_slots`).
 
 Without a cache (training, whole-row scoring) the keys are the queries' own tokens, and on CPU
 `self_attention` computes the same result per block of queries over only the keys that block
@@ -130,6 +131,17 @@ def write(buffer: jax.Array, new: jax.Array, end_index: jax.Array, axis: int = 1
   start = [zero] * buffer.ndim
   start[axis] = jnp.asarray(end_index, jnp.int32)
   return jax.lax.dynamic_update_slice(buffer, new.astype(buffer.dtype), tuple(start))
+
+
+def newest_slots(x: jax.Array, end: jax.Array, size: int, axis: int) -> jax.Array:
+  """x's `size` slots before slot `end` along `axis`, or its first `size` when `end` < `size`
+  (so the cut holds every slot before `end` either way); size <= x's slots.
+
+  A gather rather than a dynamic slice: XLA:CPU fuses a slice of a cache just updated in a
+  loop with the update, which then is no longer done in place (the whole cache copied per step).
+  """
+  start = jnp.maximum(jnp.asarray(end, jnp.int32) - size, 0)
+  return jnp.take(x, start + jnp.arange(size, dtype=jnp.int32), axis=axis, mode="clip")
 
 
 def make_mask(q_positions: jax.Array, q_segment_ids: jax.Array, k_positions: jax.Array,

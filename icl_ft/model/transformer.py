@@ -95,12 +95,16 @@ class Block(nnx.Module):
   def attend(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array,
              k_positions: jax.Array, k_segment_ids: jax.Array,
              kv: tuple[jax.Array, jax.Array] | None, end_index: jax.Array | None,
-             prefix: tuple[jax.Array, ...] | None = None
+             prefix: tuple[jax.Array, ...] | None = None,
+             recent: tuple[int, jax.Array, jax.Array] | None = None
              ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Self-attention of x [B, L, D]; with kv (cached k [B, K, H, S], v [B, K, S, H]) the new
     keys are written at end_index and attended together with the cached ones; with `prefix`
     (this layer's k [1, K, H, S], v [1, K, S, H] and the prefix positions, segment ids [1, S])
-    every row also attends that shared prefix (before its own keys, cached or not)."""
+    every row also attends that shared prefix (before its own keys, cached or not).
+    `recent` = (size, their positions, segment ids [B, size]), with kv: a local layer attends
+    only the newest `size` slots, through the ones written now, and not the prefix
+    (`Transformer.__call__`'s `local_recent`)."""
     dt = x.dtype
     b, l, d = x.shape
     n, kh, h = self.q.shape[1], self.k.shape[1], self.k.shape[2]
@@ -119,9 +123,19 @@ class Block(nnx.Module):
     v = v.transpose(0, 2, 1, 3)  # [B, K, L, H], the cache layout
     new_kv = None
     if kv is not None:
-      k = attention.write(kv[0], k.transpose(0, 2, 3, 1), end_index, axis=3)  # [B, K, H, L]
-      v = attention.write(kv[1], v, end_index, axis=2)
-      new_kv = (k, v)
+      k = k.transpose(0, 2, 3, 1)  # [B, K, H, L]
+      new_kv = (attention.write(kv[0], k, end_index, axis=3),
+                attention.write(kv[1], v, end_index, axis=2))
+      if recent is not None and self.window is not None:
+        size, k_positions, k_segment_ids = recent
+        if size < self.window:
+          raise ValueError(f"local_recent={size} is shorter than the window {self.window}: "
+                           "it would drop keys the window reaches")
+        k = attention.newest_slots(new_kv[0], end_index + l, size, axis=3)
+        v = attention.newest_slots(new_kv[1], end_index + l, size, axis=2)
+        prefix = None
+      else:
+        k, v = new_kv
       k, v = k.astype(dt), v.astype(dt)
     else:
       k = k.transpose(0, 2, 1, 3)  # [B, K, L, H]: the uncached paths' layout
@@ -152,10 +166,10 @@ class Block(nnx.Module):
     return layers.einsum("mf,fd->md", hidden, self.down[...]).reshape(b, l, d)
 
   def __call__(self, x, positions, segment_ids, k_positions, k_segment_ids, kv=None,
-               end_index=None, prefix=None):
+               end_index=None, prefix=None, recent=None):
     h = self.pre_attention_norm(x)
     a, new_kv = self.attend(h, positions, segment_ids, k_positions, k_segment_ids, kv,
-                            end_index, prefix)
+                            end_index, prefix, recent)
     if self.post_attention_norm is not None:
       a = self.post_attention_norm(a)
     x = x + a
@@ -191,7 +205,8 @@ class Transformer(nnx.Module):
 
   def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
                cache: KVCache | None = None, prefix: KVCache | None = None,
-               logits_at: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+               logits_at: jax.Array | None = None, local_recent: int | None = None
+               ) -> tuple[jax.Array, KVCache | None]:
     """Logits float32 [B, L, V] and the updated cache (None when cache is None).
 
     `prefix`: a batch-1 cache that every row continues (read only, never repeated): each row
@@ -201,8 +216,12 @@ class Transformer(nnx.Module):
     `logits_at` [B]: the logits of that one position per row only, [B, 1, V]. A prefill needs
     no more, and with a large vocabulary the output projection of every position is most of
     its FLOPs (Gemma 3 270M: 335 of 540 MFLOP per token).
+    `local_recent` (static, with `cache`): local layers read only the newest `local_recent`
+    slots of the rows' own cache, through the tokens just written, and not the prefix. Only
+    for a caller that knows every key their window reaches is there: the sampler's decode
+    steps once `window` tokens have been generated, where the window holds nothing else.
     """
-    x, new_cache = self.hidden(tokens, positions, segment_ids, cache, prefix)
+    x, new_cache = self.hidden(tokens, positions, segment_ids, cache, prefix, local_recent)
     if logits_at is not None:
       x = jnp.take_along_axis(x, jnp.asarray(logits_at, jnp.int32)[:, None, None], axis=1)
     logits = layers.softcap(self.embedder.decode(x), self.config.final_logit_softcap)
@@ -216,8 +235,8 @@ class Transformer(nnx.Module):
                                          vocab_chunk)
 
   def hidden(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-             cache: KVCache | None = None, prefix: KVCache | None = None
-             ) -> tuple[jax.Array, KVCache | None]:
+             cache: KVCache | None = None, prefix: KVCache | None = None,
+             local_recent: int | None = None) -> tuple[jax.Array, KVCache | None]:
     """The final-normed hidden states [B, L, D] the output projection reads, and the cache
     (`__call__` without the projection)."""
     cfg = self.config
@@ -239,13 +258,19 @@ class Transformer(nnx.Module):
       end = cache.end_index
       k_positions = attention.write(cache.positions, positions, end)
       k_segment_ids = attention.write(cache.segment_ids, segment_ids, end)
+    recent = None
+    if cache is not None and local_recent is not None and local_recent < cache.max_len:
+      written = end + tokens.shape[1]
+      recent = (local_recent, attention.newest_slots(k_positions, written, local_recent, axis=1),
+                attention.newest_slots(k_segment_ids, written, local_recent, axis=1))
 
     new_k, new_v = [], []
     for i, block in enumerate(self.layers):
       kv = None if cache is None else (cache.k[i], cache.v[i])
       shared = None if prefix is None else (prefix.k[i], prefix.v[i], prefix.positions,
                                             prefix.segment_ids)
-      x, layer_kv = block(x, positions, segment_ids, k_positions, k_segment_ids, kv, end, shared)
+      x, layer_kv = block(x, positions, segment_ids, k_positions, k_segment_ids, kv, end, shared,
+                          recent)
       if layer_kv is not None:
         new_k.append(layer_kv[0])
         new_v.append(layer_kv[1])
