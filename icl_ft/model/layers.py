@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from flax.core import meta
 
@@ -157,25 +156,42 @@ class Embedder(nnx.Module):
     return (softcap(target, cap) - top - jnp.log(total)).reshape(b, l)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, *, base: float, scale: float = 1.0
-               ) -> jax.Array:
-  """Rotary embedding, half-split (dims [0, H/2) pair with [H/2, H)), computed in float32.
+# Backends where `rope_tables` computes its tables apart from their consumers (see there).
+_MATERIALIZE_ROPE = ("cpu",)
 
-  x: [B, L, N, H]; positions: [B, L]. Frequencies base ** (-2i / H); positions are divided by
-  `scale` (linear RoPE scaling). Its gradient is written out (a custom VJP): the transpose of
-  a rotation is the rotation by the opposite angle, one pass like the forward, where the
-  gradient as differentiated costs XLA:CPU a concatenation of the halves' partial sums.
+
+def rope_tables(positions: jax.Array, head_dim: int, *, base: float, scale: float = 1.0
+                ) -> tuple[jax.Array, jax.Array]:
+  """(sin, cos) float32 [B, L, 1, H/2] of the rotary angles at `positions` [B, L].
+
+  Frequencies base ** (-2i / H); positions are divided by `scale` (linear RoPE scaling).
+  Computed once per forward for all layers of one (base, scale).
   """
-  return _rope(x, positions, float(base), float(scale))
-
-
-def _rope_tables(positions: jax.Array, head_dim: int, base: float, scale: float
-                 ) -> tuple[jax.Array, jax.Array]:
-  """(sin, cos) float32 [B, L, 1, H/2] of the rotary angles at `positions` [B, L]."""
   fraction = 2.0 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
   inv_freq = 1.0 / (base ** fraction)                                   # [H/2]
   angles = positions.astype(jnp.float32)[..., None] / scale * inv_freq  # [B, L, H/2]
-  return jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  sin_cos = lambda a: (jnp.sin(a), jnp.cos(a))  # noqa: E731
+  if jax.default_backend() in _MATERIALIZE_ROPE:
+    # Left to fusion, XLA:CPU computes sin and cos again for every element of q and k that
+    # reads them (all heads, both halves, every layer, forward and backward). An optimization
+    # barrier does not stop it (XLA:CPU drops barriers before fusion); a conditional's branch
+    # does. The predicate is always true but not a constant.
+    sin, cos = jax.lax.cond(jnp.min(positions) <= jnp.max(positions), sin_cos,
+                            lambda a: (a, a), angles)
+  else:
+    sin, cos = sin_cos(angles)
+  return sin[:, :, None, :], cos[:, :, None, :]
+
+
+def apply_rope(x: jax.Array, tables: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """Rotary embedding of x [B, L, N, H], half-split (dims [0, H/2) pair with [H/2, H)), in
+  float32, with `rope_tables` of its positions.
+
+  Its gradient is written out (a custom VJP): the transpose of a rotation is the rotation by
+  the opposite angle, one pass like the forward, where the gradient as differentiated costs
+  XLA:CPU a concatenation of the halves' partial sums.
+  """
+  return _rope(x, *tables)
 
 
 def _rotate(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
@@ -183,20 +199,19 @@ def _rotate(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _rope(x: jax.Array, positions: jax.Array, base: float, scale: float) -> jax.Array:
-  sin, cos = _rope_tables(positions, x.shape[-1], base, scale)
+@jax.custom_vjp
+def _rope(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
   return _rotate(x, sin, cos).astype(x.dtype)
 
 
-def _rope_fwd(x, positions, base, scale):
-  return _rope(x, positions, base, scale), positions
+def _rope_fwd(x, sin, cos):
+  return _rope(x, sin, cos), (sin, cos)
 
 
-def _rope_bwd(base, scale, positions, dy):
-  sin, cos = _rope_tables(positions, dy.shape[-1], base, scale)
-  dx = _rotate(dy, -sin, cos).astype(dy.dtype)
-  return dx, np.zeros(positions.shape, jax.dtypes.float0)  # integer positions: no gradient
+def _rope_bwd(residuals, dy):
+  sin, cos = residuals
+  # The tables are functions of integer positions: no gradient flows to them.
+  return _rotate(dy, -sin, cos).astype(dy.dtype), jnp.zeros_like(sin), jnp.zeros_like(cos)
 
 
 _rope.defvjp(_rope_fwd, _rope_bwd)

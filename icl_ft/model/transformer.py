@@ -96,7 +96,8 @@ class Block(nnx.Module):
              k_positions: jax.Array, k_segment_ids: jax.Array,
              kv: tuple[jax.Array, jax.Array] | None, end_index: jax.Array | None,
              prefix: tuple[jax.Array, ...] | None = None,
-             recent: tuple[int, jax.Array, jax.Array] | None = None
+             recent: tuple[int, jax.Array, jax.Array] | None = None, *,
+             rope: dict[tuple[float, float], tuple[jax.Array, jax.Array]]
              ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Self-attention of x [B, L, D]; with kv (cached k [B, K, H, S], v [B, K, S, H]) the new
     keys are written at end_index and attended together with the cached ones; with `prefix`
@@ -104,7 +105,8 @@ class Block(nnx.Module):
     every row also attends that shared prefix (before its own keys, cached or not).
     `recent` = (size, their positions, segment ids [B, size]), with kv: a local layer attends
     only the newest `size` slots, through the ones written now, and not the prefix
-    (`Transformer.__call__`'s `local_recent`)."""
+    (`Transformer.__call__`'s `local_recent`). `rope`: `layers.rope_tables` of the queries'
+    positions per (base, scale)."""
     dt = x.dtype
     b, l, d = x.shape
     n, kh, h = self.q.shape[1], self.k.shape[1], self.k.shape[2]
@@ -117,8 +119,8 @@ class Block(nnx.Module):
     if self.query_norm is not None:
       q = self.query_norm(q)
       k = self.key_norm(k)
-    q = layers.apply_rope(q, positions, base=self.rope_base, scale=self.rope_scale)
-    k = layers.apply_rope(k, positions, base=self.rope_base, scale=self.rope_scale)
+    q = layers.apply_rope(q, rope[(self.rope_base, self.rope_scale)])
+    k = layers.apply_rope(k, rope[(self.rope_base, self.rope_scale)])
     q = q * jnp.asarray(self.query_scale, dt)
     v = v.transpose(0, 2, 1, 3)  # [B, K, L, H], the cache layout
     new_kv = None
@@ -166,10 +168,10 @@ class Block(nnx.Module):
     return layers.einsum("mf,fd->md", hidden, self.down[...]).reshape(b, l, d)
 
   def __call__(self, x, positions, segment_ids, k_positions, k_segment_ids, kv=None,
-               end_index=None, prefix=None, recent=None):
+               end_index=None, prefix=None, recent=None, *, rope):
     h = self.pre_attention_norm(x)
     a, new_kv = self.attend(h, positions, segment_ids, k_positions, k_segment_ids, kv,
-                            end_index, prefix, recent)
+                            end_index, prefix, recent, rope=rope)
     if self.post_attention_norm is not None:
       a = self.post_attention_norm(a)
     x = x + a
@@ -264,13 +266,19 @@ class Transformer(nnx.Module):
       recent = (local_recent, attention.newest_slots(k_positions, written, local_recent, axis=1),
                 attention.newest_slots(k_segment_ids, written, local_recent, axis=1))
 
+    rope = {}  # one pair of tables per (base, scale), shared by the layers that use it
+    for block in self.layers:
+      key = (block.rope_base, block.rope_scale)
+      if key not in rope:
+        rope[key] = layers.rope_tables(positions, cfg.head_dim, base=key[0], scale=key[1])
+
     new_k, new_v = [], []
     for i, block in enumerate(self.layers):
       kv = None if cache is None else (cache.k[i], cache.v[i])
       shared = None if prefix is None else (prefix.k[i], prefix.v[i], prefix.positions,
                                             prefix.segment_ids)
       x, layer_kv = block(x, positions, segment_ids, k_positions, k_segment_ids, kv, end, shared,
-                          recent)
+                          recent, rope=rope)
       if layer_kv is not None:
         new_k.append(layer_kv[0])
         new_v.append(layer_kv[1])
