@@ -39,7 +39,6 @@ from flax import nnx  # pylint: disable=wrong-import-order
 
 import attention as attention_bench  # pylint: disable=wrong-import-order
 import train as train_bench  # pylint: disable=wrong-import-order
-from icl_ft.model import layers  # pylint: disable=wrong-import-order
 from icl_ft.model.transformer import Transformer  # pylint: disable=wrong-import-order
 from icl_ft.pipeline import loader as data_loader  # pylint: disable=wrong-import-order
 from icl_ft.train import step as step_lib  # pylint: disable=wrong-import-order
@@ -106,9 +105,7 @@ def profile(size: str, args) -> dict:
 
   def attention(blk, x):
     h = blk.pre_attention_norm(x)
-    rope = {(blk.rope_base, blk.rope_scale): layers.rope_tables(
-        pos, cfg.head_dim, base=blk.rope_base, scale=blk.rope_scale)}
-    return blk.attend(h, pos, seg, pos, seg, None, None, rope=rope)[0]
+    return blk.attend(h, pos, seg, pos, seg, None, None, rope=model.rope_tables(pos))[0]
 
   def mlp(blk, x):
     return blk.mlp(blk.pre_ffw_norm(x))

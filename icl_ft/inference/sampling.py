@@ -47,6 +47,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from icl_ft.inference import prefill
+from icl_ft.model import config as model_config
 from icl_ft.model import layers
 
 FINISH_REASONS = ("stop", "eos", "length")
@@ -296,8 +297,8 @@ def _generate_fn(graphdef, max_new, state, prefix, cache, ctx_logprobs, tokens, 
   carry = (jnp.zeros((), jnp.int32), cache, first, jnp.zeros((b, num_stops), jnp.int32),
            ~active, jnp.zeros((b, max_new), jnp.int32), jnp.zeros((b,), jnp.int32),
            jnp.zeros((b,), jnp.int32))
-  window = max((w for w in map(model.config.window, range(model.config.num_layers)) if w),
-               default=None)
+  local = model_config.LOCAL in model.config.attention_types
+  window = model.config.sliding_window if local else None  # one window for all local layers
   start = 0
   for bound in bounds:
     # Steps t < bound - p_len write slots < bound: this phase's loop runs them on a cache of

@@ -106,7 +106,7 @@ class Block(nnx.Module):
     `recent` = (size, their positions, segment ids [B, size]), with kv: a local layer attends
     only the newest `size` slots, through the ones written now, and not the prefix
     (`Transformer.__call__`'s `local_recent`). `rope`: `layers.rope_tables` of the queries'
-    positions per (base, scale)."""
+    positions per (base, scale) (`Transformer.rope_tables`)."""
     dt = x.dtype
     b, l, d = x.shape
     n, kh, h = self.q.shape[1], self.k.shape[1], self.k.shape[2]
@@ -119,8 +119,9 @@ class Block(nnx.Module):
     if self.query_norm is not None:
       q = self.query_norm(q)
       k = self.key_norm(k)
-    q = layers.apply_rope(q, rope[(self.rope_base, self.rope_scale)])
-    k = layers.apply_rope(k, rope[(self.rope_base, self.rope_scale)])
+    tables = rope[(self.rope_base, self.rope_scale)]
+    q = layers.apply_rope(q, tables)
+    k = layers.apply_rope(k, tables)
     q = q * jnp.asarray(self.query_scale, dt)
     v = v.transpose(0, 2, 1, 3)  # [B, K, L, H], the cache layout
     new_kv = None
@@ -236,12 +237,19 @@ class Transformer(nnx.Module):
     return self.embedder.target_logprobs(x, targets, self.config.final_logit_softcap,
                                          vocab_chunk)
 
+  def rope_tables(self, positions: jax.Array
+                  ) -> dict[tuple[float, float], tuple[jax.Array, jax.Array]]:
+    """`layers.rope_tables` of `positions` [B, L] for each (base, scale) the layers use: computed
+    once per forward and shared by those layers."""
+    keys = dict.fromkeys((block.rope_base, block.rope_scale) for block in self.layers)
+    return {key: layers.rope_tables(positions, self.config.head_dim, base=key[0], scale=key[1])
+            for key in keys}
+
   def hidden(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
              cache: KVCache | None = None, prefix: KVCache | None = None,
              local_recent: int | None = None) -> tuple[jax.Array, KVCache | None]:
     """The final-normed hidden states [B, L, D] the output projection reads, and the cache
     (`__call__` without the projection)."""
-    cfg = self.config
     if prefix is not None and prefix.batch_size != 1:
       raise ValueError(f"a shared prefix has batch size 1, got {prefix.batch_size}")
     if tokens.ndim != 2 or positions.shape != tokens.shape or segment_ids.shape != tokens.shape:
@@ -266,12 +274,7 @@ class Transformer(nnx.Module):
       recent = (local_recent, attention.newest_slots(k_positions, written, local_recent, axis=1),
                 attention.newest_slots(k_segment_ids, written, local_recent, axis=1))
 
-    rope = {}  # one pair of tables per (base, scale), shared by the layers that use it
-    for block in self.layers:
-      key = (block.rope_base, block.rope_scale)
-      if key not in rope:
-        rope[key] = layers.rope_tables(positions, cfg.head_dim, base=key[0], scale=key[1])
-
+    rope = self.rope_tables(positions)
     new_k, new_v = [], []
     for i, block in enumerate(self.layers):
       kv = None if cache is None else (cache.k[i], cache.v[i])
